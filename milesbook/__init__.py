@@ -1,0 +1,7 @@
+"""milesbook: balanced multimodal learning with MILES, its baselines, and notebooks that explain it."""
+from .data import MultimodalDataset, load_dataset
+from .miles import MILES, conditional_utilization, decide, utilization_gap
+from .models import JointFusionModel, build_model
+from .train import TrainConfig, read_history, train
+
+__version__ = "0.1.0"

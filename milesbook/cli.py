@@ -1,0 +1,117 @@
+"""`milesbook …` / `python -m milesbook …`: train one run, compare methods, list datasets.
+
+User errors (an unknown name, a value out of range, a missing dataset, a NaN loss) print one line
+starting with "milesbook: error:" and exit with status 2; nothing already written is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from .errors import UserError
+
+
+def _train_flags(parser: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+    d = TrainConfig()
+    parser.add_argument("--dataset", default=d.dataset, help="dataset name (see `milesbook datasets`)")
+    parser.add_argument("--fusion", default=d.fusion, help="concat | sum")
+    parser.add_argument("--encoder", default=d.encoder,
+                        help="auto (MLP for vectors, small CNN for images) | cnn | mlp | resnet6/10/18/34/50")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--tau", type=float, default=d.tau, help="MILES threshold τ ∈ [0, 1]")
+    parser.add_argument("--mu", type=float, default=d.mu, help="MILES reduction factor μ ∈ (0, 1]")
+    parser.add_argument("--utilization-split", default=d.utilization_split, help="val | train")
+    parser.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    parser.add_argument("--no-probes", action="store_true",
+                        help="do not train detached linear probes for methods that train no unimodal heads")
+    parser.add_argument("--data-option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a dataset knob, e.g. --data-option audio_noise 1.0 (repeatable)")
+
+
+def _config(args, **overrides):
+    from .train import TrainConfig
+    options = {}
+    for name, value in args.data_option:
+        try:
+            options[name] = json.loads(value)
+        except json.JSONDecodeError:
+            options[name] = value
+    config = TrainConfig(dataset=args.dataset, dataset_options=options, fusion=args.fusion,
+                         encoder=args.encoder, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         tau=args.tau, mu=args.mu, utilization_split=args.utilization_split,
+                         device=args.device, probes=not args.no_probes)
+    return replace(config, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="milesbook", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run into a folder")
+    _train_flags(p)
+    p.add_argument("--method", default="miles",
+                   help="vanilla | aux | miles | unimodal-<modality>")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder (config.json, history.csv, summary.json, last.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+    p = sub.add_parser("compare", help="the main job: methods × seeds + unimodal references, Table II style")
+    _train_flags(p)
+    p.add_argument("--methods", default="vanilla,aux,miles", help="comma-separated method names")
+    p.add_argument("--fusions", default="concat", help="comma-separated: concat,sum")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="runs/compare")
+
+    sub.add_parser("datasets", help="which datasets exist and whether their data is present")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as error:
+        print(f"milesbook: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("milesbook: interrupted; the last finished epoch is saved — rerun with --resume "
+              "(compare resumes by itself)", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    if args.command == "datasets":
+        from .data import REGISTRY
+        for entry in REGISTRY.values():
+            state = "ready" if entry.prepared() else f"not prepared — run: {entry.data_script}"
+            print(f"{entry.name:12s} {'/'.join(entry.modalities):14s} {state:10s} {entry.description}")
+        return 0
+    if args.command == "train":
+        from .train import train
+        config = _config(args, method=args.method, seed=args.seed)
+        summary = train(config, args.out, resume=args.resume)
+        keys = ["best_epoch", "test_acc_fusion", *[f"test_acc_{m}" for m in summary["modalities"]]]
+        print(json.dumps({k: summary[k] for k in keys}))
+        print(f"run folder: {args.out}")
+        return 0
+    if args.command == "compare":
+        from .compare import compare
+        from .errors import check_choice
+        fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+        for fusion in fusions:
+            check_choice("fusion", fusion, ["concat", "sum"])
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args))
+        for fusion, result in report.items():
+            print(f"\n{args.dataset}, {fusion} fusion — test accuracy (%), mean ± std over {args.seeds} seeds\n")
+            print(result["markdown"])
+            if result["decomposition"]:
+                print("\n" + result["decomposition"].replace("**", ""))
+        print(f"\nreport: {args.out}/results.md (figures beside it)")
+        return 0
+    raise AssertionError(args.command)

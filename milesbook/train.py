@@ -1,0 +1,343 @@
+"""The one training loop. Every method (MILES, the baselines, the references) runs through `train`;
+what differs between them lives in `milesbook.methods`.
+
+A run writes a folder (the contract the notebooks and `compare` read):
+- `config.json`   — the TrainConfig;
+- `history.csv`   — one row per epoch: `epoch`, `lr_fusion`, `lr_<m>` (rates used during the epoch),
+  `train_loss`, `train_acc_*`, `val_loss_fusion`, `val_acc_fusion`, `val_acc_<m>` (the modality
+  accuracy the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
+  `delta` (end of the epoch, for every method), `seconds`;
+- `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
+  they let the summary report the test score at any validation-chosen epoch without saving weights;
+- `summary.json`  — `best_epoch`, `test_acc_fusion`, `test_acc_<m>` at the best epoch, the same at
+  the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), and the run's totals;
+- `last.pt` — the checkpoint after every epoch, for `resume`.
+
+Best epoch (`select_best_epoch`): among the epochs whose validation fusion accuracy is within
+`selection_tolerance` (default 0.005, half a point) of the highest, the one with the lowest validation
+fusion loss; exact ties go to the later epoch. Validation fusion accuracy saturates near 100 % early on
+easy data; taking the first maximum would pick an epoch whose weak encoder is still under-trained (a
+single lucky epoch at 100 % beats fifty at 99.8 %). The strict rule (tolerance 0) is reported too.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import MultimodalDataset, load_dataset
+from .errors import NonFiniteLossError, UserError, check_choice
+from .methods import EpochMetrics, build_method, check_method_options, unimodal_modality
+from .miles import conditional_utilization, utilization_gap
+from .models import build_model
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "digits-av"
+    dataset_options: dict = field(default_factory=dict)  # the dataset's documented knobs
+    method: str = "miles"
+    fusion: str = "concat"
+    encoder: str = "auto"
+    feature_dim: int = 64
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    tau: float = 0.2
+    mu: float = 0.5
+    utilization_split: str = "val"   # "val" (the paper's default) or "train" (Table VI ablation)
+    probes: bool = True              # train detached linear probes on methods that train no heads
+    eval_batch_size: int = 1000
+    selection_tolerance: float = 0.005  # val fusion accuracies this close to the best count as tied
+
+    def check(self) -> "TrainConfig":
+        check_choice("utilization split", self.utilization_split, ["val", "train"])
+        check_choice("device", self.device, ["auto", "cpu", "cuda"])
+        if self.epochs < 1 or self.batch_size < 2:
+            raise UserError(f"--epochs must be ≥ 1 and --batch-size ≥ 2, got {self.epochs}, {self.batch_size}")
+        check_method_options(self)
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file and rename, so a killed run never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value) -> None:
+    _atomic_write(Path(path), lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    def write(p):
+        with open(p, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    _atomic_write(Path(path), write)
+
+
+def read_history(run_dir) -> list[dict]:
+    """history.csv as a list of {column: float} rows."""
+    with open(Path(run_dir) / "history.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def select_best_epoch(history: list[dict], tolerance: float = 0.0) -> int:
+    """The epoch (1-based `epoch` value) chosen on validation: among rows whose `val_acc_fusion` is
+    within `tolerance` of the maximum, the lowest `val_loss_fusion`; exact ties go to the later epoch."""
+    top = max(row["val_acc_fusion"] for row in history)
+    tied = [row for row in history if row["val_acc_fusion"] >= top - tolerance]
+    return int(min(tied, key=lambda row: (row["val_loss_fusion"], -row["epoch"]))["epoch"])
+
+
+def _accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(1) == labels).sum()
+
+
+class Trainer:
+    """Holds one run's data, model, optimizer and method; `fit` trains to `config.epochs`."""
+
+    def __init__(self, config: TrainConfig, out: Path, dataset: MultimodalDataset | None = None,
+                 progress: bool = True):
+        self.config = config.check()
+        self.out = Path(out)
+        self.device = resolve_device(config.device)
+        self.progress = progress
+        self.data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+        only = unimodal_modality(config.method)
+        self.modalities = (only,) if only else self.data.modalities
+        self.method = build_method(config, self.data.modalities)
+        # Which logits stand for "modality m" in history/summary columns without a suffix.
+        self.source = "head" if self.method.modality_source == "heads" else "part"
+        self._check_data()
+
+        torch.manual_seed(config.seed)
+        shapes = {m: self.data.shapes[m] for m in self.modalities}
+        self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
+                                 config.feature_dim).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.param_groups(config.lr), betas=(0.9, 0.999))
+        self.method.setup(self.model, self.optimizer)
+        self.generator = torch.Generator().manual_seed(config.seed)  # batch order and training noise
+        self.splits = {name: ({m: s.inputs[m].to(self.device) for m in self.modalities}, s.labels.to(self.device))
+                       for name, s in self.data.splits.items()}
+        self.history: list[dict] = []       # one row per epoch (history.csv)
+        self.test_history: list[dict] = []  # one row per epoch (test_history.csv)
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _check_data(self) -> None:
+        shapes = self.data.shapes
+        for name, split in self.data.splits.items():
+            for m in self.data.modalities:
+                x = split.inputs.get(m)
+                if x is None:
+                    raise UserError(f"dataset {self.data.name!r}: split {name!r} has no modality {m!r}")
+                if tuple(x.shape[1:]) != shapes[m] or len(x) != len(split.labels):
+                    raise UserError(f"dataset {self.data.name!r}: split {name!r}, modality {m!r} has shape "
+                                    f"{tuple(x.shape)}; expected ({len(split.labels)}, {', '.join(map(str, shapes[m]))})")
+            if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= self.data.num_classes):
+                raise UserError(f"dataset {self.data.name!r}: split {name!r} has labels outside "
+                                f"0..{self.data.num_classes - 1}")
+
+    # -- one pass ----------------------------------------------------------------------------------
+    def _forward(self, inputs):
+        # Heads are linear probes (no gradient into encoders) for methods that do not train them.
+        return self.model(inputs, detach_heads=not self.method.trains_heads)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the shuffled training split. Metrics are summed on the device and read once."""
+        self.model.train()
+        inputs, labels = self.splits["train"]
+        n, bs = len(labels), self.config.batch_size
+        order = torch.randperm(n, generator=self.generator)
+        if n % bs == 1:  # a batch of one breaks BatchNorm; that sample waits for the next epoch
+            order = order[:-1]
+        keys = ["loss", "fusion"] + [f"head_{m}" for m in self.modalities] + [f"part_{m}" for m in self.modalities]
+        sums = torch.zeros(len(keys), device=self.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs].to(self.device)
+            batch = {}
+            for m in self.modalities:
+                x = inputs[m][idx]
+                std = self.data.train_noise_std.get(m, 0.0)
+                if std > 0:
+                    noise = torch.randn(x.shape, generator=self.generator).to(self.device)
+                    x = x + std * noise
+                batch[m] = x
+            y = labels[idx]
+            out = self._forward(batch)
+            loss = self.method.loss(out, y, F.cross_entropy)
+            probe_loss = 0.0
+            if not self.method.trains_heads and self.config.probes:
+                probe_loss = sum(F.cross_entropy(h, y) for h in out.heads.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss + probe_loss).backward()
+            self.method.after_backward(out, y, epoch)
+            self.optimizer.step()
+            with torch.no_grad():
+                nonfinite |= ~torch.isfinite(loss)
+                sums += torch.stack([loss.detach() * len(y), _accuracy_counts(out.fusion, y)]
+                                    + [_accuracy_counts(out.heads[m], y) for m in self.modalities]
+                                    + [_accuracy_counts(out.parts[m], y) for m in self.modalities]).float()
+        if nonfinite.item():
+            last = f"epoch {epoch - 1} in {self.out / 'last.pt'}" if epoch > 1 else "none (it was the first epoch)"
+            raise NonFiniteLossError(
+                f"the training loss became NaN/inf during epoch {epoch} ({self.config.method}, lr "
+                f"{self.config.lr}); training stopped. Last good checkpoint: {last}. Try a lower --lr.")
+        values = (sums / len(order)).tolist()
+        result = dict(zip(keys, values))
+        return {"train_loss": result["loss"], **{f"acc_{k}": v for k, v in result.items() if k != "loss"}}
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of every head on a whole split: loss_fusion, acc_fusion, acc_head_<m>, acc_part_<m>."""
+        self.model.eval()
+        inputs, labels = self.splits[split]
+        keys = ["loss_fusion", "acc_fusion"] + [f"acc_head_{m}" for m in self.modalities] \
+            + [f"acc_part_{m}" for m in self.modalities]
+        sums = torch.zeros(len(keys), device=self.device)
+        for start in range(0, len(labels), self.config.eval_batch_size):
+            sl = slice(start, start + self.config.eval_batch_size)
+            y = labels[sl]
+            out = self.model({m: inputs[m][sl] for m in self.modalities})
+            sums += torch.stack([F.cross_entropy(out.fusion, y, reduction="sum"), _accuracy_counts(out.fusion, y)]
+                                + [_accuracy_counts(out.heads[m], y) for m in self.modalities]
+                                + [_accuracy_counts(out.parts[m], y) for m in self.modalities]).float()
+        return dict(zip(keys, (sums / max(len(labels), 1)).tolist()))
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def _row(self, epoch: int, lrs: dict, train: dict, val: dict) -> tuple[dict, dict]:
+        src = self.source
+        row = {"epoch": epoch, **{f"lr_{k}": v for k, v in lrs.items()}, "train_loss": train["train_loss"],
+               "train_acc_fusion": train["acc_fusion"]}
+        row.update({f"train_acc_{m}": train[f"acc_{src}_{m}"] for m in self.modalities})
+        row.update({"val_loss_fusion": val["loss_fusion"], "val_acc_fusion": val["acc_fusion"]})
+        row.update({f"val_acc_{m}": val[f"acc_{src}_{m}"] for m in self.modalities})
+        row.update({f"val_acc_head_{m}": val[f"acc_head_{m}"] for m in self.modalities})
+        row.update({f"val_acc_part_{m}": val[f"acc_part_{m}"] for m in self.modalities})
+        # Utilization, for every method, from the metrics the method uses for its modality heads.
+        source = val if self.config.utilization_split == "val" else {
+            "acc_fusion": train["acc_fusion"], **{f"acc_{src}_{m}": train[f"acc_{src}_{m}"] for m in self.modalities}}
+        util_metrics = {"fusion": source["acc_fusion"], **{m: source[f"acc_{src}_{m}"] for m in self.modalities}}
+        if len(self.modalities) == 2:
+            a, b = self.modalities
+            u_a, u_b = conditional_utilization(util_metrics["fusion"], util_metrics[a], util_metrics[b])
+            row.update({f"u_{a}": u_a, f"u_{b}": u_b, "delta": utilization_gap(u_a, u_b)})
+        else:
+            row.update({f"u_{m}": math.nan for m in self.modalities} | {"delta": math.nan})
+        return row, util_metrics
+
+    def _checkpoint(self) -> dict:
+        return {"epoch": len(self.history), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+                "generator": self.generator.get_state(), "history": self.history,
+                "test_history": self.test_history,
+                "config": asdict(self.config)}
+
+    def resume(self) -> int:
+        """Restore the state saved after the last finished epoch; returns that epoch (0 if none)."""
+        path = self.out / "last.pt"
+        if not path.exists():
+            return 0
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "device")}
+        mine = {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "device")}
+        if saved != mine:
+            diff = sorted(k for k in mine if saved.get(k) != mine[k])
+            raise UserError(f"{self.out} holds a run with a different configuration ({', '.join(diff)}); "
+                            "resume it with the same flags or choose another --out")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.generator.set_state(state["generator"])
+        self.history, self.test_history = state["history"], state["test_history"]
+        return state["epoch"]
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+        """Train to `config.epochs` (continuing from `last.pt` when `resume`), then test the best and
+        the last epoch. Returns the summary. `on_epoch_end(row)` is called after each checkpoint."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not resume and (self.out / "last.pt").exists():
+            raise UserError(f"{self.out} already holds a run; pass --resume to continue it, or choose "
+                            "another --out")
+        start = self.resume() if resume else 0
+        write_json(self.out / "config.json", asdict(self.config))
+        bar = tqdm(range(start + 1, self.config.epochs + 1), desc=f"{self.config.method}/{self.config.fusion}"
+                   f"/seed{self.config.seed}", leave=False, disable=not self.progress, initial=start,
+                   total=self.config.epochs)
+        for epoch in bar:
+            began = time.perf_counter()
+            lrs = {g["name"]: float(g["lr"]) for g in self.optimizer.param_groups}
+            train = self.train_epoch(epoch)
+            val = self.evaluate("val")
+            row, util_metrics = self._row(epoch, lrs, train, val)
+            self.method.end_epoch(EpochMetrics(epoch, util_metrics, row))
+            row["seconds"] = time.perf_counter() - began  # train + validation + the method's epoch rule
+            self.history.append(row)
+            self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
+            _atomic_write(self.out / "last.pt", lambda p: torch.save(self._checkpoint(), p))
+            write_history(self.out / "history.csv", self.history)
+            write_history(self.out / "test_history.csv", self.test_history)
+            bar.set_postfix(val_fusion=f"{row['val_acc_fusion']:.3f}")
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+        return self.finish()
+
+    def _test_row(self, test: dict) -> dict:
+        row = {"test_loss_fusion": test["loss_fusion"], "test_acc_fusion": test["acc_fusion"]}
+        row.update({f"test_acc_{m}": test[f"acc_{self.source}_{m}"] for m in self.modalities})
+        row.update({f"test_acc_head_{m}": test[f"acc_head_{m}"] for m in self.modalities})
+        row.update({f"test_acc_part_{m}": test[f"acc_part_{m}"] for m in self.modalities})
+        return row
+
+    def finish(self) -> dict:
+        """Choose the best epoch on validation and write summary.json with its test metrics."""
+        best = select_best_epoch(self.history, self.config.selection_tolerance)
+        strict = select_best_epoch(self.history, 0.0)
+        at = {e: self.test_history[e - 1] for e in (best, strict, len(self.history))}
+        summary = {"method": self.config.method, "fusion": self.config.fusion, "seed": self.config.seed,
+                   "dataset": self.config.dataset, "modalities": list(self.modalities),
+                   "epochs": len(self.history), "best_epoch": best, "strict_best_epoch": strict,
+                   "selection": f"val_acc_fusion within {self.config.selection_tolerance} of the max, then "
+                                "min val_loss_fusion, then later epoch",
+                   **{k: v for k, v in at[best].items() if k != "epoch"},
+                   **{f"strict_{k}": v for k, v in at[strict].items() if k != "epoch"},
+                   **{f"last_{k}": v for k, v in at[len(self.history)].items() if k != "epoch"},
+                   **{f"best_{k}": v for k, v in self.history[best - 1].items() if k.startswith("val_")},
+                   "train_seconds": sum(r["seconds"] for r in self.history), "device": str(self.device)}
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,
+          progress: bool = True, on_epoch_end=None) -> dict:
+    """Train one run into the folder `out` and return its summary (see the module docstring)."""
+    return Trainer(config, Path(out), dataset, progress).fit(resume=resume, on_epoch_end=on_epoch_end)

@@ -1,0 +1,74 @@
+"""The comparison (main job): tables from real runs, the run folder as cache, interrupted resumes."""
+import csv
+import json
+
+import pytest
+
+import milesbook as mb
+from milesbook import compare as compare_module
+from milesbook.compare import compare, decomposition, summarize
+
+from .conftest import run_cli
+
+
+def test_summarize_hand_computed():
+    runs = {"unimodal-a": [{"test_acc_a": 0.9}, {"test_acc_a": 0.8}],
+            "vanilla": [{"test_acc_fusion": 1.0, "test_acc_a": 0.6, "test_acc_b": 0.9},
+                        {"test_acc_fusion": 0.8, "test_acc_a": 0.4, "test_acc_b": 0.9}]}
+    rows = summarize(runs, ("a", "b"))
+    assert rows[0]["a_mean"] == pytest.approx(0.85) and rows[0]["b_mean"] is None and rows[0]["fusion_mean"] is None
+    van = rows[1]
+    assert van["fusion_mean"] == pytest.approx(0.9) and van["fusion_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert van["delta_mean"] == pytest.approx(0.4)  # |0.6-0.9| and |0.4-0.9| → 0.3, 0.5
+
+
+def test_decomposition_sentences():
+    rows = [{"method": "unimodal-a", "a_mean": 0.9, "b_mean": None}, {"method": "unimodal-b", "a_mean": None, "b_mean": 0.6},
+            {"method": "vanilla", "a_mean": 0.9, "b_mean": 0.2}, {"method": "aux", "a_mean": 0.9, "b_mean": 0.5},
+            {"method": "miles", "a_mean": 0.9, "b_mean": 0.55}]
+    text = decomposition(rows, ("a", "b"))
+    assert "**b**" in text and "40.0 points below" in text
+    assert "+30.0 points (75 % of the gap)" in text and "+5.0 points (13 % of the gap)" in text
+
+
+def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkeypatch):
+    base = mb.TrainConfig(epochs=2, dataset_options={"sizes": [200, 60, 60]})
+    report = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
+    assert set(report) == {"concat", "sum"}
+    rows = {r["method"]: r for r in report["sum"]["rows"]}
+    assert rows["vanilla"]["seeds"] == 2 and 0 <= rows["miles"]["b_mean"] <= 1
+    seed1 = json.loads((tmp_path / "miles-sum" / "seed1" / "summary.json").read_text())
+    values = [json.loads((tmp_path / "miles-sum" / f"seed{k}" / "summary.json").read_text())["test_acc_fusion"]
+              for k in (0, 1)]
+    assert rows["miles"]["fusion_mean"] == pytest.approx(sum(values) / 2)
+    assert seed1["fusion"] == "sum" and (tmp_path / "unimodal-a" / "seed0" / "summary.json").exists()
+    assert (tmp_path / "results.md").read_text().count("| vanilla |") >= 2
+    assert (tmp_path / "bars-concat.png").stat().st_size > 1000 and (tmp_path / "dynamics-sum.png").exists()
+    with open(tmp_path / "results.csv") as f:
+        assert {r["epoch_choice"] for r in csv.DictReader(f)} == {"selected", "strict", "last"}
+
+    # second call: nothing is trained again
+    calls = []
+    monkeypatch.setattr(compare_module, "train", lambda *a, **k: calls.append(a) or {})
+    again = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
+    assert calls == [] and again["sum"]["rows"] == report["sum"]["rows"]
+    monkeypatch.undo()
+
+    # an interrupted run (checkpoint, no summary) is resumed, not restarted
+    folder = tmp_path / "vanilla-concat" / "seed1"
+    history_before = mb.read_history(folder)
+    (folder / "summary.json").unlink()
+    resumed = []
+    real_train = compare_module.train
+    monkeypatch.setattr(compare_module, "train", lambda *a, **k: resumed.append(k["resume"]) or real_train(*a, **k))
+    compare("toy", ("vanilla", "miles"), ("concat",), seeds=2, out=tmp_path, base=base, progress=False)
+    assert resumed == [True]
+    assert mb.read_history(folder) == history_before
+
+
+def test_compare_command_prints_table(tmp_path):
+    result = run_cli("compare", "--dataset", "toy", "--epochs", "2", "--seeds", "1", "--data-option", "sizes",
+                     "[200, 60, 60]", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| method | multimodal | a | b | Δ |" in result.stdout
+    assert "| miles |" in result.stdout and (tmp_path / "results.md").exists()

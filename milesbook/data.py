@@ -247,7 +247,7 @@ def load_digits_av(audio_noise: float = DEFAULT_AUDIO_NOISE, image_noise: float 
         name="digits-av", modalities=("image", "audio"), num_classes=10, splits=splits,
         train_noise_std={"image": image_noise, "audio": audio_noise},
         description=f"real handwritten (sklearn) + spoken (FSDD) digits; audio noise std {audio_noise}, "
-                    f"image noise std {image_noise}; cached at {path}")
+                    f"image noise std {image_noise}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     for m in modalities:
         ax.step(epochs, [row[f"lr_{m}"] for row in history], where="mid", label=f"lr {m}")
     ax.step(epochs, [row["lr_fusion"] for row in history], "k:", where="mid", label="lr fusion")
-    ax.set(xlabel="epoch", ylabel="learning rate", title="rates used in each epoch")
+    top = max(row[f"lr_{m}"] for row in history for m in [*modalities, "fusion"])
+    ax.set(xlabel="epoch", ylabel="learning rate", title="rates used in each epoch", ylim=(0, 1.1 * top))
     ax.legend(fontsize=8)
     ax = axes[2]
     ax.plot(epochs, [row["val_acc_fusion"] for row in history], "k", label="fusion")

@@ -23,6 +23,7 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--optimizer", default=d.optimizer, help="adam (the MILES paper) | sgd (momentum 0.9)")
     parser.add_argument("--tau", type=float, default=d.tau, help="MILES threshold τ ∈ [0, 1]")
     parser.add_argument("--mu", type=float, default=d.mu, help="MILES reduction factor μ ∈ (0, 1]")
     parser.add_argument("--utilization-split", default=d.utilization_split, help="val | train")
@@ -31,6 +32,35 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
                         help="do not train detached linear probes for methods that train no unimodal heads")
     parser.add_argument("--data-option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a dataset knob, e.g. --data-option audio_noise 1.0 (repeatable)")
+    group = parser.add_argument_group("baselines' hyper-parameters (see milesbook.baselines)")
+    group.add_argument("--ogm-alpha", type=float, default=d.ogm_alpha, help="OGM/OGM-GE strength α > 0 (paper 0.1–1.0)")
+    group.add_argument("--ogm-start", type=int, default=d.ogm_start, help="first modulated epoch (from 1)")
+    group.add_argument("--ogm-end", type=int, default=d.ogm_end, help="last modulated epoch (inclusive)")
+    group.add_argument("--ogm-params", default=d.ogm_params, help="weights (every ≥2-D encoder tensor) | conv (official)")
+    group.add_argument("--ogm-source", default=d.ogm_source,
+                       help="parts (L_AB only, fusion-head parts; official) | heads (Eq. 3, trained heads)")
+    group.add_argument("--gblend-mode", default=d.gblend_mode, help="online | offline")
+    group.add_argument("--gblend-every", type=int, default=d.gblend_every, help="online re-estimation period (epochs)")
+    group.add_argument("--gblend-epochs", type=int, default=d.gblend_epochs, help="epochs per head per estimation")
+    group.add_argument("--gblend-holdout", type=float, default=d.gblend_holdout, help="held-out fraction of train, (0, 0.5)")
+    group.add_argument("--mslr-lrs", default="", metavar="M=LR,...",
+                       help="best unimodal rate per modality, e.g. image=0.001,audio=0.003 (compare searches if empty)")
+    group.add_argument("--mslr-lambda", type=float, default=d.mslr_lambda, help="MSLR-S smoothing λ in [0, 1]")
+    group.add_argument("--mslr-window", type=int, default=d.mslr_window, help="MSLR-D window (epochs, ≥ 2)")
+    group.add_argument("--mses-patience", type=int, default=d.mses_patience, help="MSES patience (epochs, paper 3–10)")
+    group.add_argument("--no-mses-restore", action="store_true", help="MSES: keep a stopped modality's last weights")
+
+
+def _rates(text: str) -> dict[str, float]:
+    """"image=0.001,audio=0.003" → {"image": 0.001, "audio": 0.003}."""
+    rates = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        try:
+            rates[name.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--mslr-lrs expects MODALITY=RATE pairs like image=0.001, got {item!r}") from None
+    return rates
 
 
 def _config(args, **overrides):
@@ -43,8 +73,15 @@ def _config(args, **overrides):
             options[name] = value
     config = TrainConfig(dataset=args.dataset, dataset_options=options, fusion=args.fusion,
                          encoder=args.encoder, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         optimizer=args.optimizer,
                          tau=args.tau, mu=args.mu, utilization_split=args.utilization_split,
-                         device=args.device, probes=not args.no_probes)
+                         device=args.device, probes=not args.no_probes, ogm_alpha=args.ogm_alpha,
+                         ogm_start=args.ogm_start, ogm_end=args.ogm_end, ogm_params=args.ogm_params,
+                         ogm_source=args.ogm_source, gblend_mode=args.gblend_mode, gblend_every=args.gblend_every,
+                         gblend_epochs=args.gblend_epochs, gblend_holdout=args.gblend_holdout,
+                         mslr_lrs=_rates(args.mslr_lrs), mslr_lambda=args.mslr_lambda,
+                         mslr_window=args.mslr_window, mses_patience=args.mses_patience,
+                         mses_restore=not args.no_mses_restore)
     return replace(config, **overrides)
 
 
@@ -55,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run into a folder")
     _train_flags(p)
     p.add_argument("--method", default="miles",
-                   help="vanilla | aux | miles | unimodal-<modality>")
+                   help="vanilla | aux | miles | mses | mslr-k | mslr-s | mslr-d | ogm | ogm-ge | gblend | "
+                        "unimodal-<modality>")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (config.json, history.csv, summary.json, last.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
 
     p = sub.add_parser("compare", help="the main job: methods × seeds + unimodal references, Table II style")
     _train_flags(p)
-    p.add_argument("--methods", default="vanilla,aux,miles", help="comma-separated method names")
+    p.add_argument("--methods", default="vanilla,aux,miles",
+                   help="comma-separated method names, or 'all' (the three above and the seven baselines)")
     p.add_argument("--fusions", default="concat", help="comma-separated: concat,sum")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/compare")

@@ -20,10 +20,12 @@ from tqdm.auto import tqdm
 
 from .data import load_dataset
 from .errors import UserError
+from .baselines import BASELINES
 from .methods import METHODS
 from .train import TrainConfig, read_history, train
 
 MAIN_METHODS = ("vanilla", "aux", "miles")
+ALL_METHODS = MAIN_METHODS + BASELINES
 
 
 def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
@@ -111,6 +113,36 @@ def decomposition(rows: list[dict], modalities) -> str:
             f"MILES ends {100 * (uni - mil):.1f} points below the unimodal model.")
 
 
+def expand_methods(methods) -> list[str]:
+    """Method names, with "all" standing for vanilla, aux, miles and the seven baselines."""
+    names = []
+    for m in methods:
+        for name in (ALL_METHODS if m == "all" else [m]):
+            if name not in names:
+                names.append(name)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown method(s) {unknown}; choose from: all, {', '.join(METHODS)}")
+    return names
+
+
+def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True,
+                       factors=(1 / 3, 1.0, 3.0)) -> dict:
+    """Each modality's best unimodal learning rate (highest validation accuracy at its selected epoch,
+    seed 0) over `factors` × the global rate — what MSLR-K/S start from. Runs are cached like any other."""
+    grid = [base.lr * f for f in factors]
+    best = {}
+    for m in data.modalities:
+        scores = {}
+        for lr in grid:
+            config = replace(base, method=f"unimodal-{m}", lr=lr, seed=0)
+            folder = run_dir(out, f"unimodal-{m}", "concat", 0) if lr == base.lr else \
+                Path(out) / "lr-search" / f"unimodal-{m}-lr{lr:.3g}"
+            scores[lr] = run_or_reuse(config, folder, data, progress)["best_val_acc_fusion"]
+        best[m] = max(grid, key=lambda lr: (scores[lr], lr == base.lr))
+    return {"grid": grid, "best": best}
+
+
 def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",), seeds: int = 3,
             out="runs/compare", base: TrainConfig | None = None, progress: bool = True) -> dict:
     """Train (or reuse) every method × fusion × seed plus the unimodal references, write the report
@@ -119,10 +151,16 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
     base = replace(base or TrainConfig(), dataset=dataset)
     data = load_dataset(dataset, **base.dataset_options)
     modalities = data.modalities
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise UserError(f"unknown method(s) {unknown}; choose from: {', '.join(METHODS)}")
+    methods = expand_methods(methods)
     references = [f"unimodal-{m}" for m in modalities]
+    search_note = ""
+    if any(m.startswith("mslr-") for m in methods) and not base.mslr_lrs:
+        rates = unimodal_lr_search(base, data, out, progress)
+        search_note = (f"MSLR rates: each modality's best unimodal rate on validation over "
+                       f"{sorted(rates['grid'])} (seed 0): {rates['best']}.")
+        base_mslr = replace(base, mslr_lrs=rates["best"])
+    else:
+        base_mslr = base
     report, csv_rows = {}, []
     md = [f"# Results on {dataset}", "",
           f"Test accuracy (%), mean ± std over {seeds} seeds, at the epoch chosen on validation "
@@ -130,6 +168,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
           f"Adam lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
           f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |acc_{modalities[0]} − "
           f"acc_{modalities[-1]}|. Dataset: {data.description}.", ""]
+    if search_note:
+        md += [search_note, ""]
     bar = tqdm(total=len(fusions) * (len(references) + len(methods)) * seeds, desc="runs", disable=not progress)
     for fusion in fusions:
         summaries = {}
@@ -137,7 +177,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
             summaries[method] = []
             for seed in range(seeds):
                 bar.set_postfix_str(f"{method} {fusion} seed {seed}")
-                config = replace(base, method=method, fusion=fusion if method in methods else "concat", seed=seed)
+                config = replace(base_mslr if method.startswith("mslr-") else base, method=method,
+                                 fusion=fusion if method in methods else "concat", seed=seed)
                 summaries[method].append(run_or_reuse(config, run_dir(out, method, fusion, seed), data, progress))
                 bar.update()
         tables = {p: summarize(summaries, modalities, p) for p in ("", "strict_", "last_")}

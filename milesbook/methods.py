@@ -1,12 +1,13 @@
 """Training methods as small hooks on the one trainer (`milesbook.train`).
 
-A method decides four things and nothing else:
+A method decides these things and nothing else:
 - which losses train the model (`loss`): L_AB only, or Eq. 3's L_AB + Σ_m L_m, or weighted;
 - which per-modality logits stand for "modality m's prediction" (`modality_source`): the trained
   unimodal heads ("heads") or the fusion head's per-modality parts ("parts");
-- what happens between `backward()` and `optimizer.step()` (`after_backward`, e.g. gradient
-  modulation);
-- what happens after each epoch's validation (`end_epoch`, e.g. learning-rate rules).
+- its starting rates and data (`setup`), work before an epoch (`start_epoch`, e.g. G-Blend's weight
+  estimation), what happens between `backward()` and `optimizer.step()` (`after_backward`, e.g.
+  gradient modulation), after each epoch's validation (`end_epoch`, e.g. learning-rate rules), and
+  whether training is over early (`should_stop`, e.g. modality-specific early stopping).
 
 Which loss belongs to which method follows the reference: `vanilla` trains L_AB only and reads
 modality accuracies from the fusion head's parts; `aux` and `miles` train Eq. 3 and read the trained
@@ -41,9 +42,17 @@ class Method:
     def __init__(self, config):
         self.config = config
 
-    def setup(self, model, optimizer) -> None:
-        """Called once the model and optimizer exist (before any resume restores their state)."""
-        self.model, self.optimizer = model, optimizer
+    def setup(self, trainer) -> None:
+        """Called once the trainer's model, optimizer and data exist (before a resume restores their
+        state). Methods keep what they need: `trainer.model`, `trainer.optimizer`, `trainer.splits`."""
+        self.trainer, self.model, self.optimizer = trainer, trainer.model, trainer.optimizer
+
+    def group(self, name: str) -> dict:
+        """The optimizer's param group called `name` ("fusion" or a modality)."""
+        return next(g for g in self.optimizer.param_groups if g["name"] == name)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Before the epoch's training pass."""
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
         """The training loss of one batch from the model's `FusionOutput`."""
@@ -55,7 +64,12 @@ class Method:
         """Between backward and optimizer step: gradients may be changed here."""
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        """After validation: set the rates (or anything else) for the next epoch."""
+        """After validation: set the rates (or anything else) for the next epoch. Columns added to
+        `metrics.row` are written to history.csv."""
+
+    def should_stop(self) -> bool:
+        """True once the method has finished training early."""
+        return False
 
     def state_dict(self) -> dict:
         return {}
@@ -81,10 +95,10 @@ class Miles(Aux):
     """Eq. 3 plus the MILES scheduler (Algorithm 1) after every validation."""
     name = "miles"
 
-    def setup(self, model, optimizer) -> None:
-        super().setup(model, optimizer)
-        self.scheduler = MILES(optimizer, tau=self.config.tau, mu=self.config.mu,
-                               modalities=list(model.modalities))
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        self.scheduler = MILES(self.optimizer, tau=self.config.tau, mu=self.config.mu,
+                               modalities=list(self.model.modalities))
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
         self.scheduler.step(metrics.utilization_metrics)
@@ -126,5 +140,27 @@ def check_method_options(config) -> None:
     """Range checks on every method hyper-parameter in the config, with messages naming the flag."""
     from .miles import check_hyperparameters
     check_hyperparameters(config.tau, config.mu)
-    if config.lr <= 0:
-        raise UserError(f"--lr must be > 0, got {config.lr}")
+
+    def require(ok: bool, flag: str, rule: str, value) -> None:
+        if not ok:
+            raise UserError(f"{flag} must be {rule}, got {value}")
+
+    require(config.lr > 0, "--lr", "> 0", config.lr)
+    require(config.ogm_alpha > 0, "--ogm-alpha", "> 0 (the OGM paper uses 0.1–1.0)", config.ogm_alpha)
+    require(1 <= config.ogm_start <= config.ogm_end, "--ogm-start/--ogm-end", "1 ≤ start ≤ end",
+            (config.ogm_start, config.ogm_end))
+    check_choice("--ogm-params value", config.ogm_params, ["weights", "conv"])
+    check_choice("--ogm-source value", config.ogm_source, ["parts", "heads"])
+    check_choice("--gblend-mode value", config.gblend_mode, ["online", "offline"])
+    require(config.gblend_every >= 1, "--gblend-every", "≥ 1 epoch", config.gblend_every)
+    require(config.gblend_epochs >= 1, "--gblend-epochs", "≥ 1", config.gblend_epochs)
+    require(0 < config.gblend_holdout < 0.5, "--gblend-holdout", "in (0, 0.5) (a fraction of the training split)",
+            config.gblend_holdout)
+    require(all(v > 0 for v in config.mslr_lrs.values()), "--mslr-lrs", "> 0 for every modality", config.mslr_lrs)
+    require(0 <= config.mslr_lambda <= 1, "--mslr-lambda", "in [0, 1]", config.mslr_lambda)
+    require(config.mslr_window >= 2, "--mslr-window", "≥ 2 epochs", config.mslr_window)
+    require(config.mses_patience >= 1, "--mses-patience", "≥ 1 epoch (the MSES paper uses 3–10)",
+            config.mses_patience)
+
+
+from . import baselines  # noqa: E402,F401  (registers the baselines in METHODS)

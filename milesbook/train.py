@@ -51,11 +51,27 @@ class TrainConfig:
     feature_dim: int = 64
     epochs: int = 30
     lr: float = 1e-3
+    optimizer: str = "adam"          # "adam" (β 0.9, 0.999; the MILES paper) or "sgd" (momentum 0.9)
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
-    tau: float = 0.2
-    mu: float = 0.5
+    tau: float = 0.2                 # MILES threshold on δ, in [0, 1]
+    mu: float = 0.5                  # MILES rate multiplier for the dominant encoder, in (0, 1]
+    # Baselines' hyper-parameters (see milesbook.baselines for what each does and its range).
+    ogm_alpha: float = 0.5           # OGM/OGM-GE modulation strength α (paper: 0.1–1.0)
+    ogm_start: int = 1               # first epoch with modulation (inclusive, counted from 1)
+    ogm_end: int = 50                # last epoch with modulation (inclusive)
+    ogm_params: str = "weights"      # "weights" (every ≥2-D encoder tensor) or "conv" (4-D only, official)
+    ogm_source: str = "parts"        # "parts" (L_AB only, official) or "heads" (Eq. 3, trained heads)
+    gblend_mode: str = "online"      # "offline" (estimate once) or "online" (every gblend_every epochs)
+    gblend_every: int = 10           # super-epoch length for online G-Blend
+    gblend_epochs: int = 2           # n: epochs each head trains alone per estimation
+    gblend_holdout: float = 0.1      # fraction of the training split held out as V
+    mslr_lrs: dict = field(default_factory=dict)  # {modality: best unimodal lr} for MSLR-K/S (and D's start)
+    mslr_lambda: float = 0.5         # MSLR-S smoothing λ in [0, 1]
+    mslr_window: int = 5             # MSLR-D window w (epochs)
+    mses_patience: int = 5           # MSES patience (epochs, paper: 3–10)
+    mses_restore: bool = True        # MSES: restore a stopped modality's best weights
     utilization_split: str = "val"   # "val" (the paper's default) or "train" (Table VI ablation)
     probes: bool = True              # train detached linear probes on methods that train no heads
     eval_batch_size: int = 1000
@@ -64,6 +80,7 @@ class TrainConfig:
     def check(self) -> "TrainConfig":
         check_choice("utilization split", self.utilization_split, ["val", "train"])
         check_choice("device", self.device, ["auto", "cpu", "cuda"])
+        check_choice("optimizer", self.optimizer, ["adam", "sgd"])
         if self.epochs < 1 or self.batch_size < 2:
             raise UserError(f"--epochs must be ≥ 1 and --batch-size ≥ 2, got {self.epochs}, {self.batch_size}")
         check_method_options(self)
@@ -142,11 +159,13 @@ class Trainer:
         shapes = {m: self.data.shapes[m] for m in self.modalities}
         self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
                                  config.feature_dim).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.param_groups(config.lr), betas=(0.9, 0.999))
-        self.method.setup(self.model, self.optimizer)
+        groups = self.model.param_groups(config.lr)
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999)) if config.optimizer == "adam" \
+            else torch.optim.SGD(groups, momentum=0.9)
         self.generator = torch.Generator().manual_seed(config.seed)  # batch order and training noise
         self.splits = {name: ({m: s.inputs[m].to(self.device) for m in self.modalities}, s.labels.to(self.device))
                        for name, s in self.data.splits.items()}
+        self.method.setup(self)
         self.history: list[dict] = []       # one row per epoch (history.csv)
         self.test_history: list[dict] = []  # one row per epoch (test_history.csv)
 
@@ -170,8 +189,9 @@ class Trainer:
         # Heads are linear probes (no gradient into encoders) for methods that do not train them.
         return self.model(inputs, detach_heads=not self.method.trains_heads)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the shuffled training split. Metrics are summed on the device and read once."""
+    def train_epoch(self, epoch: int, loss_override: Callable | None = None) -> dict[str, float]:
+        """One pass over the shuffled training split. Metrics are summed on the device and read once.
+        `loss_override(out, y)` replaces the method's loss and gradient hook (G-Blend's estimation)."""
         self.model.train()
         inputs, labels = self.splits["train"]
         n, bs = len(labels), self.config.batch_size
@@ -193,13 +213,14 @@ class Trainer:
                 batch[m] = x
             y = labels[idx]
             out = self._forward(batch)
-            loss = self.method.loss(out, y, F.cross_entropy)
+            loss = loss_override(out, y) if loss_override else self.method.loss(out, y, F.cross_entropy)
             probe_loss = 0.0
-            if not self.method.trains_heads and self.config.probes:
+            if not self.method.trains_heads and self.config.probes and not loss_override:
                 probe_loss = sum(F.cross_entropy(h, y) for h in out.heads.values())
             self.optimizer.zero_grad(set_to_none=True)
             (loss + probe_loss).backward()
-            self.method.after_backward(out, y, epoch)
+            if not loss_override:
+                self.method.after_backward(out, y, epoch)
             self.optimizer.step()
             with torch.no_grad():
                 nonfinite |= ~torch.isfinite(loss)
@@ -217,11 +238,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics of every head on a whole split: loss_fusion, acc_fusion, acc_head_<m>, acc_part_<m>."""
+        """Metrics of every head on a whole split: loss_fusion, acc_fusion, acc_head_<m>, acc_part_<m>,
+        loss_head_<m> (mean cross-entropy or accuracy in [0, 1])."""
         self.model.eval()
         inputs, labels = self.splits[split]
         keys = ["loss_fusion", "acc_fusion"] + [f"acc_head_{m}" for m in self.modalities] \
-            + [f"acc_part_{m}" for m in self.modalities]
+            + [f"acc_part_{m}" for m in self.modalities] + [f"loss_head_{m}" for m in self.modalities]
         sums = torch.zeros(len(keys), device=self.device)
         for start in range(0, len(labels), self.config.eval_batch_size):
             sl = slice(start, start + self.config.eval_batch_size)
@@ -229,7 +251,8 @@ class Trainer:
             out = self.model({m: inputs[m][sl] for m in self.modalities})
             sums += torch.stack([F.cross_entropy(out.fusion, y, reduction="sum"), _accuracy_counts(out.fusion, y)]
                                 + [_accuracy_counts(out.heads[m], y) for m in self.modalities]
-                                + [_accuracy_counts(out.parts[m], y) for m in self.modalities]).float()
+                                + [_accuracy_counts(out.parts[m], y) for m in self.modalities]
+                                + [F.cross_entropy(out.heads[m], y, reduction="sum") for m in self.modalities]).float()
         return dict(zip(keys, (sums / max(len(labels), 1)).tolist()))
 
     # -- bookkeeping ---------------------------------------------------------------------------------
@@ -257,7 +280,9 @@ class Trainer:
     def _checkpoint(self) -> dict:
         return {"epoch": len(self.history), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
-                "generator": self.generator.get_state(), "history": self.history,
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "history": self.history,
                 "test_history": self.test_history,
                 "config": asdict(self.config)}
 
@@ -277,6 +302,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.history, self.test_history = state["history"], state["test_history"]
         return state["epoch"]
 
@@ -294,13 +322,16 @@ class Trainer:
                    f"/seed{self.config.seed}", leave=False, disable=not self.progress, initial=start,
                    total=self.config.epochs)
         for epoch in bar:
+            if self.method.should_stop():
+                break
             began = time.perf_counter()
+            self.method.start_epoch(epoch)
             lrs = {g["name"]: float(g["lr"]) for g in self.optimizer.param_groups}
             train = self.train_epoch(epoch)
             val = self.evaluate("val")
             row, util_metrics = self._row(epoch, lrs, train, val)
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row))
-            row["seconds"] = time.perf_counter() - began  # train + validation + the method's epoch rule
+            row["seconds"] = time.perf_counter() - began  # the method's own work + train + validation
             self.history.append(row)
             self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
             _atomic_write(self.out / "last.pt", lambda p: torch.save(self._checkpoint(), p))

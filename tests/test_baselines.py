@@ -1,0 +1,240 @@
+"""The seven baselines: each defining computation on hand-computed numbers, then every method end to
+end on the embedded dataset with both fusions, including resume after an interruption."""
+import math
+
+import pytest
+import torch
+
+import milesbook as mb
+from milesbook.baselines import (gblend_weights, mslr_dynamic_factor, mslr_smoothed_rates,
+                                 ogm_coefficients)
+from milesbook.errors import UserError
+from milesbook.methods import EpochMetrics
+from milesbook.train import Trainer
+
+from .conftest import run_cli
+
+
+def _logits_with_true_class_prob(probs):
+    """Two-class logits whose softmax gives probability p to class 0 (the label)."""
+    return torch.log(torch.tensor([[p, 1 - p] for p in probs]))
+
+
+# ---- OGM ----------------------------------------------------------------------------------------
+
+def test_ogm_coefficients_both_branches():
+    labels = torch.zeros(2, dtype=torch.long)
+    strong = _logits_with_true_class_prob([0.9, 0.7])   # s = 1.6
+    weak = _logits_with_true_class_prob([0.5, 0.3])     # s = 0.8
+    k_a, k_b = ogm_coefficients(strong, weak, labels, alpha=0.5)  # ρ = 2 > 1 → damp A
+    assert k_a.item() == pytest.approx(1 - math.tanh(0.5 * 2.0), rel=1e-5) and k_b.item() == 1.0
+    k_a, k_b = ogm_coefficients(weak, strong, labels, alpha=0.5)  # ρ = 0.5 → damp B with α/ρ
+    assert k_a.item() == 1.0 and k_b.item() == pytest.approx(1 - math.tanh(0.5 / 0.5), rel=1e-5)
+    k_a, k_b = ogm_coefficients(weak, weak, labels, alpha=0.8)    # ρ = 1 exactly → the else branch
+    assert k_a.item() == 1.0 and k_b.item() == pytest.approx(1 - math.tanh(0.8), rel=1e-5)
+
+
+def _trainer_with_grads(toy, method, **options):
+    trainer = Trainer(mb.TrainConfig(dataset="toy", method=method, **options), "/unused", toy, False)
+    x = {m: toy.splits["train"].inputs[m][:64] for m in toy.modalities}
+    y = toy.splits["train"].labels[:64]
+    out = trainer._forward(x)
+    trainer.optimizer.zero_grad()
+    trainer.method.loss(out, y, torch.nn.functional.cross_entropy).backward()
+    grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    return trainer, out, y, grads
+
+
+def test_ogm_scales_encoder_gradients_inside_the_window_only(toy):
+    trainer, out, y, before = _trainer_with_grads(toy, "ogm", ogm_start=2, ogm_end=3, ogm_alpha=0.3)
+    k_a, k_b = ogm_coefficients(out.parts["a"].detach(), out.parts["b"].detach(), y, 0.3)
+    trainer.method.after_backward(out, y, epoch=1)  # before the window: untouched
+    for name, p in trainer.model.named_parameters():
+        if name in before:
+            assert torch.equal(p.grad, before[name]), name
+    trainer.method.after_backward(out, y, epoch=2)
+    for name, p in trainer.model.named_parameters():
+        if name not in before:
+            continue
+        if name.startswith("encoders.a.") and p.dim() >= 2:
+            assert torch.allclose(p.grad, before[name] * k_a), name
+        elif name.startswith("encoders.b.") and p.dim() >= 2:
+            assert torch.allclose(p.grad, before[name] * k_b), name
+        else:  # biases, fusion head, heads: never modulated
+            assert torch.equal(p.grad, before[name]), name
+    assert min(k_a.item(), k_b.item()) < 1  # something was modulated
+    trainer.method.after_backward(out, y, epoch=4)  # after the window: untouched again
+
+
+def test_ogm_ge_noise_scale_and_scope(toy):
+    torch.manual_seed(0)
+    trainer, out, y, before = _trainer_with_grads(toy, "ogm-ge", ogm_alpha=0.3)
+    k = dict(zip("ab", ogm_coefficients(out.parts["a"].detach(), out.parts["b"].detach(), y, 0.3)))
+    trainer.method.after_backward(out, y, epoch=1)
+    checked = 0
+    for name, p in trainer.model.named_parameters():
+        if name not in before:
+            continue
+        modality = name.split(".")[1] if name.startswith("encoders.") else None
+        if modality and p.dim() >= 2:
+            noise = p.grad - before[name] * k[modality]
+            assert noise.std().item() == pytest.approx(before[name].std().item(), rel=0.15), name
+            assert abs(noise.mean().item()) < 0.2 * before[name].std().item()
+            checked += 1
+        else:
+            assert torch.equal(p.grad, before[name]), f"{name} must not be touched"
+    assert checked == 6  # three weight matrices per MLP encoder
+
+
+# ---- G-Blend ------------------------------------------------------------------------------------
+
+def test_gblend_weights_hand_computed():
+    before = {"fusion": (1.0, 1.2), "a": (1.0, 1.1), "b": (2.0, 2.0)}
+    after = {"fusion": (0.5, 0.9), "a": (0.9, 1.0), "b": (1.8, 2.1)}
+    # fusion: ΔG = 0.3, ΔO = (0.9-0.5)-(1.2-1.0) = 0.2 → 0.3/0.04 = 7.5
+    # a: ΔG = 0.1, ΔO = (1.0-0.9)-(1.1-1.0) = 0 → floored at 1e-3 → 0.1/1e-6 = 1e5
+    # b: ΔG = -0.1 → clipped to 0 → weight 0
+    w = gblend_weights(before, after)
+    assert w["b"] == 0.0
+    assert w["a"] == pytest.approx(1e5 / (1e5 + 7.5)) and w["fusion"] == pytest.approx(7.5 / (1e5 + 7.5))
+    assert sum(w.values()) == pytest.approx(1.0)
+    w = gblend_weights({"fusion": (1.0, 1.2), "a": (1.0, 1.5)}, {"fusion": (0.5, 0.9), "a": (0.8, 1.4)})
+    # fusion 0.3/0.2² = 7.5; a: ΔG 0.1, ΔO (1.4-0.8)-(1.5-1.0) = 0.1 → 0.1/0.01 = 10
+    assert w == {"fusion": pytest.approx(7.5 / 17.5), "a": pytest.approx(10 / 17.5)}
+
+
+def test_gblend_weights_uniform_when_nothing_generalizes():
+    w = gblend_weights({"fusion": (1, 1), "a": (1, 1)}, {"fusion": (0.5, 1.3), "a": (0.4, 1.1)})
+    assert w == {"fusion": 0.5, "a": 0.5}
+
+
+def test_gblend_holds_out_and_counts_estimation_epochs(tmp_path, toy):
+    config = mb.TrainConfig(dataset="toy", method="gblend", epochs=3, gblend_mode="online", gblend_every=2,
+                            gblend_epochs=1, gblend_holdout=0.2)
+    trainer = Trainer(config, tmp_path, toy, False)
+    assert len(trainer.splits["train"][1]) == 240 and len(trainer.splits["gblend_holdout"][1]) == 60
+    trainer.fit()
+    rows = mb.read_history(tmp_path)
+    assert [r["gblend_extra_epochs"] for r in rows] == [3, 3, 6]  # estimated before epochs 1 and 3
+    for r in rows:
+        assert r["gblend_w_fusion"] + r["gblend_w_a"] + r["gblend_w_b"] == pytest.approx(1.0)
+
+
+# ---- MSLR ---------------------------------------------------------------------------------------
+
+def test_mslr_smoothed_rates():
+    rates = {"a": 1e-3, "b": 3e-3}
+    assert mslr_smoothed_rates(rates, 0.5) == {"a": pytest.approx(1.5e-3), "b": pytest.approx(2.5e-3)}
+    assert mslr_smoothed_rates(rates, 1.0) == rates
+    assert mslr_smoothed_rates(rates, 0.0) == {"a": pytest.approx(2e-3), "b": pytest.approx(2e-3)}
+
+
+def test_mslr_dynamic_factor_window():
+    assert mslr_dynamic_factor([0.5, 0.6, 0.7, 0.8], 5) == 1.0
+    assert mslr_dynamic_factor([0.1, 0.5, 0.6, 0.7, 0.8, 0.9], 5) == pytest.approx(0.9 / 0.7)
+    assert mslr_dynamic_factor([0, 0, 0], 3) == 1.0
+
+
+def test_mslr_rates_in_training(tmp_path, toy):
+    mb.train(mb.TrainConfig(dataset="toy", method="mslr-s", epochs=1, mslr_lrs={"a": 1e-3, "b": 3e-3},
+                            mslr_lambda=0.25), tmp_path / "s", dataset=toy, progress=False)
+    row = mb.read_history(tmp_path / "s")[0]
+    assert row["lr_a"] == pytest.approx(0.25e-3 + 0.75 * 2e-3) and row["lr_fusion"] == 1e-3
+    mb.train(mb.TrainConfig(dataset="toy", method="mslr-d", epochs=5, mslr_lrs={"a": 1e-3, "b": 2e-3},
+                            mslr_window=2), tmp_path / "d", dataset=toy, progress=False)
+    rows = mb.read_history(tmp_path / "d")
+    for m, start in (("a", 1e-3), ("b", 2e-3)):
+        accs, lr, expected = [r[f"val_acc_{m}"] for r in rows], start, []
+        for epoch in range(1, 6):
+            expected.append(lr)
+            if epoch % 2 == 0:
+                lr *= mslr_dynamic_factor(accs[:epoch], 2)
+        assert [r[f"lr_{m}"] for r in rows] == pytest.approx(expected)
+        assert rows[0][f"lr_{m}"] == rows[1][f"lr_{m}"] == start  # no change before the first window ends
+
+
+def test_mslr_k_needs_rates(toy):
+    with pytest.raises(UserError, match="--mslr-lrs a=0.001,b=0.001"):
+        Trainer(mb.TrainConfig(dataset="toy", method="mslr-k"), "/unused", toy, False)
+    with pytest.raises(UserError, match="a rate for each of"):
+        Trainer(mb.TrainConfig(dataset="toy", method="mslr-k", mslr_lrs={"a": 1e-3}), "/unused", toy, False)
+
+
+# ---- MSES ---------------------------------------------------------------------------------------
+
+def test_mses_stops_exactly_the_stalled_modality(toy):
+    trainer = Trainer(mb.TrainConfig(dataset="toy", method="mses", mses_patience=2), "/unused", toy, False)
+    method = trainer.method
+    a_acc = [0.5, 0.6, 0.6, 0.55, 0.9]  # stalls after epoch 2 → stopped at epoch 4 (patience 2)
+    b_acc = [0.2, 0.3, 0.4, 0.5, 0.6]   # keeps improving
+    for epoch, (a, b) in enumerate(zip(a_acc, b_acc), start=1):
+        row = {"val_acc_fusion": 0.5 + 0.1 * epoch, "val_acc_a": a, "val_acc_b": b}
+        method.end_epoch(EpochMetrics(epoch, {}, row))
+        assert row["mses_stopped_a"] == (4 if epoch >= 4 else 0) and row["mses_stopped_b"] == 0
+        lr_a = method.group("a")["lr"]
+        assert lr_a == (0.0 if epoch >= 4 else 1e-3)  # and stays 0 even when a's metric later rises
+        assert method.group("b")["lr"] == 1e-3
+    assert not method.should_stop()
+    bn = [m for m in trainer.model.encoders["a"].modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert all(m.momentum == 0.0 for m in bn)
+
+
+def test_mses_end_to_end_rate_stays_zero(tmp_path, toy):
+    mb.train(mb.TrainConfig(dataset="toy", method="mses", epochs=12, mses_patience=1, lr=3e-3), tmp_path,
+             dataset=toy, progress=False)
+    rows = mb.read_history(tmp_path)
+    for m in ("a", "b"):
+        stopped = [r[f"mses_stopped_{m}"] for r in rows if r[f"mses_stopped_{m}"]]
+        if stopped:
+            after = [r[f"lr_{m}"] for r in rows if r["epoch"] > stopped[0]]
+            assert all(lr == 0.0 for lr in after) and len(set(stopped)) == 1
+    if len(rows) < 12:  # stopped early: every modality and the fusion head had converged
+        assert all(rows[-1][f"mses_stopped_{m}"] for m in ("a", "b"))
+
+
+# ---- every method, end to end ---------------------------------------------------------------------
+
+ALL = ["vanilla", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend"]
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+@pytest.mark.parametrize("method", ALL)
+def test_every_method_runs_and_resumes(tmp_path, digits, method, fusion):
+    config = mb.TrainConfig(method=method, fusion=fusion, epochs=2, gblend_every=1, gblend_epochs=1,
+                            mslr_lrs={"image": 1e-3, "audio": 2e-3}, mslr_window=2, mses_patience=1)
+    whole = mb.train(config, tmp_path / "whole", dataset=digits, progress=False)
+    assert 0 < whole["test_acc_fusion"] <= 1 and 0 <= whole["test_acc_audio"] <= 1
+
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        mb.train(config, tmp_path / "cut", dataset=digits, progress=False, on_epoch_end=stop)
+    mb.train(config, tmp_path / "cut", dataset=digits, progress=False, resume=True)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(mb.read_history(tmp_path / "cut")) == strip(mb.read_history(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "ogm", "--ogm-alpha", "0"], "--ogm-alpha must be > 0"),
+    (["--method", "ogm", "--ogm-start", "5", "--ogm-end", "2"], "1 ≤ start ≤ end"),
+    (["--method", "ogm", "--ogm-params", "all"], "unknown --ogm-params value 'all'; choose one of: weights, conv"),
+    (["--method", "gblend", "--gblend-holdout", "0.7"], "--gblend-holdout must be in (0, 0.5)"),
+    (["--method", "gblend", "--gblend-mode", "sometimes"], "unknown --gblend-mode value 'sometimes'"),
+    (["--method", "mslr-s", "--mslr-lambda", "2"], "--mslr-lambda must be in [0, 1]"),
+    (["--method", "mslr-k", "--mslr-lrs", "image=fast"], "--mslr-lrs expects MODALITY=RATE pairs"),
+    (["--method", "mslr-k", "--mslr-lrs", "image=-1,audio=1"], "--mslr-lrs must be > 0"),
+    (["--method", "mslr-d", "--mslr-window", "1"], "--mslr-window must be ≥ 2"),
+    (["--method", "mses", "--mses-patience", "0"], "--mses-patience must be ≥ 1"),
+    (["--method", "ogm-gee"], "unknown method 'ogm-gee'; choose one of: vanilla, aux, miles, mses, mslr-k"),
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose one of: adam, sgd"),
+])
+def test_baseline_flag_errors(tmp_path, args, message):
+    result = run_cli("train", "--epochs", "1", "--out", tmp_path / "r", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]

@@ -51,6 +51,13 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-mses-restore", action="store_true", help="MSES: keep a stopped modality's last weights")
 
 
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
 def _rates(text: str) -> dict[str, float]:
     """"image=0.001,audio=0.003" → {"image": 0.001, "audio": 0.003}."""
     rates = {}
@@ -67,10 +74,7 @@ def _config(args, **overrides):
     from .train import TrainConfig
     options = {}
     for name, value in args.data_option:
-        try:
-            options[name] = json.loads(value)
-        except json.JSONDecodeError:
-            options[name] = value
+        options[name] = _json_or_text(value)
     config = TrainConfig(dataset=args.dataset, dataset_options=options, fusion=args.fusion,
                          encoder=args.encoder, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          optimizer=args.optimizer,
@@ -107,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare")
 
     sub.add_parser("datasets", help="which datasets exist and whether their data is present")
+
+    p = sub.add_parser("notebooks", help="execute the tutorial notebooks headlessly (papermill)")
+    p.add_argument("--quick", action="store_true", help="the CI setting: minutes on a 2-core CPU")
+    p.add_argument("--out", default="runs/notebooks", help="folder for the executed copies (and their runs)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this notebook (repeatable)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="override a notebook parameter, e.g. -p EPOCHS 10 (repeatable; values read as JSON)")
     return parser
 
 
@@ -152,5 +163,12 @@ def _run(args) -> int:
             if result["decomposition"]:
                 print("\n" + result["decomposition"].replace("**", ""))
         print(f"\nreport: {args.out}/results.md (figures beside it)")
+        return 0
+    if args.command == "notebooks":
+        from . import notebooks
+        parameters = {name: _json_or_text(value) for name, value in args.parameter}
+        names = [notebooks.find(n).stem for n in args.only] if args.only else notebooks.NOTEBOOKS
+        for path in notebooks.run(names, quick=args.quick, out=args.out, parameters=parameters):
+            print(f"executed: {path}")
         return 0
     raise AssertionError(args.command)

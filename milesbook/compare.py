@@ -41,10 +41,16 @@ def _same_config(a: dict, b: dict) -> bool:
 def run_or_reuse(config: TrainConfig, folder: Path, dataset=None, progress: bool = True) -> dict:
     """The summary of `config` in `folder`: read if finished with this configuration, else trained
     (resuming a checkpoint if one is there)."""
+    folder = Path(folder)
     summary, saved = folder / "summary.json", folder / "config.json"
     if summary.exists() and saved.exists() and _same_config(json.loads(saved.read_text()), asdict(config)):
         return json.loads(summary.read_text())
     return train(config, folder, resume=(folder / "last.pt").exists(), dataset=dataset, progress=progress)
+
+
+def load_summaries(out, method: str, fusion: str, seeds: int) -> list[dict]:
+    """The summary.json of each seed of one method in a comparison folder."""
+    return [json.loads((run_dir(out, method, fusion, seed) / "summary.json").read_text()) for seed in range(seeds)]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -170,7 +176,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
           f"acc_{modalities[-1]}|. Dataset: {data.description}.", ""]
     if search_note:
         md += [search_note, ""]
-    bar = tqdm(total=len(fusions) * (len(references) + len(methods)) * seeds, desc="runs", disable=not progress)
+    bar = tqdm(total=len(fusions) * (len(references) + len(methods)) * seeds, desc="runs",
+               **({} if progress else {"disable": True}))
     for fusion in fusions:
         summaries = {}
         for method in [*references, *methods]:
@@ -212,6 +219,24 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         writer.writeheader()
         writer.writerows(csv_rows)
     return report
+
+
+def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progress: bool = True) -> list[dict]:
+    """Train (or reuse) `base` with each override of `grid` (e.g. [{"tau": 0.1}, {"tau": 0.2}]) over
+    `seeds` seeds. One row per grid point: the overrides, `runs` (the run folders), and the mean and
+    std over seeds of the test fusion accuracy (`fusion_*`), each modality's (`<m>_*`) and Δ."""
+    data = data if data is not None else load_dataset(base.dataset, **base.dataset_options)
+    rows = []
+    for overrides in grid:
+        config = replace(base, **overrides)
+        tag = "-".join(f"{k}{v}" for k, v in overrides.items()) or "base"
+        folders = [Path(out) / "sweeps" / f"{config.method}-{config.fusion}-{config.epochs}ep-{tag}" / f"seed{seed}"
+                   for seed in range(seeds)]
+        summaries = [run_or_reuse(replace(config, seed=seed), folder, data, progress)
+                     for seed, folder in enumerate(folders)]
+        row = summarize({config.method: summaries}, data.modalities)[0]
+        rows.append({**overrides, **{k: v for k, v in row.items() if k != "method"}, "runs": folders})
+    return rows
 
 
 def _draw(out: Path, fusion: str, rows, modalities, base: TrainConfig) -> None:

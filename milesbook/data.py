@@ -60,6 +60,7 @@ class DatasetEntry:
     load: Callable[..., MultimodalDataset]
     prepared: Callable[[], bool] = lambda: True
     data_script: str | None = None  # what a user runs to prepare it, when it is not embedded
+    protocol: dict = field(default_factory=dict)  # TrainConfig overrides of the paper's protocol
 
 
 REGISTRY: dict[str, DatasetEntry] = {}

@@ -1,11 +1,7 @@
 """Figures drawn from run folders: MILES's learning dynamics (the paper's Fig. 2) and result bars."""
 from __future__ import annotations
 
-import matplotlib
-
-if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "inline"):
-    matplotlib.use("Agg")  # headless by default; notebooks keep their inline backend
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 
 
 def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau: float | None = None,
@@ -61,5 +57,33 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
     ax.set_xticks(range(len(table)), [row["method"] for row in table], rotation=20)
     ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=title)
     ax.legend(fontsize=8, ncols=len(columns))
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_sweep_point(row: dict, modalities, ax_row=None):
+    """The learning dynamics of one setting of a `compare.sweep` grid (its first seed), titled with its
+    test accuracies — what the τ/μ sliders of notebook 03 redraw."""
+    from .train import read_history
+    history = read_history(row["runs"][0])
+    accuracies = ", ".join(f"{m} {100 * row[f'{m}_mean']:.1f} %" for m in ["fusion", *modalities])
+    setting = ", ".join(f"{k} = {row[k]}" for k in ("tau", "mu") if k in row)
+    axes = plot_learning_dynamics(history, modalities, tau=row.get("tau"), axes=ax_row)
+    axes[0].figure.suptitle(f"{setting} — test accuracy: {accuracies}")
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_sweep(rows: list[dict], key: str, modalities, ax=None, label: str | None = None):
+    """Test accuracy (mean ± std over seeds) of the fusion head and each modality against the swept
+    hyper-parameter `key` (e.g. "tau"), from `compare.sweep` rows."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    xs = [row[key] for row in rows]
+    for column in ["fusion", *modalities]:
+        ax.errorbar(xs, [100 * r[f"{column}_mean"] for r in rows], yerr=[100 * r[f"{column}_std"] for r in rows],
+                    marker="o", capsize=3, label=column)
+    ax.set(xlabel=label or key, ylabel="test accuracy (%)")
+    ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return ax

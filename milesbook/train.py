@@ -319,8 +319,8 @@ class Trainer:
         start = self.resume() if resume else 0
         write_json(self.out / "config.json", asdict(self.config))
         bar = tqdm(range(start + 1, self.config.epochs + 1), desc=f"{self.config.method}/{self.config.fusion}"
-                   f"/seed{self.config.seed}", leave=False, disable=not self.progress, initial=start,
-                   total=self.config.epochs)
+                   f"/seed{self.config.seed}", leave=False, initial=start, total=self.config.epochs,
+                   **({} if self.progress else {"disable": True}))  # else TQDM_DISABLE decides
         for epoch in bar:
             if self.method.should_stop():
                 break

@@ -33,7 +33,11 @@ def test_environment_yml_matches_pyproject():
     for name, version in pinned.items():
         assert deps[name] == f"{name}=={version}"
     installs = [line for line in pip if line.startswith("-e")]
-    assert installs == ["-e .[dev]"] and "dev" in _pyproject()["project"]["optional-dependencies"]
+    assert installs == ["-e .[dev,notebooks]"]
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"dev", "notebooks"} <= set(extras)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[dev,notebooks]'" in makefile  # make and conda install the same extras
 
 
 def test_console_script_points_at_cli_main():

@@ -1,0 +1,109 @@
+"""The tutorial notebooks: committed clean, parameters as documented, and each one executed headlessly
+through papermill in its quick setting (the same code path as `milesbook notebooks`), with assertions
+on the numbers each records at its end."""
+import json
+
+import papermill
+import pytest
+
+from milesbook import notebooks
+from milesbook.notebooks import NOTEBOOKS, read_record
+
+from .conftest import run_cli
+
+COMMON = {"QUICK", "DEVICE", "OUT_DIR"}
+PARAMETERS = {
+    "01_modality_competition": COMMON | {"DATASET", "EPOCHS", "SEEDS", "STRENGTH_A", "STRENGTH_B"},
+    "02_utilization_rates": COMMON | {"DATASET", "EPOCHS"},
+    "03_miles": COMMON | {"DATASET", "EPOCHS", "TAUS", "MUS", "DEFAULT_TAU", "DEFAULT_MU"},
+    "04_gpu_training": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
+    "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
+}
+
+
+def _probability(x):
+    return 0.0 <= x <= 1.0
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_without_outputs_and_with_one_parameters_cell(name):
+    path = notebooks.find(name)
+    assert not notebooks.has_outputs(path), f"{path.name} is committed with outputs: run milesbook.notebooks.strip"
+    cells = json.loads(path.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert "import milesbook as mb" in "".join(code[0]["source"])
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is code[1]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameter_names(name):
+    assert set(papermill.inspect_notebook(str(notebooks.find(name)))) == PARAMETERS[name]
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """All notebooks in order, quick setting, sharing one work folder as a user's run would."""
+    out = tmp_path_factory.mktemp("notebooks")
+    paths = notebooks.run(NOTEBOOKS, quick=True, out=out)
+    assert [p.name for p in paths] == [f"{n}.ipynb" for n in NOTEBOOKS]
+    return out / "work"
+
+
+def test_01_modality_competition(executed):
+    record = read_record(executed, "01")
+    real, toy = record["digits_av"], record["toy"]
+    assert real["weak"] == "audio" and toy["weak"] == "b"
+    assert all(_probability(v) for v in (real["unimodal"], real["vanilla"], real["probe"], toy["unimodal"], toy["vanilla"]))
+    # the claim of the notebook: inside the vanilla model the weak side is below its unimodal model
+    assert real["vanilla"] < real["unimodal"] and toy["vanilla"] < toy["unimodal"]
+
+
+def test_02_utilization_rates(executed):
+    record = read_record(executed, "02")
+    assert record["largest_difference"] < 1e-6  # by-hand Eq. 4/5 equal the logged columns
+    assert record["u_image_mean"]["vanilla"] > record["u_audio_mean"]["vanilla"]  # image dominates
+    assert record["delta_last"]["aux"] < record["delta_last"]["vanilla"]  # auxiliary losses shrink δ
+
+
+def test_03_miles_grid_and_slider_settings(executed):
+    record = read_record(executed, "03")
+    grid = [[t, m] for t in (0.0, 0.2, 0.5) for m in (0.5, 1.0)]
+    assert record["settings"] == grid
+    assert record["slowed_epochs"]["0.0,1.0"] == 0 and record["slowed_epochs"]["0.2,1.0"] == 0  # μ = 1: off
+    assert record["slowed_epochs"]["0.0,0.5"] >= 1  # τ = 0 acts whenever the heads differ
+    default = record["default"]
+    assert (default["tau"], default["mu"]) == (0.2, 0.5)
+    assert all(_probability(default[k]) for k in ("audio", "image", "fusion"))
+
+
+def test_04_every_method_both_fusions(executed):
+    record = read_record(executed, "04")
+    assert record["device"] == "cpu"
+    tables = record["datasets"]["digits-av"]
+    assert set(tables) == {"concat", "sum"}
+    expected = {"unimodal-image", "unimodal-audio", "vanilla", "aux", "miles", "mses", "mslr-k", "mslr-s",
+                "mslr-d", "ogm", "ogm-ge", "gblend"}
+    for rows in tables.values():
+        assert set(rows) == expected
+        assert all(_probability(v) for row in rows.values() for v in row.values() if v is not None)
+
+
+def test_05_ablation_sweeps(executed):
+    record = read_record(executed, "05")
+    assert list(record["tau"]) == ["0.0", "0.2", "0.5"] and list(record["mu"]) == ["0.25", "1.0"]
+    assert list(record["utilization_split"]) == ["val", "train"]
+    for sweep in ("tau", "mu", "utilization_split"):
+        assert all(_probability(v) for row in record[sweep].values() for v in row.values())
+
+
+def test_failing_cell_names_its_error(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown dataset 'nope'"):
+        notebooks.run(["02"], quick=True, out=tmp_path, parameters={"DATASET": "nope"})
+
+
+def test_cli_runs_notebooks_and_says_where(tmp_path):
+    result = run_cli("notebooks", "--quick", "--only", "02", "--out", tmp_path, "-p", "DEVICE", "cpu", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"executed: {tmp_path / '02_utilization_rates.ipynb'}" in result.stdout
+    assert read_record(tmp_path / "work", "02")["largest_difference"] < 1e-6

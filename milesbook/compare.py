@@ -193,6 +193,12 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         report[fusion] = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
                           "markdown": text, "decomposition": decomposition(tables[""], modalities)}
         md += [f"## {fusion} fusion", "", text, "", report[fusion]["decomposition"], ""]
+        if "gblend" in methods:
+            extra = [read_history(run_dir(out, "gblend", fusion, s))[-1]["gblend_extra_epochs"] for s in range(seeds)]
+            report[fusion]["gblend_extra_epochs"] = extra
+            md += [f"G-Blend's weight estimation trained {int(max(extra))} extra epochs per run on top of "
+                   f"the {base.epochs} counted above (mode {base.gblend_mode}, every {base.gblend_every} epochs, "
+                   f"{base.gblend_epochs} per head).", ""]
         weak = weak_modality(tables[""], modalities)
         if weak:
             md += [f"The weak modality ({weak}) at three choices of epoch:", "",

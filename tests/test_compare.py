@@ -66,6 +66,21 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     assert mb.read_history(folder) == history_before
 
 
+def test_compare_all_methods_reports_gblend_cost(tmp_path):
+    base = mb.TrainConfig(epochs=2, dataset_options={"sizes": [200, 60, 60]}, gblend_epochs=1)
+    report = compare("toy", ["all"], ("concat",), seeds=1, out=tmp_path, base=base, progress=False)
+    methods = [r["method"] for r in report["concat"]["rows"]]
+    assert methods == ["unimodal-a", "unimodal-b", "vanilla", "aux", "miles", "mses", "mslr-k", "mslr-s",
+                       "mslr-d", "ogm", "ogm-ge", "gblend"]
+    assert report["concat"]["gblend_extra_epochs"] == [3]  # one estimation: 3 heads × 1 epoch
+    text = (tmp_path / "results.md").read_text()
+    assert "trained 3 extra epochs per run" in text and "MSLR rates" in text
+    searched = json.loads((tmp_path / "mslr-k-concat" / "seed0" / "config.json").read_text())["mslr_lrs"]
+    grid = (1e-3 / 3, 1e-3, 3e-3)  # the global rate × ⅓, 1, 3
+    assert set(searched) == {"a", "b"}
+    assert all(any(v == pytest.approx(g) for g in grid) for v in searched.values())
+
+
 def test_compare_command_prints_table(tmp_path):
     result = run_cli("compare", "--dataset", "toy", "--epochs", "2", "--seeds", "1", "--data-option", "sizes",
                      "[200, 60, 60]", "--out", tmp_path)

@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    from milesbook.compare import expand_methods
+    from milesbook.comparison import expand_methods
     methods = expand_methods(args.methods.split(","))
     data = mb.load_dataset(args.dataset)
     extra = {m: 0 for m in methods}

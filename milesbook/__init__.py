@@ -3,7 +3,7 @@ from .data import MultimodalDataset, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
 from .models import JointFusionModel, build_model
 from . import notebooks, plots
-from .compare import compare, load_summaries, run_or_reuse, sweep
+from .comparison import compare, load_summaries, run_or_reuse, sweep
 from .train import TrainConfig, read_history, train
 
 __version__ = "0.1.0"

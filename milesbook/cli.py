@@ -150,7 +150,7 @@ def _run(args) -> int:
         print(f"run folder: {args.out}")
         return 0
     if args.command == "compare":
-        from .compare import compare
+        from .comparison import compare
         from .errors import check_choice
         fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
         for fusion in fusions:

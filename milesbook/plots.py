@@ -41,7 +41,7 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
 
 def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
     """Grouped bars of test accuracy (mean ± std over seeds) per method: fusion and each modality.
-    `table` is `compare.summarize(...)`'s rows."""
+    `table` is `comparison.summarize(...)`'s rows."""
     if ax is None:
         _, ax = plt.subplots(figsize=(1.6 * len(table) + 2, 3.6))
     columns = ["fusion", *modalities]
@@ -62,7 +62,7 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
 
 
 def plot_sweep_point(row: dict, modalities, ax_row=None):
-    """The learning dynamics of one setting of a `compare.sweep` grid (its first seed), titled with its
+    """The learning dynamics of one setting of a `comparison.sweep` grid (its first seed), titled with its
     test accuracies — what the τ/μ sliders of notebook 03 redraw."""
     from .train import read_history
     history = read_history(row["runs"][0])
@@ -76,7 +76,7 @@ def plot_sweep_point(row: dict, modalities, ax_row=None):
 
 def plot_sweep(rows: list[dict], key: str, modalities, ax=None, label: str | None = None):
     """Test accuracy (mean ± std over seeds) of the fusion head and each modality against the swept
-    hyper-parameter `key` (e.g. "tau"), from `compare.sweep` rows."""
+    hyper-parameter `key` (e.g. "tau"), from `comparison.sweep` rows."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.4))
     xs = [row[key] for row in rows]

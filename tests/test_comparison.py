@@ -5,8 +5,8 @@ import json
 import pytest
 
 import milesbook as mb
-from milesbook import compare as compare_module
-from milesbook.compare import compare, decomposition, summarize
+from milesbook import comparison as compare_module
+from milesbook.comparison import compare, decomposition, summarize
 
 from .conftest import run_cli
 

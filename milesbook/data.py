@@ -282,3 +282,6 @@ register(DatasetEntry("digits-av", ("image", "audio"),
                       load_digits_av))
 register(DatasetEntry("toy", ("a", "b"), "SYNTHETIC: Gaussian class prototypes with a strength dial "
                       "per modality", load_toy))
+
+
+from . import smnist  # noqa: E402,F401  (registers S-MNIST)

@@ -1,0 +1,167 @@
+"""S-MNIST — "Written and spoken digits database for multimodal learning" (Khacef, Rodriguez &
+Miramond; Zenodo, concept DOI 10.5281/zenodo.3515934): download, prepare, load.
+
+The source is six NumPy files: MNIST pixels (N, 784), spoken-digit MFCCs from Google Speech Commands
+(N, 507 = 39 frames × 13), and labels 0–9, already paired by class (spoken rows duplicated to reach
+60,000 / 10,000). The MILES paper's protocol, which `prepare` builds: 8,000 training and 2,000
+validation pairs sampled from the training files and 2,000 test pairs from the test files (fixed
+seed), both modalities as 1×28×28 (the 39×13 MFCC map resized bilinearly), ResNet-10 encoders, 50
+epochs. Each modality is scaled by its training sample's mean and std.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import SPLITS, DatasetEntry, MultimodalDataset, Split, _atomic_save_npz, cache_dir, register
+from .download import download, fetch_json
+from .errors import UserError
+
+RECORD = "4452953"  # version 2 of the Zenodo record (version 1 is 3515935)
+FILES = ("data_wr_train.npy", "data_wr_test.npy", "data_sp_train.npy", "data_sp_test.npy",
+         "labels_train.npy", "labels_test.npy")
+SHAPES = {"wr": 784, "sp": 507}
+PROTOCOL_SIZES = (8000, 2000, 2000)
+CITATION = ("L. Khacef, L. Rodriguez, B. Miramond, \"Written and spoken digits database for multimodal "
+            "learning\", Zenodo, 2020, doi:10.5281/zenodo.4452953. Sources: MNIST (LeCun et al.) and Google "
+            "Speech Commands v0.02 (Warden, CC BY 4.0).")
+SCRIPT = "python data_scripts/smnist.py"
+
+
+def root() -> Path:
+    return cache_dir() / "smnist"
+
+
+def prepared_path(folder: Path | None = None) -> Path:
+    return Path(folder or root()) / "prepared.npz"
+
+
+def is_prepared(folder: Path | None = None) -> bool:
+    """Prepared means the marker written after the arrays exists (a half-written cache has none)."""
+    return (Path(folder or root()) / "prepared.json").exists()
+
+
+def record_metadata(record: str = RECORD) -> dict:
+    """Sizes, md5s, download links and licence of the Zenodo record, read from its API."""
+    meta = fetch_json(f"https://zenodo.org/api/records/{record}")
+    files = {f["key"]: {"size": f["size"], "md5": f["checksum"].removeprefix("md5:"), "url": f["links"]["self"]}
+             for f in meta["files"]}
+    licence = (meta.get("metadata", {}).get("license") or {}).get("id", "see the record")
+    return {"files": files, "licence": licence}
+
+
+def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
+    """Put the six raw files in `folder/raw`: copied from `source` (--from DIR) or downloaded from
+    Zenodo (resuming, verified against the record's sizes and md5s). Returns what was checked."""
+    raw = Path(folder) / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        missing = [name for name in FILES if not (Path(source) / name).exists()]
+        if missing:
+            raise UserError(f"--from {source}: missing {', '.join(missing)} (the six S-MNIST .npy files)")
+        for name in FILES:
+            if not (raw / name).exists() or (raw / name).stat().st_size != (Path(source) / name).stat().st_size:
+                shutil.copyfile(Path(source) / name, raw / (name + ".part"))
+                os.replace(raw / (name + ".part"), raw / name)
+        return {"source": str(source), "checksums": "not published offline: checked by shape instead"}
+    meta = record_metadata()
+    print(f"S-MNIST licence (from the Zenodo record): {meta['licence']}")
+    total = sum(meta["files"][n]["size"] for n in FILES)
+    print(f"downloading {len(FILES)} files, {total / 1e6:.0f} MB, into {raw}")
+    for name in FILES:
+        info = meta["files"][name]
+        download(info["url"], raw / name, info["size"], info["md5"], progress)
+    return {"source": f"zenodo record {RECORD}", "licence": meta["licence"],
+            "md5": {n: meta["files"][n]["md5"] for n in FILES}}
+
+
+def _load_raw(raw: Path, name: str) -> np.ndarray:
+    try:
+        return np.load(raw / name, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as error:
+        raise UserError(f"{raw / name} is truncated or not a NumPy file ({error}); delete it and re-run "
+                        f"{SCRIPT}") from None
+
+
+def _labels(array: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 2 and array.shape[1] == 10:  # one-hot
+        array = array.argmax(1)
+    array = array.reshape(-1).astype(np.int64)
+    if array.min() < 0 or array.max() > 9:
+        raise UserError(f"{name}: labels outside 0–9 (min {array.min()}, max {array.max()})")
+    return array
+
+
+def build(raw: Path, sizes=PROTOCOL_SIZES, seed: int = 0) -> dict[str, np.ndarray]:
+    """The protocol arrays from the six raw files (see the module docstring)."""
+    arrays = {}
+    for part in ("train", "test"):
+        written, spoken = _load_raw(raw, f"data_wr_{part}.npy"), _load_raw(raw, f"data_sp_{part}.npy")
+        labels = _labels(_load_raw(raw, f"labels_{part}.npy"), f"labels_{part}.npy")
+        for name, array, width in (("data_wr", written, 784), ("data_sp", spoken, 507)):
+            if array.ndim != 2 or array.shape[1] != width or len(array) != len(labels):
+                raise UserError(f"{name}_{part}.npy has shape {array.shape}; expected ({len(labels)}, {width}) — "
+                                f"not the S-MNIST file, or damaged: delete it and re-run {SCRIPT}")
+        arrays[part] = (written, spoken, labels)
+    rng = np.random.default_rng(seed)
+    n_train, n_val, n_test = sizes
+    if n_train + n_val > len(arrays["train"][2]) or n_test > len(arrays["test"][2]):
+        raise UserError(f"S-MNIST files are too small for {sizes} samples")
+    order = rng.permutation(len(arrays["train"][2]))
+    picks = {"train": ("train", np.sort(order[:n_train])), "val": ("train", np.sort(order[n_train:n_train + n_val])),
+             "test": ("test", np.sort(rng.permutation(len(arrays["test"][2]))[:n_test]))}
+    out = {}
+    for split, (part, index) in picks.items():
+        written, spoken, labels = arrays[part]
+        image = np.asarray(written[index], dtype=np.float32).reshape(-1, 1, 28, 28)
+        audio = torch.from_numpy(np.asarray(spoken[index], dtype=np.float32).reshape(-1, 1, 39, 13))
+        audio = F.interpolate(audio, size=(28, 28), mode="bilinear", align_corners=False).numpy()
+        out[f"{split}_image"], out[f"{split}_audio"], out[f"{split}_labels"] = image, audio, labels[index]
+        out[f"{split}_index"] = index
+    for m in ("image", "audio"):  # scale with the training sample's statistics only
+        mean, std = out[f"train_{m}"].mean(), out[f"train_{m}"].std() + 1e-8
+        for split in SPLITS:
+            out[f"{split}_{m}"] = ((out[f"{split}_{m}"] - mean) / std).astype(np.float32)
+    return out
+
+
+def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 0, sizes=PROTOCOL_SIZES,
+            progress: bool = True) -> Path:
+    """Fetch (or copy) the raw files, build the protocol arrays, write them, and only then the
+    `prepared.json` marker. Safe to re-run: verified raw files are not fetched again."""
+    folder = Path(folder or root())
+    if is_prepared(folder):
+        print(f"S-MNIST is already prepared in {folder}")
+        return prepared_path(folder)
+    checked = fetch(folder, source, progress)
+    arrays = build(folder / "raw", sizes, seed)
+    _atomic_save_npz(prepared_path(folder), **arrays)
+    marker = {"seed": seed, "sizes": list(sizes), **checked}
+    (folder / "prepared.json.tmp").write_text(json.dumps(marker, indent=2))
+    os.replace(folder / "prepared.json.tmp", folder / "prepared.json")
+    print(f"prepared {dict(zip(SPLITS, sizes))} pairs in {prepared_path(folder)}")
+    print(f"cite: {CITATION}")
+    return prepared_path(folder)
+
+
+def load_smnist(folder: Path | None = None) -> MultimodalDataset:
+    """The prepared S-MNIST protocol: modalities image and audio, both 1×28×28, 10 classes."""
+    if not is_prepared(folder):
+        raise UserError(f"dataset 'smnist' is not prepared; run: {SCRIPT}")
+    with np.load(prepared_path(folder)) as stored:
+        splits = {s: Split({m: torch.from_numpy(stored[f"{s}_{m}"]) for m in ("image", "audio")},
+                           torch.from_numpy(stored[f"{s}_labels"])) for s in SPLITS}
+    return MultimodalDataset("smnist", ("image", "audio"), 10, splits,
+                             description="S-MNIST (MNIST + Speech Commands MFCCs), MILES paper protocol")
+
+
+register(DatasetEntry("smnist", ("image", "audio"), "S-MNIST: MNIST + spoken digits (Zenodo), 8k/2k/2k protocol",
+                      load_smnist, prepared=is_prepared, data_script=SCRIPT,
+                      protocol={"encoder": "resnet10", "epochs": 50, "batch_size": 64}))

@@ -22,7 +22,7 @@ from .data import load_dataset
 from .errors import UserError
 from .baselines import BASELINES
 from .methods import METHODS
-from .train import TrainConfig, read_history, train
+from .train import TrainConfig, read_history, relevant_config, train
 
 MAIN_METHODS = ("vanilla", "aux", "miles")
 ALL_METHODS = MAIN_METHODS + BASELINES
@@ -34,8 +34,7 @@ def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
 
 
 def _same_config(a: dict, b: dict) -> bool:
-    ignore = {"device"}
-    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+    return relevant_config(a) == relevant_config(b)
 
 
 def run_or_reuse(config: TrainConfig, folder: Path, dataset=None, progress: bool = True) -> dict:

@@ -92,6 +92,22 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# Settings that only some methods read: they do not make two runs of any other method differ (so
+# `compare --ogm-alpha 0.8` retrains OGM, not vanilla). A key ending in "_" is a prefix.
+METHOD_FIELDS = {"tau": {"miles"}, "mu": {"miles"}, "ogm_": {"ogm", "ogm-ge"}, "gblend_": {"gblend"},
+                 "mslr_": {"mslr-k", "mslr-s", "mslr-d"}, "mses_": {"mses"}}
+
+
+def relevant_config(config: dict) -> dict:
+    """The settings of a run's config (as a dict) that can change its results; the device never does."""
+    def used(field: str) -> bool:
+        for key, methods in METHOD_FIELDS.items():
+            if field == key or (key.endswith("_") and field.startswith(key)):
+                return config["method"] in methods
+        return field != "device"
+    return {k: v for k, v in config.items() if used(k)}
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -292,8 +308,8 @@ class Trainer:
         if not path.exists():
             return 0
         state = torch.load(path, map_location=self.device, weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "device")}
-        mine = {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "device")}
+        saved = {k: v for k, v in relevant_config(state["config"]).items() if k != "epochs"}
+        mine = {k: v for k, v in relevant_config(asdict(self.config)).items() if k != "epochs"}
         if saved != mine:
             diff = sorted(k for k in mine if saved.get(k) != mine[k])
             raise UserError(f"{self.out} holds a run with a different configuration ({', '.join(diff)}); "

@@ -1,12 +1,14 @@
 """The comparison (main job): tables from real runs, the run folder as cache, interrupted resumes."""
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
 import milesbook as mb
 from milesbook import comparison as compare_module
 from milesbook.comparison import compare, decomposition, summarize
+from milesbook.errors import UserError
 
 from .conftest import run_cli
 
@@ -52,6 +54,16 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     monkeypatch.setattr(compare_module, "train", lambda *a, **k: calls.append(a) or {})
     again = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
     assert calls == [] and again["sum"]["rows"] == report["sum"]["rows"]
+    monkeypatch.undo()
+
+    # a setting only MILES reads leaves vanilla's runs valid; MILES's folder refuses to be overwritten
+    retrained = []
+    real = compare_module.train
+    monkeypatch.setattr(compare_module, "train", lambda c, *a, **k: retrained.append(c.method) or real(c, *a, **k))
+    with pytest.raises(UserError, match="miles-concat/seed0 holds a run with a different configuration \\(mu\\)"):
+        compare("toy", ("vanilla", "miles"), ("concat",), seeds=1, out=tmp_path, base=replace(base, mu=0.3),
+                progress=False)
+    assert retrained == ["miles"]
     monkeypatch.undo()
 
     # an interrupted run (checkpoint, no summary) is resumed, not restarted

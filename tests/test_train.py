@@ -204,3 +204,17 @@ def test_bad_config_values(toy):
                             ({"device": "tpu"}, "device 'tpu'")):
         with pytest.raises(UserError, match=pattern):
             Trainer(mb.TrainConfig(dataset="toy", **kwargs), "/unused", toy, False)
+
+
+def test_relevant_config_ignores_other_methods_settings():
+    from dataclasses import asdict
+
+    from milesbook.train import relevant_config
+    base = asdict(mb.TrainConfig(method="vanilla"))
+    assert relevant_config({**base, "mu": 0.3, "ogm_alpha": 0.9, "device": "cuda"}) == relevant_config(base)
+    assert relevant_config({**base, "lr": 0.01}) != relevant_config(base)
+    miles = {**base, "method": "miles"}
+    assert relevant_config({**miles, "mu": 0.3}) != relevant_config(miles)
+    assert relevant_config({**miles, "ogm_alpha": 0.9}) == relevant_config(miles)
+    ogm = {**base, "method": "ogm"}
+    assert relevant_config({**ogm, "ogm_alpha": 0.9}) != relevant_config(ogm)

@@ -201,6 +201,12 @@ class Trainer:
                                 f"0..{self.data.num_classes - 1}")
 
     # -- one pass ----------------------------------------------------------------------------------
+    def _correct(self, out, labels) -> list[torch.Tensor]:
+        """Correct predictions in a batch of the fusion head, each unimodal head, each fusion part
+        (the order of the `acc_fusion`, `acc_head_<m>`, `acc_part_<m>` keys)."""
+        return [_accuracy_counts(out.fusion, labels), *[_accuracy_counts(out.heads[m], labels) for m in self.modalities],
+                *[_accuracy_counts(out.parts[m], labels) for m in self.modalities]]
+
     def _forward(self, inputs):
         # Heads are linear probes (no gradient into encoders) for methods that do not train them.
         return self.model(inputs, detach_heads=not self.method.trains_heads)
@@ -240,9 +246,7 @@ class Trainer:
             self.optimizer.step()
             with torch.no_grad():
                 nonfinite |= ~torch.isfinite(loss)
-                sums += torch.stack([loss.detach() * len(y), _accuracy_counts(out.fusion, y)]
-                                    + [_accuracy_counts(out.heads[m], y) for m in self.modalities]
-                                    + [_accuracy_counts(out.parts[m], y) for m in self.modalities]).float()
+                sums += torch.stack([loss.detach() * len(y), *self._correct(out, y)]).float()
         if nonfinite.item():
             last = f"epoch {epoch - 1} in {self.out / 'last.pt'}" if epoch > 1 else "none (it was the first epoch)"
             raise NonFiniteLossError(
@@ -265,9 +269,7 @@ class Trainer:
             sl = slice(start, start + self.config.eval_batch_size)
             y = labels[sl]
             out = self.model({m: inputs[m][sl] for m in self.modalities})
-            sums += torch.stack([F.cross_entropy(out.fusion, y, reduction="sum"), _accuracy_counts(out.fusion, y)]
-                                + [_accuracy_counts(out.heads[m], y) for m in self.modalities]
-                                + [_accuracy_counts(out.parts[m], y) for m in self.modalities]
+            sums += torch.stack([F.cross_entropy(out.fusion, y, reduction="sum"), *self._correct(out, y)]
                                 + [F.cross_entropy(out.heads[m], y, reduction="sum") for m in self.modalities]).float()
         return dict(zip(keys, (sums / max(len(labels), 1)).tolist()))
 
@@ -326,8 +328,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-        """Train to `config.epochs` (continuing from `last.pt` when `resume`), then test the best and
-        the last epoch. Returns the summary. `on_epoch_end(row)` is called after each checkpoint."""
+        """Train to `config.epochs` (continuing from `last.pt` when `resume`), testing every epoch, and
+        write the summary of the epoch chosen on validation. `on_epoch_end(row)` runs after each checkpoint."""
         self.out.mkdir(parents=True, exist_ok=True)
         if not resume and (self.out / "last.pt").exists():
             raise UserError(f"{self.out} already holds a run; pass --resume to continue it, or choose "

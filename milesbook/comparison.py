@@ -170,7 +170,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
     md = [f"# Results on {dataset}", "",
           f"Test accuracy (%), mean ± std over {seeds} seeds, at the epoch chosen on validation "
           f"({base.selection_tolerance} tolerance rule, see `milesbook.train`). {base.epochs} epochs, "
-          f"Adam lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
+          f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
           f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |acc_{modalities[0]} − "
           f"acc_{modalities[-1]}|. Dataset: {data.description}.", ""]
     if search_note:

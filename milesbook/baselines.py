@@ -35,16 +35,29 @@ def _two_modalities(method: str, model) -> tuple[str, str]:
 # CVPR 2022
 # ------------------------------------------------------------------------------------------------
 
+def ogm_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A modality's confidence in the right answers over a batch, as a 0-d tensor.
+
+    Single-label (`labels` (N,) class ids), OGM's own: s = Σ_i softmax(ŷ)[i, y_i].
+    Multi-label (`labels` (N, C) 0/1) — OGM defines no score; our reading: s = Σ_i Σ_{c: y_ic = 1}
+    sigmoid(ŷ)[i, c], the probability each true label gets, the direct analogue of the softmax
+    probability of the true class. The negatives are left out on purpose: with 23 genres and about
+    two true ones per movie, the easy "not this genre" decisions would otherwise dominate the score
+    and make both modalities look alike."""
+    if labels.dim() == 2:
+        return (torch.sigmoid(logits) * labels).sum()
+    return F.softmax(logits, 1).gather(1, labels[:, None]).sum()
+
+
 def ogm_coefficients(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor,
                      alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """OGM's modulation coefficients (k_A, k_B) for one mini-batch, as 0-d tensors (no host sync).
 
-    s_m = Σ_i softmax(ŷ_m)[i, y_i], ρ = s_A / s_B. If ρ > 1 (A dominates) k_A = 1 − tanh(α·ρ) and
+    s_m = `ogm_score(ŷ_m, y)`, ρ = s_A / s_B. If ρ > 1 (A dominates) k_A = 1 − tanh(α·ρ) and
     k_B = 1; otherwise k_B = 1 − tanh(α/ρ) and k_A = 1 (so at ρ = 1 exactly, B is the one damped, as
-    in the official code)."""
-    score_a = F.softmax(logits_a, 1).gather(1, labels[:, None]).sum()
-    score_b = F.softmax(logits_b, 1).gather(1, labels[:, None]).sum()
-    ratio = score_a / score_b
+    in the official code). A tiny ε in both scores keeps ρ finite on a batch with no true labels."""
+    eps = 1e-8
+    ratio = (ogm_score(logits_a, labels) + eps) / (ogm_score(logits_b, labels) + eps)
     one = torch.ones_like(ratio)
     k_a = torch.where(ratio > 1, 1 - torch.tanh(alpha * ratio), one)
     k_b = torch.where(ratio > 1, one, 1 - torch.tanh(alpha / ratio))
@@ -191,7 +204,7 @@ class GBlend(Method):
         before, after = {}, {}
         for head in self.heads:
             def head_loss(out, labels, head=head):
-                return F.cross_entropy(out.fusion if head == "fusion" else out.heads[head], labels)
+                return self.trainer.task.loss(out.fusion if head == "fusion" else out.heads[head], labels)
             before[head] = self._losses(head)
             for _ in range(self.config.gblend_epochs):
                 self.trainer.train_epoch(epoch, loss_override=head_loss)
@@ -242,7 +255,8 @@ class MSLR(Method):
       smoothing is not public: this linear form is our reading);
     - `mslr-d` ("dynamic"): starting from `mslr_lrs` (or the global rate when none are given), every
       `mslr_window` epochs each encoder's rate is multiplied by its head's current validation
-      accuracy over the mean of the last `mslr_window` ones (`mslr_dynamic_factor`)."""
+      metric (accuracy; micro-F1 on multi-label data) over the mean of the last `mslr_window` ones
+      (`mslr_dynamic_factor`)."""
     trains_heads = True
     modality_source = "heads"
 
@@ -271,7 +285,7 @@ class MSLR(Method):
         if self.variant != "d":
             return
         for m, values in self.metric_history.items():
-            values.append(metrics.row[f"val_acc_{m}"])
+            values.append(metrics.row[f"val_{metrics.metric}_{m}"])
             if metrics.epoch % self.config.mslr_window == 0:
                 self.group(m)["lr"] *= mslr_dynamic_factor(values, self.config.mslr_window)
 
@@ -290,7 +304,8 @@ class MSLR(Method):
 class MSES(Aux):
     """Modality-specific early stopping, re-implemented from the paper's description (no public code).
 
-    Trains Eq. 3 at the global rate. Each modality's head is tracked on validation accuracy; once it
+    Trains Eq. 3 at the global rate. Each modality's head is tracked on the validation metric
+    (accuracy; micro-F1 on multi-label data); once it
     has not improved for `mses_patience` epochs that modality stops: its encoder's and head's rate
     becomes 0 for good, its BatchNorm statistics are frozen, and (with `mses_restore`, the default)
     its best weights are put back. Training ends when every modality has stopped and the fusion
@@ -316,8 +331,8 @@ class MSES(Aux):
                 module.momentum = 0.0  # running statistics stay as they were at the stop
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        values = {"fusion": metrics.row["val_acc_fusion"],
-                  **{m: metrics.row[f"val_acc_{m}"] for m in self.model.modalities}}
+        values = {"fusion": metrics.row[f"val_{metrics.metric}_fusion"],
+                  **{m: metrics.row[f"val_{metrics.metric}_{m}"] for m in self.model.modalities}}
         for k in self.tracked:
             if k != "fusion" and self.stopped_at[k]:
                 continue

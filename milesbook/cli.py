@@ -145,12 +145,14 @@ def _run(args) -> int:
         from .train import train
         config = _config(args, method=args.method, seed=args.seed)
         summary = train(config, args.out, resume=args.resume)
-        keys = ["best_epoch", "test_acc_fusion", *[f"test_acc_{m}" for m in summary["modalities"]]]
+        metric = summary["metric"]
+        keys = ["best_epoch", f"test_{metric}_fusion", *[f"test_{metric}_{m}" for m in summary["modalities"]]]
         print(json.dumps({k: summary[k] for k in keys}))
         print(f"run folder: {args.out}")
         return 0
     if args.command == "compare":
         from .comparison import compare
+        from .metrics import METRIC_LABELS
         from .errors import check_choice
         fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
         for fusion in fusions:
@@ -158,7 +160,8 @@ def _run(args) -> int:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args))
         for fusion, result in report.items():
-            print(f"\n{args.dataset}, {fusion} fusion — test accuracy (%), mean ± std over {args.seeds} seeds\n")
+            label = METRIC_LABELS[result["rows"][0]["metric"]]
+            print(f"\n{args.dataset}, {fusion} fusion — test {label} (%), mean ± std over {args.seeds} seeds\n")
             print(result["markdown"])
             if result["decomposition"]:
                 print("\n" + result["decomposition"].replace("**", ""))

@@ -22,7 +22,8 @@ from .data import load_dataset
 from .errors import UserError
 from .baselines import BASELINES
 from .methods import METHODS
-from .train import TrainConfig, read_history, relevant_config, train
+from .metrics import METRIC_LABELS, task_of
+from .train import TrainConfig, history_metric, read_history, relevant_config, train
 
 MAIN_METHODS = ("vanilla", "aux", "miles")
 ALL_METHODS = MAIN_METHODS + BASELINES
@@ -56,27 +57,29 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "") -> list[dict]:
-    """One row per method: mean and std over seeds of the test fusion accuracy (`fusion_*`), each
-    modality's accuracy (`<m>_*`) and Δ = |acc_A − acc_B| (`delta_*`). `prefix` picks which epoch's
-    test metrics: "" (selected), "strict_" or "last_". Unimodal rows fill only their modality."""
+def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", metric: str | None = None) -> list[dict]:
+    """One row per method: mean and std over seeds of the test fusion metric (`fusion_*`), each
+    modality's (`<m>_*`) and Δ = |M_A − M_B| (`delta_*`). `prefix` picks which epoch's test metrics:
+    "" (selected), "strict_" or "last_". `metric` defaults to the runs' headline (accuracy, or
+    micro-F1 on multi-label data); "f1macro" reads the other F1. Unimodal rows fill only their modality."""
     rows = []
     for method, runs in summaries.items():
-        row = {"method": method, "seeds": len(runs)}
+        name = metric or history_metric(runs[0])
+        row = {"method": method, "seeds": len(runs), "metric": name}
         only = method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
         row["fusion_mean"], row["fusion_std"] = (None, None) if only else \
-            _mean_std([r[f"{prefix}test_acc_fusion"] for r in runs])
+            _mean_std([r[f"{prefix}test_{name}_fusion"] for r in runs])
         for m in modalities:
             if only and m != only:
                 row[f"{m}_mean"], row[f"{m}_std"] = None, None
             else:
-                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[f"{prefix}test_acc_{m}"] for r in runs])
+                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[f"{prefix}test_{name}_{m}"] for r in runs])
         if only or len(modalities) != 2:
             row["delta_mean"], row["delta_std"] = None, None
         else:
             a, b = modalities
             row["delta_mean"], row["delta_std"] = _mean_std(
-                [abs(r[f"{prefix}test_acc_{a}"] - r[f"{prefix}test_acc_{b}"]) for r in runs])
+                [abs(r[f"{prefix}test_{name}_{a}"] - r[f"{prefix}test_{name}_{b}"]) for r in runs])
         rows.append(row)
     return rows
 
@@ -133,7 +136,7 @@ def expand_methods(methods) -> list[str]:
 
 def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True,
                        factors=(1 / 3, 1.0, 3.0)) -> dict:
-    """Each modality's best unimodal learning rate (highest validation accuracy at its selected epoch,
+    """Each modality's best unimodal learning rate (highest validation metric at its selected epoch,
     seed 0) over `factors` × the global rate — what MSLR-K/S start from. Runs are cached like any other."""
     grid = [base.lr * f for f in factors]
     best = {}
@@ -143,7 +146,8 @@ def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True
             config = replace(base, method=f"unimodal-{m}", lr=lr, seed=0)
             folder = run_dir(out, f"unimodal-{m}", "concat", 0) if lr == base.lr else \
                 Path(out) / "lr-search" / f"unimodal-{m}-lr{lr:.3g}"
-            scores[lr] = run_or_reuse(config, folder, data, progress)["best_val_acc_fusion"]
+            summary = run_or_reuse(config, folder, data, progress)
+            scores[lr] = summary[f"best_val_{history_metric(summary)}_fusion"]
         best[m] = max(grid, key=lambda lr: (scores[lr], lr == base.lr))
     return {"grid": grid, "best": best}
 
@@ -156,6 +160,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
     base = replace(base or TrainConfig(), dataset=dataset)
     data = load_dataset(dataset, **base.dataset_options)
     modalities = data.modalities
+    task = task_of(data.task)
+    label = METRIC_LABELS[task.headline]
     methods = expand_methods(methods)
     references = [f"unimodal-{m}" for m in modalities]
     search_note = ""
@@ -168,11 +174,11 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         base_mslr = base
     report, csv_rows = {}, []
     md = [f"# Results on {dataset}", "",
-          f"Test accuracy (%), mean ± std over {seeds} seeds, at the epoch chosen on validation "
+          f"Test {label} (%), mean ± std over {seeds} seeds, at the epoch chosen on validation "
           f"({base.selection_tolerance} tolerance rule, see `milesbook.train`). {base.epochs} epochs, "
           f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
-          f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |acc_{modalities[0]} − "
-          f"acc_{modalities[-1]}|. Dataset: {data.description}.", ""]
+          f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |M_{modalities[0]} − "
+          f"M_{modalities[-1]}|. Dataset: {data.description}.", ""]
     if search_note:
         md += [search_note, ""]
     bar = tqdm(total=len(fusions) * (len(references) + len(methods)) * seeds, desc="runs",
@@ -192,6 +198,10 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         report[fusion] = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
                           "markdown": text, "decomposition": decomposition(tables[""], modalities)}
         md += [f"## {fusion} fusion", "", text, "", report[fusion]["decomposition"], ""]
+        for other in task.metrics[1:]:  # multi-label: macro-F1 beside the headline micro-F1
+            report[fusion][f"{other}_rows"] = summarize(summaries, modalities, "", other)
+            md += [f"The same runs in {METRIC_LABELS[other]} (%):", "",
+                   markdown_table(report[fusion][f"{other}_rows"], modalities), ""]
         if "gblend" in methods:
             extra = [read_history(run_dir(out, "gblend", fusion, s))[-1]["gblend_extra_epochs"] for s in range(seeds)]
             report[fusion]["gblend_extra_epochs"] = extra
@@ -201,13 +211,13 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         weak = weak_modality(tables[""], modalities)
         if weak:
             md += [f"The weak modality ({weak}) at three choices of epoch:", "",
-                   "| method | selected (tolerance rule) | strict (highest val accuracy) | last epoch |",
+                   f"| method | selected (tolerance rule) | strict (highest val {label}) | last epoch |",
                    "|---|---|---|---|"]
             for sel, strict, last in zip(tables[""], tables["strict_"], tables["last_"]):
                 if sel.get(f"{weak}_mean") is not None:
                     md.append(f"| {sel['method']} | {_cell(sel, weak)} | {_cell(strict, weak)} | {_cell(last, weak)} |")
             if "vanilla" in summaries:
-                probe = _mean_std([r[f"test_acc_head_{weak}"] for r in summaries["vanilla"]])
+                probe = _mean_std([r[f"test_{task.headline}_head_{weak}"] for r in summaries["vanilla"]])
                 md += ["", f"Vanilla's {weak} encoder read by a detached linear probe (trained on its features, "
                            f"never moving it): {100 * probe[0]:.1f} ± {100 * probe[1]:.1f} % — the encoder "
                            "itself is starved, not only the fusion head's use of it."]
@@ -229,7 +239,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
 def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progress: bool = True) -> list[dict]:
     """Train (or reuse) `base` with each override of `grid` (e.g. [{"tau": 0.1}, {"tau": 0.2}]) over
     `seeds` seeds. One row per grid point: the overrides, `runs` (the run folders), and the mean and
-    std over seeds of the test fusion accuracy (`fusion_*`), each modality's (`<m>_*`) and Δ."""
+    std over seeds of the test fusion metric (`fusion_*`), each modality's (`<m>_*`) and Δ."""
     data = data if data is not None else load_dataset(base.dataset, **base.dataset_options)
     rows = []
     for overrides in grid:

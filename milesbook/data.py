@@ -25,7 +25,9 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """One split: `inputs[modality]` is a float tensor (N, *shape); `labels` is (N,) int64 class ids."""
+    """One split: `inputs[modality]` is a tensor (N, *shape) — float; or uint8 / float16 to save memory,
+    turned into float32 per batch (see `MultimodalDataset.normalize`); or int64 token ids (N, L) for text.
+    `labels` is (N,) int64 class ids, or (N, C) float 0/1 for a multi-label task."""
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
 
@@ -40,8 +42,14 @@ class MultimodalDataset:
     num_classes: int
     splits: dict[str, Split]
     train_noise_std: dict[str, float] = field(default_factory=dict)
-    task: str = "multiclass"
+    task: str = "multiclass"  # or "multilabel" (see milesbook.metrics)
     description: str = ""
+    # (mean, std) per modality, applied to a batch after it is made float32: lets a dataset keep
+    # uint8 pixels or float16 spectrograms in memory (4× / 2× smaller) and normalize on the device.
+    normalize: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per modality, the encoder `--encoder auto` builds and its arguments, when the dataset knows
+    # better than the shape does, e.g. {"text": {"kind": "bow", "vocab_size": 20002}}.
+    encoder_options: dict[str, dict] = field(default_factory=dict)
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:

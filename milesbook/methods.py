@@ -26,10 +26,12 @@ from .miles import MILES
 @dataclass
 class EpochMetrics:
     """What `end_epoch` sees: the epoch number (1-based), the utilization metrics MILES reads
-    ({"fusion": M_AB, modality: M_m} on the utilization split) and the whole history row."""
+    ({"fusion": M_AB, modality: M_m} on the utilization split), the whole history row, and the name
+    of the headline metric M in its columns ("acc", or "f1micro" on multi-label data)."""
     epoch: int
     utilization_metrics: dict[str, float]
     row: dict[str, float]
+    metric: str = "acc"
 
 
 class Method:

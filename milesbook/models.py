@@ -15,7 +15,8 @@ from torch import nn
 from .errors import UserError, check_choice
 
 FUSIONS = ("concat", "sum")
-ENCODERS = ("auto", "mlp", "cnn", "resnet6", "resnet10", "resnet18", "resnet34", "resnet50")
+ENCODERS = ("auto", "mlp", "cnn", "resnet6", "resnet10", "resnet18", "resnet34", "resnet50", "bow", "bert")
+TEXT_ENCODERS = ("bow", "bert")  # for token-id inputs (N, L)
 
 
 class MLPEncoder(nn.Module):
@@ -127,12 +128,79 @@ class ResNet(nn.Module):
         return self.project(self.pool(self.stages(self.stem(x))))
 
 
-def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int) -> nn.Module:
-    """An encoder for samples of `shape`: (D,) vectors or (C, H, W) images. `kind="auto"` picks an MLP
-    for vectors and the small CNN for images."""
+class BagOfWordsEncoder(nn.Module):
+    """Token ids (N, L), `pad_id` for padding → (N, feature_dim): the mean of learned word embeddings
+    over the real tokens, then a ReLU layer. Trains from scratch in seconds; a text baseline that
+    needs no pretrained weights."""
+
+    def __init__(self, vocab_size: int, feature_dim: int = 64, embed_dim: int = 128, pad_id: int = 0):
+        super().__init__()
+        self.embed = nn.EmbeddingBag(vocab_size, embed_dim, mode="mean", padding_idx=pad_id)
+        self.out = nn.Sequential(nn.Linear(embed_dim, feature_dim), nn.ReLU())
+
+    def forward(self, ids):
+        return self.out(self.embed(ids))
+
+
+class BertEncoder(nn.Module):
+    """A pretrained BERT from a local folder (Hugging Face `transformers`, an optional extra) over token
+    ids (N, L) made by that model's own tokenizer; its [CLS] vector projected to `feature_dim`.
+
+    Weights are read only from `path` (`local_files_only=True`): milesbook never downloads them."""
+
+    def __init__(self, path: str, feature_dim: int = 64, pad_id: int = 0):
+        super().__init__()
+        try:
+            import transformers
+        except ImportError:
+            raise UserError("the 'bert' text encoder needs Hugging Face transformers: "
+                            "pip install 'milesbook[text]'") from None
+        try:
+            self.bert = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise UserError(f"could not load a BERT model from {path} ({error}); give the folder of a saved "
+                            "model (config.json + weights), e.g. one `huggingface-cli download "
+                            "bert-base-uncased --local-dir DIR` filled") from None
+        self.pad_id = pad_id
+        self.project = nn.Linear(self.bert.config.hidden_size, feature_dim)
+
+    def forward(self, ids):
+        mask = (ids != self.pad_id).long()
+        return self.project(self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
+
+
+def parse_encoder_spec(spec: str, modalities) -> dict[str, str]:
+    """"resnet18" → that kind for every modality; "image=resnet50,text=bow" → one per modality
+    (modalities not named get "auto")."""
+    if "=" not in spec:
+        return {m: spec for m in modalities}
+    kinds = {m: "auto" for m in modalities}
+    for item in spec.split(","):
+        name, _, kind = item.partition("=")
+        check_choice("modality in --encoder", name.strip(), modalities)
+        kinds[name.strip()] = kind.strip()
+    return kinds
+
+
+def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: dict | None = None) -> nn.Module:
+    """An encoder for samples of `shape`: (D,) vectors, (C, H, W) images, or (L,) token ids when the
+    dataset's `options` say so ({"tokens": True, "vocab_size": V, "kind": default, "path": BERT}).
+    `kind="auto"` takes the dataset's default, else an MLP for vectors and the small CNN for images."""
     check_choice("encoder", kind, ENCODERS)
+    options = options or {}
     if kind == "auto":
-        kind = "mlp" if len(shape) == 1 else "cnn"
+        kind = options.get("kind") or ("mlp" if len(shape) == 1 else "cnn")
+    if options.get("tokens") or kind in TEXT_ENCODERS:
+        if not options.get("tokens") or kind not in TEXT_ENCODERS:
+            what = "token ids" if options.get("tokens") else f"samples of shape {shape}"
+            raise UserError(f"encoder {kind!r} cannot encode {what}; text takes {' or '.join(TEXT_ENCODERS)}, "
+                            "other inputs the rest — give one per modality, e.g. --encoder image=resnet50,text=bow")
+        if kind == "bow":
+            return BagOfWordsEncoder(options["vocab_size"], feature_dim, pad_id=options.get("pad_id", 0))
+        if not options.get("path"):
+            raise UserError("encoder 'bert' needs the text tokenized by that BERT: --data-option text_model DIR "
+                            "(a local folder of bert-base-uncased; nothing is downloaded)")
+        return BertEncoder(options["path"], feature_dim, pad_id=options.get("pad_id", 0))
     if kind == "mlp":
         return MLPEncoder(math.prod(shape), feature_dim)
     if len(shape) != 3:
@@ -194,7 +262,12 @@ class JointFusionModel(nn.Module):
 
 
 def build_model(shapes: dict[str, tuple[int, ...]], num_classes: int, fusion: str = "concat",
-                encoder: str = "auto", feature_dim: int = 64) -> JointFusionModel:
-    """A joint-fusion model with one `encoder` per modality of `shapes` ({modality: sample shape})."""
-    encoders = {m: build_encoder(encoder, shape, feature_dim) for m, shape in shapes.items()}
+                encoder: str = "auto", feature_dim: int = 64,
+                encoder_options: dict[str, dict] | None = None) -> JointFusionModel:
+    """A joint-fusion model with an encoder per modality of `shapes` ({modality: sample shape}):
+    `encoder` is one kind for all or "m=kind,..." (`parse_encoder_spec`); `encoder_options` are the
+    dataset's per-modality hints (`MultimodalDataset.encoder_options`)."""
+    kinds = parse_encoder_spec(encoder, list(shapes))
+    options = encoder_options or {}
+    encoders = {m: build_encoder(kinds[m], shape, feature_dim, options.get(m)) for m, shape in shapes.items()}
     return JointFusionModel(encoders, feature_dim, num_classes, fusion)

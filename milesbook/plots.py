@@ -1,13 +1,18 @@
-"""Figures drawn from run folders: MILES's learning dynamics (the paper's Fig. 2) and result bars."""
+"""Figures drawn from run folders: MILES's learning dynamics (the paper's Fig. 2) and result bars.
+Axes are labelled with the run's metric: accuracy, or micro-F1 on multi-label data."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
+
+from .metrics import METRIC_LABELS
 
 
 def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau: float | None = None,
                            axes=None):
     """Three panels over epochs: utilization u_m and δ (with τ), each encoder's learning rate, and the
-    validation accuracy of the fusion head and each modality. `history` is `read_history(run)`."""
+    validation metric of the fusion head and each modality. `history` is `read_history(run)`."""
+    from .train import history_metric
+    metric = history_metric(history[0])
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     epochs = [row["epoch"] for row in history]
@@ -28,10 +33,10 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     ax.set(xlabel="epoch", ylabel="learning rate", title="rates used in each epoch", ylim=(0, 1.1 * top))
     ax.legend(fontsize=8)
     ax = axes[2]
-    ax.plot(epochs, [row["val_acc_fusion"] for row in history], "k", label="fusion")
+    ax.plot(epochs, [row[f"val_{metric}_fusion"] for row in history], "k", label="fusion")
     for m in modalities:
-        ax.plot(epochs, [row[f"val_acc_{m}"] for row in history], label=m)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="heads", ylim=(0, 1.02))
+        ax.plot(epochs, [row[f"val_{metric}_{m}"] for row in history], label=m)
+    ax.set(xlabel="epoch", ylabel=f"validation {METRIC_LABELS[metric]}", title="heads", ylim=(0, 1.02))
     ax.legend(fontsize=8)
     if title:
         axes[0].figure.suptitle(title)
@@ -40,7 +45,7 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
 
 
 def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
-    """Grouped bars of test accuracy (mean ± std over seeds) per method: fusion and each modality.
+    """Grouped bars of the test metric (mean ± std over seeds) per method: fusion and each modality.
     `table` is `comparison.summarize(...)`'s rows."""
     if ax is None:
         _, ax = plt.subplots(figsize=(1.6 * len(table) + 2, 3.6))
@@ -55,7 +60,7 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
                 stds.append(100 * row[f"{column}_std"])
         ax.bar(xs, means, width, yerr=stds, capsize=2, label=column)
     ax.set_xticks(range(len(table)), [row["method"] for row in table], rotation=20)
-    ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=title)
+    ax.set(ylabel=f"test {METRIC_LABELS[table[0].get('metric', 'acc')]} (%)", ylim=(0, 105), title=title)
     ax.legend(fontsize=8, ncols=len(columns))
     ax.figure.tight_layout()
     return ax
@@ -69,7 +74,7 @@ def plot_sweep_point(row: dict, modalities, ax_row=None):
     accuracies = ", ".join(f"{m} {100 * row[f'{m}_mean']:.1f} %" for m in ["fusion", *modalities])
     setting = ", ".join(f"{k} = {row[k]}" for k in ("tau", "mu") if k in row)
     axes = plot_learning_dynamics(history, modalities, tau=row.get("tau"), axes=ax_row)
-    axes[0].figure.suptitle(f"{setting} — test accuracy: {accuracies}")
+    axes[0].figure.suptitle(f"{setting} — test {METRIC_LABELS[row.get('metric', 'acc')]}: {accuracies}")
     axes[0].figure.tight_layout()
     return axes
 
@@ -83,7 +88,7 @@ def plot_sweep(rows: list[dict], key: str, modalities, ax=None, label: str | Non
     for column in ["fusion", *modalities]:
         ax.errorbar(xs, [100 * r[f"{column}_mean"] for r in rows], yerr=[100 * r[f"{column}_std"] for r in rows],
                     marker="o", capsize=3, label=column)
-    ax.set(xlabel=label or key, ylabel="test accuracy (%)")
+    ax.set(xlabel=label or key, ylabel=f"test {METRIC_LABELS[rows[0].get('metric', 'acc')]} (%)")
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return ax

@@ -1,11 +1,15 @@
 """The one training loop. Every method (MILES, the baselines, the references) runs through `train`;
 what differs between them lives in `milesbook.methods`.
 
+Metric columns are named `<split>_<metric>_<who>`: the metric is `acc` on single-label data and
+`f1micro` / `f1macro` on multi-label data (`milesbook.metrics`; the first is the headline M used for
+utilization and selection, named in `summary.json` as `metric`); below, `acc` stands for it.
+
 A run writes a folder (the contract the notebooks and `compare` read):
 - `config.json`   — the TrainConfig;
 - `history.csv`   — one row per epoch: `epoch`, `lr_fusion`, `lr_<m>` (rates used during the epoch),
   `train_loss`, `train_acc_*`, `val_loss_fusion`, `val_acc_fusion`, `val_acc_<m>` (the modality
-  accuracy the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
+  metric the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
   `delta` (end of the epoch, for every method), `seconds`;
 - `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
   they let the summary report the test score at any validation-chosen epoch without saving weights;
@@ -31,12 +35,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import MultimodalDataset, load_dataset
 from .errors import NonFiniteLossError, UserError, check_choice
 from .methods import EpochMetrics, build_method, check_method_options, unimodal_modality
+from .metrics import task_of
 from .miles import conditional_utilization, utilization_gap
 from .models import build_model
 
@@ -47,7 +51,7 @@ class TrainConfig:
     dataset_options: dict = field(default_factory=dict)  # the dataset's documented knobs
     method: str = "miles"
     fusion: str = "concat"
-    encoder: str = "auto"
+    encoder: str = "auto"            # one kind for every modality, or per modality: "image=resnet50,text=bow"
     feature_dim: int = 64
     epochs: int = 30
     lr: float = 1e-3
@@ -142,16 +146,20 @@ def read_history(run_dir) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def select_best_epoch(history: list[dict], tolerance: float = 0.0) -> int:
-    """The epoch (1-based `epoch` value) chosen on validation: among rows whose `val_acc_fusion` is
-    within `tolerance` of the maximum, the lowest `val_loss_fusion`; exact ties go to the later epoch."""
-    top = max(row["val_acc_fusion"] for row in history)
-    tied = [row for row in history if row["val_acc_fusion"] >= top - tolerance]
+def history_metric(row: dict) -> str:
+    """The headline metric a history (or summary) row is written in: "acc" or "f1micro"."""
+    if "metric" in row:
+        return row["metric"]
+    return "f1micro" if any("_f1micro_" in f"_{key}" for key in row) else "acc"
+
+
+def select_best_epoch(history: list[dict], tolerance: float = 0.0, metric: str = "acc") -> int:
+    """The epoch (1-based `epoch` value) chosen on validation: among rows whose `val_<metric>_fusion`
+    is within `tolerance` of the maximum, the lowest `val_loss_fusion`; exact ties go to the later epoch."""
+    key = f"val_{metric}_fusion"
+    top = max(row[key] for row in history)
+    tied = [row for row in history if row[key] >= top - tolerance]
     return int(min(tied, key=lambda row: (row["val_loss_fusion"], -row["epoch"]))["epoch"])
-
-
-def _accuracy_counts(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(1) == labels).sum()
 
 
 class Trainer:
@@ -164,6 +172,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.progress = progress
         self.data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+        self.task = task_of(self.data.task)
+        self.metric = self.task.headline  # the M of utilization and selection
         only = unimodal_modality(config.method)
         self.modalities = (only,) if only else self.data.modalities
         self.method = build_method(config, self.data.modalities)
@@ -174,7 +184,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         shapes = {m: self.data.shapes[m] for m in self.modalities}
         self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
-                                 config.feature_dim).to(self.device)
+                                 config.feature_dim, self.data.encoder_options).to(self.device)
         groups = self.model.param_groups(config.lr)
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999)) if config.optimizer == "adam" \
             else torch.optim.SGD(groups, momentum=0.9)
@@ -196,16 +206,43 @@ class Trainer:
                 if tuple(x.shape[1:]) != shapes[m] or len(x) != len(split.labels):
                     raise UserError(f"dataset {self.data.name!r}: split {name!r}, modality {m!r} has shape "
                                     f"{tuple(x.shape)}; expected ({len(split.labels)}, {', '.join(map(str, shapes[m]))})")
-            if len(split.labels) and (split.labels.min() < 0 or split.labels.max() >= self.data.num_classes):
-                raise UserError(f"dataset {self.data.name!r}: split {name!r} has labels outside "
-                                f"0..{self.data.num_classes - 1}")
+            labels, classes = split.labels, self.data.num_classes
+            if self.task.name == "multilabel":
+                if labels.shape[1:] != (classes,) or not ((labels == 0) | (labels == 1)).all():
+                    raise UserError(f"dataset {self.data.name!r}: split {name!r} needs multi-label targets of "
+                                    f"shape (N, {classes}) holding 0/1, got {tuple(labels.shape)}")
+            elif labels.dim() != 1 or (len(labels) and (labels.min() < 0 or labels.max() >= classes)):
+                raise UserError(f"dataset {self.data.name!r}: split {name!r} needs class ids 0..{classes - 1} "
+                                f"of shape (N,), got shape {tuple(labels.shape)}")
 
     # -- one pass ----------------------------------------------------------------------------------
-    def _correct(self, out, labels) -> list[torch.Tensor]:
-        """Correct predictions in a batch of the fusion head, each unimodal head, each fusion part
-        (the order of the `acc_fusion`, `acc_head_<m>`, `acc_part_<m>` keys)."""
-        return [_accuracy_counts(out.fusion, labels), *[_accuracy_counts(out.heads[m], labels) for m in self.modalities],
-                *[_accuracy_counts(out.parts[m], labels) for m in self.modalities]]
+    def _who(self) -> list[str]:
+        """The logits every pass scores: the fusion head, each unimodal head, each fusion part."""
+        return ["fusion", *[f"head_{m}" for m in self.modalities], *[f"part_{m}" for m in self.modalities]]
+
+    def _counts(self, out, labels) -> torch.Tensor:
+        """The task's counts (`milesbook.metrics`) of every logit in `_who()` order, concatenated."""
+        logits = [out.fusion, *[out.heads[m] for m in self.modalities], *[out.parts[m] for m in self.modalities]]
+        return torch.cat([self.task.counts(x, labels) for x in logits])
+
+    def _metrics(self, counts: torch.Tensor, n: int) -> dict[str, float]:
+        """{"<metric>_<who>": value} from counts summed over a pass of `n` samples."""
+        size = self.task.count_size(self.data.num_classes)
+        values = {}
+        for i, who in enumerate(self._who()):
+            for metric, value in self.task.from_counts(counts[i * size:(i + 1) * size], n).items():
+                values[f"{metric}_{who}"] = value
+        return values
+
+    def _input(self, m: str, x: torch.Tensor) -> torch.Tensor:
+        """A batch of modality m as the encoder takes it: compact storage made float32 and normalized;
+        token ids left as they are."""
+        if x.dtype in (torch.uint8, torch.float16, torch.bfloat16):
+            x = x.float()
+        if m in self.data.normalize:
+            mean, std = self.data.normalize[m]
+            x = (x - mean) / std
+        return x
 
     def _forward(self, inputs):
         # Heads are linear probes (no gradient into encoders) for methods that do not train them.
@@ -220,14 +257,14 @@ class Trainer:
         order = torch.randperm(n, generator=self.generator)
         if n % bs == 1:  # a batch of one breaks BatchNorm; that sample waits for the next epoch
             order = order[:-1]
-        keys = ["loss", "fusion"] + [f"head_{m}" for m in self.modalities] + [f"part_{m}" for m in self.modalities]
-        sums = torch.zeros(len(keys), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        counts = 0
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for start in range(0, len(order), bs):
             idx = order[start:start + bs].to(self.device)
             batch = {}
             for m in self.modalities:
-                x = inputs[m][idx]
+                x = self._input(m, inputs[m][idx])
                 std = self.data.train_noise_std.get(m, 0.0)
                 if std > 0:
                     noise = torch.randn(x.shape, generator=self.generator).to(self.device)
@@ -235,10 +272,10 @@ class Trainer:
                 batch[m] = x
             y = labels[idx]
             out = self._forward(batch)
-            loss = loss_override(out, y) if loss_override else self.method.loss(out, y, F.cross_entropy)
+            loss = loss_override(out, y) if loss_override else self.method.loss(out, y, self.task.loss)
             probe_loss = 0.0
             if not self.method.trains_heads and self.config.probes and not loss_override:
-                probe_loss = sum(F.cross_entropy(h, y) for h in out.heads.values())
+                probe_loss = sum(self.task.loss(h, y) for h in out.heads.values())
             self.optimizer.zero_grad(set_to_none=True)
             (loss + probe_loss).backward()
             if not loss_override:
@@ -246,47 +283,58 @@ class Trainer:
             self.optimizer.step()
             with torch.no_grad():
                 nonfinite |= ~torch.isfinite(loss)
-                sums += torch.stack([loss.detach() * len(y), *self._correct(out, y)]).float()
+                loss_sum += loss.detach() * len(y)
+                counts = counts + self._counts(out, y)
         if nonfinite.item():
             last = f"epoch {epoch - 1} in {self.out / 'last.pt'}" if epoch > 1 else "none (it was the first epoch)"
             raise NonFiniteLossError(
                 f"the training loss became NaN/inf during epoch {epoch} ({self.config.method}, lr "
                 f"{self.config.lr}); training stopped. Last good checkpoint: {last}. Try a lower --lr.")
-        values = (sums / len(order)).tolist()
-        result = dict(zip(keys, values))
-        return {"train_loss": result["loss"], **{f"acc_{k}": v for k, v in result.items() if k != "loss"}}
+        return {"train_loss": loss_sum.item() / len(order), **self._metrics(counts.cpu(), len(order))}
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
-        """Metrics of every head on a whole split: loss_fusion, acc_fusion, acc_head_<m>, acc_part_<m>,
-        loss_head_<m> (mean cross-entropy or accuracy in [0, 1])."""
+        """Metrics of every head on a whole split: loss_fusion, loss_head_<m> (mean task loss), and for
+        each metric of the task (in [0, 1]) <metric>_fusion, <metric>_head_<m>, <metric>_part_<m>."""
         self.model.eval()
         inputs, labels = self.splits[split]
-        keys = ["loss_fusion", "acc_fusion"] + [f"acc_head_{m}" for m in self.modalities] \
-            + [f"acc_part_{m}" for m in self.modalities] + [f"loss_head_{m}" for m in self.modalities]
-        sums = torch.zeros(len(keys), device=self.device)
+        losses = torch.zeros(1 + len(self.modalities), device=self.device)
+        counts = 0
         for start in range(0, len(labels), self.config.eval_batch_size):
             sl = slice(start, start + self.config.eval_batch_size)
             y = labels[sl]
-            out = self.model({m: inputs[m][sl] for m in self.modalities})
-            sums += torch.stack([F.cross_entropy(out.fusion, y, reduction="sum"), *self._correct(out, y)]
-                                + [F.cross_entropy(out.heads[m], y, reduction="sum") for m in self.modalities]).float()
-        return dict(zip(keys, (sums / max(len(labels), 1)).tolist()))
+            out = self.model({m: self._input(m, inputs[m][sl]) for m in self.modalities})
+            losses += torch.stack([self.task.loss(out.fusion, y, reduction="sum")]
+                                  + [self.task.loss(out.heads[m], y, reduction="sum") for m in self.modalities])
+            counts = counts + self._counts(out, y)
+        n = max(len(labels), 1)
+        losses = (losses / n).tolist()
+        return {"loss_fusion": losses[0], **{f"loss_head_{m}": v for m, v in zip(self.modalities, losses[1:])},
+                **self._metrics(counts.cpu(), n)}
 
     # -- bookkeeping ---------------------------------------------------------------------------------
+    def _metric_columns(self, prefix: str, values: dict) -> dict:
+        """`<prefix>_<metric>_fusion`, `_<m>` (the method's reading), `_head_<m>`, `_part_<m>` for each
+        metric of the task."""
+        row = {}
+        for metric in self.task.metrics:
+            row[f"{prefix}_{metric}_fusion"] = values[f"{metric}_fusion"]
+            row.update({f"{prefix}_{metric}_{m}": values[f"{metric}_{self.source}_{m}"] for m in self.modalities})
+            for reading in ("head", "part"):
+                row.update({f"{prefix}_{metric}_{reading}_{m}": values[f"{metric}_{reading}_{m}"]
+                            for m in self.modalities})
+        return row
+
     def _row(self, epoch: int, lrs: dict, train: dict, val: dict) -> tuple[dict, dict]:
-        src = self.source
+        src, metric = self.source, self.metric
         row = {"epoch": epoch, **{f"lr_{k}": v for k, v in lrs.items()}, "train_loss": train["train_loss"],
-               "train_acc_fusion": train["acc_fusion"]}
-        row.update({f"train_acc_{m}": train[f"acc_{src}_{m}"] for m in self.modalities})
-        row.update({"val_loss_fusion": val["loss_fusion"], "val_acc_fusion": val["acc_fusion"]})
-        row.update({f"val_acc_{m}": val[f"acc_{src}_{m}"] for m in self.modalities})
-        row.update({f"val_acc_head_{m}": val[f"acc_head_{m}"] for m in self.modalities})
-        row.update({f"val_acc_part_{m}": val[f"acc_part_{m}"] for m in self.modalities})
-        # Utilization, for every method, from the metrics the method uses for its modality heads.
-        source = val if self.config.utilization_split == "val" else {
-            "acc_fusion": train["acc_fusion"], **{f"acc_{src}_{m}": train[f"acc_{src}_{m}"] for m in self.modalities}}
-        util_metrics = {"fusion": source["acc_fusion"], **{m: source[f"acc_{src}_{m}"] for m in self.modalities}}
+               f"train_{metric}_fusion": train[f"{metric}_fusion"]}
+        row.update({f"train_{metric}_{m}": train[f"{metric}_{src}_{m}"] for m in self.modalities})
+        row["val_loss_fusion"] = val["loss_fusion"]
+        row.update(self._metric_columns("val", val))
+        # Utilization, for every method, from the metric the method uses for its modality heads.
+        source = val if self.config.utilization_split == "val" else train
+        util_metrics = {"fusion": source[f"{metric}_fusion"], **{m: source[f"{metric}_{src}_{m}"] for m in self.modalities}}
         if len(self.modalities) == 2:
             a, b = self.modalities
             u_a, u_b = conditional_utilization(util_metrics["fusion"], util_metrics[a], util_metrics[b])
@@ -348,34 +396,31 @@ class Trainer:
             train = self.train_epoch(epoch)
             val = self.evaluate("val")
             row, util_metrics = self._row(epoch, lrs, train, val)
-            self.method.end_epoch(EpochMetrics(epoch, util_metrics, row))
+            self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
             row["seconds"] = time.perf_counter() - began  # the method's own work + train + validation
             self.history.append(row)
             self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
             _atomic_write(self.out / "last.pt", lambda p: torch.save(self._checkpoint(), p))
             write_history(self.out / "history.csv", self.history)
             write_history(self.out / "test_history.csv", self.test_history)
-            bar.set_postfix(val_fusion=f"{row['val_acc_fusion']:.3f}")
+            bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
         return self.finish()
 
     def _test_row(self, test: dict) -> dict:
-        row = {"test_loss_fusion": test["loss_fusion"], "test_acc_fusion": test["acc_fusion"]}
-        row.update({f"test_acc_{m}": test[f"acc_{self.source}_{m}"] for m in self.modalities})
-        row.update({f"test_acc_head_{m}": test[f"acc_head_{m}"] for m in self.modalities})
-        row.update({f"test_acc_part_{m}": test[f"acc_part_{m}"] for m in self.modalities})
-        return row
+        return {"test_loss_fusion": test["loss_fusion"], **self._metric_columns("test", test)}
 
     def finish(self) -> dict:
         """Choose the best epoch on validation and write summary.json with its test metrics."""
-        best = select_best_epoch(self.history, self.config.selection_tolerance)
-        strict = select_best_epoch(self.history, 0.0)
+        best = select_best_epoch(self.history, self.config.selection_tolerance, self.metric)
+        strict = select_best_epoch(self.history, 0.0, self.metric)
         at = {e: self.test_history[e - 1] for e in (best, strict, len(self.history))}
         summary = {"method": self.config.method, "fusion": self.config.fusion, "seed": self.config.seed,
                    "dataset": self.config.dataset, "modalities": list(self.modalities),
+                   "task": self.task.name, "metric": self.metric, "metrics": list(self.task.metrics),
                    "epochs": len(self.history), "best_epoch": best, "strict_best_epoch": strict,
-                   "selection": f"val_acc_fusion within {self.config.selection_tolerance} of the max, then "
+                   "selection": f"val_{self.metric}_fusion within {self.config.selection_tolerance} of the max, then "
                                 "min val_loss_fusion, then later epoch",
                    **{k: v for k, v in at[best].items() if k != "epoch"},
                    **{f"strict_{k}": v for k, v in at[strict].items() if k != "epoch"},

@@ -292,4 +292,4 @@ register(DatasetEntry("toy", ("a", "b"), "SYNTHETIC: Gaussian class prototypes w
                       "per modality", load_toy))
 
 
-from . import smnist  # noqa: E402,F401  (registers S-MNIST)
+from . import smnist, cremad, luma  # noqa: E402,F401  (register the paper datasets)

@@ -16,16 +16,16 @@ from tqdm.auto import tqdm
 from .errors import UserError
 
 
-def md5sum(path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
+def md5sum(path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
 
 
-def verify(path, size: int | None = None, md5: str | None = None) -> str | None:
-    """None if `path` has the expected size and md5 (those given), else what is wrong."""
+def verify(path, size: int | None = None, md5: str | None = None, sha256: str | None = None) -> str | None:
+    """None if `path` has the expected size and checksums (those given), else what is wrong."""
     path = Path(path)
     if not path.exists():
         return f"{path} is missing"
@@ -34,7 +34,23 @@ def verify(path, size: int | None = None, md5: str | None = None) -> str | None:
         return f"{path.name} has {actual} bytes, expected {size} (truncated or a different file)"
     if md5 is not None and md5sum(path) != md5:
         return f"{path.name} fails its md5 check (corrupted download)"
+    if sha256 is not None and md5sum(path, algorithm="sha256") != sha256:
+        return f"{path.name} fails its sha256 check (corrupted download)"
     return None
+
+
+def fetch_text(url: str, timeout: float = 60) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode()
+    except OSError as error:
+        raise UserError(f"could not reach {url} ({error}); with the files already on disk, use --from DIR") from None
+
+
+def lfs_pointer(text: str) -> dict:
+    """The sha256 and size in a Git LFS pointer file ("oid sha256:<hex>" and "size <n>" lines)."""
+    fields = dict(line.split(" ", 1) for line in text.strip().splitlines() if " " in line)
+    return {"sha256": fields["oid"].removeprefix("sha256:"), "size": int(fields["size"])}
 
 
 def fetch_json(url: str, timeout: float = 60) -> dict:
@@ -46,11 +62,11 @@ def fetch_json(url: str, timeout: float = 60) -> dict:
 
 
 def download(url: str, dest, size: int | None = None, md5: str | None = None, progress: bool = True,
-             timeout: float = 60) -> Path:
+             timeout: float = 60, sha256: str | None = None) -> Path:
     """Download `url` to `dest` unless a verified copy is there; resume a `.part` file left by an
     interrupted run (HTTP Range). Raises UserError, removing the partial file, if verification fails."""
     dest = Path(dest)
-    if dest.exists() and verify(dest, size, md5) is None:
+    if dest.exists() and verify(dest, size, md5, sha256) is None:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -72,7 +88,7 @@ def download(url: str, dest, size: int | None = None, md5: str | None = None, pr
                     bar.update(len(block))
     except OSError as error:
         raise UserError(f"download of {url} failed ({error}); re-run to resume, or use --from DIR") from None
-    problem = verify(part, size, md5)
+    problem = verify(part, size, md5, sha256)
     if problem:
         part.unlink()
         raise UserError(f"{problem}; the partial file was removed — re-run to download it again")

@@ -22,3 +22,132 @@ def write_smnist(folder, n_train: int = 120, n_test: int = 40, seed: int = 0, pi
         np.save(folder / f"data_sp_{part}.npy", mfcc)
         np.save(folder / f"labels_{part}.npy", labels)
     return folder
+
+
+def write_wav(path, samples: np.ndarray, rate: int = 16000) -> None:
+    """16-bit PCM mono WAV (CREMA-D's and most LUMA clips' format)."""
+    from scipy.io import wavfile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, rate, (np.clip(samples, -1, 1) * 32767).astype(np.int16))
+
+
+def write_flv(path, colour, frames: int = 15, size=(64, 48), rate: int = 15) -> None:
+    """A Flash Video file (FLV container, Sorenson H.263 'flv1' codec — CREMA-D's VideoFlash format)
+    showing a solid colour with a moving bar."""
+    import av
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="flv") as container:
+        stream = container.add_stream("flv", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(frames):
+            image = np.empty((size[1], size[0], 3), np.uint8)
+            image[:] = colour
+            image[:, (4 * i) % size[0]] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_cremad(folder, actors=(1001, 1002, 1003, 1004), sentences=("IEO", "TIE"), seed: int = 0) -> Path:
+    """A CREMA-D clone in miniature: AudioWAV/<clip>.wav (16 kHz PCM) and VideoFlash/<clip>.flv for
+    every actor × sentence × emotion, named <actor>_<sentence>_<emotion>_<level>; the emotion sets the
+    tone's pitch and the frame's colour. Also the known-bad clip 1076_MTI_SAD_XX, whose WAV is empty."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    emotions = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+    t = np.arange(16000) / 16000
+    for actor in actors:
+        for sentence in sentences:
+            for k, emotion in enumerate(emotions):
+                clip = f"{actor}_{sentence}_{emotion}_{'HI' if k % 2 else 'XX'}"
+                tone = 0.3 * np.sin(2 * np.pi * (200 + 150 * k) * t) + 0.05 * rng.standard_normal(len(t))
+                write_wav(folder / "AudioWAV" / f"{clip}.wav", tone)
+                write_flv(folder / "VideoFlash" / f"{clip}.flv", (40 * k, 255 - 40 * k, 128))
+    write_wav(folder / "AudioWAV" / "1076_MTI_SAD_XX.wav", np.zeros(0))
+    write_flv(folder / "VideoFlash" / "1076_MTI_SAD_XX.flv", (0, 0, 0))
+    return folder
+
+
+def _cifar_tarball(path, inner: str, files: dict) -> None:
+    """A CIFAR python tarball: `inner/<name>` members pickled with protocol 2, as the real ones."""
+    import io
+    import pickle
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            blob = pickle.dumps(content, protocol=2)
+            info = tarfile.TarInfo(f"{inner}/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+
+def write_luma(folder, per_class: int = 5, test_per_class: int = 2, seed: int = 0) -> Path:
+    """LUMA's sources in miniature, in their formats: cifar-10-python.tar.gz and cifar-100-python.tar.gz
+    (pickled dicts: 'data' (N, 3072) uint8 rows in CHW order, 'labels' / 'fine_labels', meta with
+    'label_names' / 'fine_label_names'), audio/datalist.csv (path,label,tts_label) with WAVs at varied
+    sample rates, and split_indices/*.txt numbering rows as LUMA's compile script does. Each class has
+    its own image colour and its own tone."""
+    from milesbook.luma import CLASSES, IN_DISTRIBUTION, RENAMES
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    inverse = {v: k for k, v in RENAMES.items()}
+    c10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    c100 = [inverse.get(c, c) for c in CLASSES if c not in c10] + ["pickup_truck"]
+    c100 += [f"other_{i}" for i in range(100 - len(c100))]
+
+    def images(names, label_names, n):
+        labels = [label_names.index(nm) for nm in names for _ in range(n)]
+        data = rng.integers(0, 40, (len(labels), 3072)).astype(np.uint8)
+        for row, lab in enumerate(labels):
+            luma_class = CLASSES.index(RENAMES.get(label_names[lab], label_names[lab])) \
+                if RENAMES.get(label_names[lab], label_names[lab]) in CLASSES else 0
+            data[row, :1024] += np.uint8(4 * luma_class)  # the red plane tells the class
+        return data, labels
+
+    train10, lab10 = images(c10, c10, per_class + 1)
+    test10, tlab10 = images(c10, c10, test_per_class + 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = np.array_split(np.arange(len(lab10)), 5)
+    _cifar_tarball(folder / "cifar-10-python.tar.gz", "cifar-10-batches-py", {
+        "batches.meta": {"label_names": c10},
+        **{f"data_batch_{i + 1}": {"data": train10[b], "labels": [lab10[j] for j in b]} for i, b in enumerate(batches)},
+        "test_batch": {"data": test10, "labels": tlab10}})
+    train100, lab100 = images(c100, c100, per_class)
+    test100, tlab100 = images(c100, c100, test_per_class)
+    _cifar_tarball(folder / "cifar-100-python.tar.gz", "cifar-100-python", {
+        "meta": {"fine_label_names": c100},
+        "train": {"data": train100, "fine_labels": lab100}, "test": {"data": test100, "fine_labels": tlab100}})
+
+    def luma_rows(names_10, labels_10, names_100, labels_100, allowed):
+        named = [RENAMES.get(names_10[l], names_10[l]) for l in labels_10] + \
+                [RENAMES.get(names_100[l], names_100[l]) for l in labels_100]
+        return [n for n in named if n in allowed]
+
+    (folder / "split_indices").mkdir(exist_ok=True)
+    for part, (l10, l100), allowed, n in (("train_clean", (lab10, lab100), CLASSES, per_class),
+                                          ("test", (tlab10, tlab100), CLASSES[:IN_DISTRIBUTION], test_per_class)):
+        named = luma_rows(c10, l10, c100, l100, allowed)
+        chosen = [i for c in CLASSES[:IN_DISTRIBUTION] for i in [k for k, nm in enumerate(named) if nm == c][:n]]
+        np.savetxt(folder / "split_indices" / f"image_{part}.txt", rng.permutation(chosen), fmt="%d")
+
+    rows, t = [], np.arange(4000) / 16000
+    for c, name in enumerate(CLASSES):
+        for k in range(per_class + test_per_class + 1):
+            path = f"{['cv_audio', 'ls_audio', 'sw_audio'][k % 3]}/{name}_{k}.wav"
+            rate = (16000, 22050, 48000)[k % 3]
+            tt = np.arange(int(0.25 * rate)) / rate
+            write_wav(folder / "audio" / path, 0.3 * np.sin(2 * np.pi * (150 + 40 * c) * tt)
+                      + 0.02 * rng.standard_normal(len(tt)), rate)
+            rows.append((path, name, name))
+    with open(folder / "audio" / "datalist.csv", "w") as f:
+        f.write("path,label,tts_label\n" + "".join(f"{p},{l},{t}\n" for p, l, t in rows))
+    labels = [r[1] for r in rows]
+    train, test = [], []
+    for c in CLASSES[:IN_DISTRIBUTION]:
+        where = [i for i, l in enumerate(labels) if l == c]
+        train += where[:per_class]
+        test += where[per_class:per_class + test_per_class]
+    np.savetxt(folder / "split_indices" / "audio_train_clean.txt", train, fmt="%d")
+    np.savetxt(folder / "split_indices" / "audio_test.txt", test, fmt="%d")
+    return folder

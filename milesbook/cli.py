@@ -136,10 +136,13 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "datasets":
-        from .data import REGISTRY
-        for entry in REGISTRY.values():
-            state = "ready" if entry.prepared() else f"not prepared — run: {entry.data_script}"
-            print(f"{entry.name:12s} {'/'.join(entry.modalities):14s} {state:10s} {entry.description}")
+        from .data import REGISTRY, SYNTHETIC
+        for title, synthetic in (("Datasets", False), ("Synthetic generator (for teaching, not data)", True)):
+            print(f"{title}:")
+            for entry in REGISTRY.values():
+                if (entry.name in SYNTHETIC) == synthetic:
+                    state = "ready" if entry.prepared() else f"not prepared — run: {entry.data_script}"
+                    print(f"  {entry.name:10s} {'/'.join(entry.modalities):11s} {state:10s} {entry.description}")
         return 0
     if args.command == "train":
         from .train import train

@@ -130,15 +130,8 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
 def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Fetch (or copy) the media, build the protocol arrays, write them and only then the marker."""
     folder = Path(folder or root())
-    if is_prepared(folder):
-        print(f"CREMA-D is already prepared in {folder}")
-        return folder / "prepared.npz"
-    checked = fetch(folder, source, progress)
-    arrays, extra = build(folder / "raw", seed, progress)
-    sizes = [len(arrays[f"{s}_labels"]) for s in SPLITS]
-    path = common.finish(folder, arrays, {"seed": seed, "sizes": sizes, **extra, **checked})
-    print(f"prepared {dict(zip(SPLITS, sizes))} clips in {path}; left out: {extra['skipped'] or 'none'}")
-    return path
+    return common.run("CREMA-D", folder, lambda: fetch(folder, source, progress),
+                      lambda: build(folder / "raw", seed, progress), {"seed": seed}, unit="clips")
 
 
 def load_cremad(folder: Path | None = None) -> MultimodalDataset:

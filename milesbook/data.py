@@ -72,6 +72,7 @@ class DatasetEntry:
 
 
 REGISTRY: dict[str, DatasetEntry] = {}
+SYNTHETIC = ("toy",)  # generators, listed apart from the datasets
 
 
 def register(entry: DatasetEntry) -> DatasetEntry:
@@ -292,4 +293,4 @@ register(DatasetEntry("toy", ("a", "b"), "SYNTHETIC: Gaussian class prototypes w
                       "per modality", load_toy))
 
 
-from . import smnist, cremad, luma  # noqa: E402,F401  (register the paper datasets)
+from . import smnist, cremad, luma, mmimdb  # noqa: E402,F401  (register the paper datasets)

@@ -229,15 +229,8 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
 def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Fetch (or copy) the files, build the pairs, write them and only then the marker."""
     folder = Path(folder or root())
-    if is_prepared(folder):
-        print(f"LUMA is already prepared in {folder}")
-        return folder / "prepared.npz"
-    checked = fetch(folder, source, progress)
-    arrays, extra = build(folder / "raw", seed, progress)
-    sizes = [len(arrays[f"{s}_labels"]) for s in SPLITS]
-    path = common.finish(folder, arrays, {"seed": seed, "sizes": sizes, **extra, **checked})
-    print(f"prepared {dict(zip(SPLITS, sizes))} pairs in {path}")
-    return path
+    return common.run("LUMA", folder, lambda: fetch(folder, source, progress),
+                      lambda: build(folder / "raw", seed, progress), {"seed": seed})
 
 
 def load_luma(folder: Path | None = None) -> MultimodalDataset:

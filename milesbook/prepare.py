@@ -40,6 +40,20 @@ def finish(folder: Path, arrays: dict[str, np.ndarray], marker: dict) -> Path:
     return folder / "prepared.npz"
 
 
+def run(title: str, folder: Path, fetch, build, marker: dict | None = None, unit: str = "pairs") -> Path:
+    """The steps of every `prepare`: skip a prepared folder; `fetch()` the sources (returns what was
+    checked); `build()` the arrays (returns them and extra marker fields); write both, marker last."""
+    if is_prepared(folder):
+        print(f"{title} is already prepared in {folder}")
+        return Path(folder) / "prepared.npz"
+    checked = fetch()
+    arrays, extra = build()
+    sizes = [len(arrays[f"{s}_labels"]) for s in SPLITS]
+    path = finish(folder, arrays, {**(marker or {}), "sizes": sizes, **extra, **checked})
+    print(f"prepared {dict(zip(SPLITS, sizes))} {unit} in {path}")
+    return path
+
+
 def read(folder: Path, name: str, script: str) -> tuple[dict[str, np.ndarray], dict]:
     """The prepared arrays and the marker of a dataset, or a UserError naming the script to run."""
     folder = Path(folder)

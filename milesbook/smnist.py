@@ -10,7 +10,6 @@ epochs. Each modality is scaled by its training sample's mean and std.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SPLITS, DatasetEntry, MultimodalDataset, Split, _atomic_save_npz, cache_dir, register
+from . import prepare as common
+from .data import SPLITS, DatasetEntry, MultimodalDataset, register
 from .download import download, fetch_json
 from .errors import UserError
 
@@ -35,7 +35,7 @@ SCRIPT = "python data_scripts/smnist.py"
 
 
 def root() -> Path:
-    return cache_dir() / "smnist"
+    return common.root("smnist")
 
 
 def prepared_path(folder: Path | None = None) -> Path:
@@ -44,7 +44,7 @@ def prepared_path(folder: Path | None = None) -> Path:
 
 def is_prepared(folder: Path | None = None) -> bool:
     """Prepared means the marker written after the arrays exists (a half-written cache has none)."""
-    return (Path(folder or root()) / "prepared.json").exists()
+    return common.is_prepared(folder or root())
 
 
 def record_metadata(record: str = RECORD) -> dict:
@@ -142,10 +142,7 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
         return prepared_path(folder)
     checked = fetch(folder, source, progress)
     arrays = build(folder / "raw", sizes, seed)
-    _atomic_save_npz(prepared_path(folder), **arrays)
-    marker = {"seed": seed, "sizes": list(sizes), **checked}
-    (folder / "prepared.json.tmp").write_text(json.dumps(marker, indent=2))
-    os.replace(folder / "prepared.json.tmp", folder / "prepared.json")
+    common.finish(folder, arrays, {"seed": seed, "sizes": list(sizes), **checked})
     print(f"prepared {dict(zip(SPLITS, sizes))} pairs in {prepared_path(folder)}")
     print(f"cite: {CITATION}")
     return prepared_path(folder)
@@ -153,12 +150,8 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
 
 def load_smnist(folder: Path | None = None) -> MultimodalDataset:
     """The prepared S-MNIST protocol: modalities image and audio, both 1×28×28, 10 classes."""
-    if not is_prepared(folder):
-        raise UserError(f"dataset 'smnist' is not prepared; run: {SCRIPT}")
-    with np.load(prepared_path(folder)) as stored:
-        splits = {s: Split({m: torch.from_numpy(stored[f"{s}_{m}"]) for m in ("image", "audio")},
-                           torch.from_numpy(stored[f"{s}_labels"])) for s in SPLITS}
-    return MultimodalDataset("smnist", ("image", "audio"), 10, splits,
+    arrays, _ = common.read(folder or root(), "smnist", SCRIPT)
+    return MultimodalDataset("smnist", ("image", "audio"), 10, common.splits_from(arrays, ("image", "audio")),
                              description="S-MNIST (MNIST + Speech Commands MFCCs), MILES paper protocol")
 
 

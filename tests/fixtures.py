@@ -131,7 +131,7 @@ def write_luma(folder, per_class: int = 5, test_per_class: int = 2, seed: int = 
         chosen = [i for c in CLASSES[:IN_DISTRIBUTION] for i in [k for k, nm in enumerate(named) if nm == c][:n]]
         np.savetxt(folder / "split_indices" / f"image_{part}.txt", rng.permutation(chosen), fmt="%d")
 
-    rows, t = [], np.arange(4000) / 16000
+    rows = []
     for c, name in enumerate(CLASSES):
         for k in range(per_class + test_per_class + 1):
             path = f"{['cv_audio', 'ls_audio', 'sw_audio'][k % 3]}/{name}_{k}.wav"
@@ -150,4 +150,64 @@ def write_luma(folder, per_class: int = 5, test_per_class: int = 2, seed: int = 
         test += where[per_class:per_class + test_per_class]
     np.savetxt(folder / "split_indices" / "audio_train_clean.txt", train, fmt="%d")
     np.savetxt(folder / "split_indices" / "audio_test.txt", test, fmt="%d")
+    return folder
+
+
+def write_mmimdb(folder, sizes=(40, 12, 12), tarball: bool = True, seed: int = 0) -> Path:
+    """MM-IMDb's archive in miniature: mmimdb/split.json ({"train", "dev", "test"} id lists),
+    mmimdb/dataset/<id>.json (IMDb fields incl. `plot` — a list of summaries — and `genres`, some outside
+    the 23) and mmimdb/dataset/<id>.jpeg posters of varied sizes; packed as mmimdb.tar.gz when `tarball`.
+    A movie's genres set its plot's words (a strong text) and its poster's tint (a weaker image)."""
+    import json
+    import tarfile
+
+    from PIL import Image
+
+    from milesbook.mmimdb import GENRES
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    base = folder / "mmimdb" / "dataset"
+    base.mkdir(parents=True, exist_ok=True)
+    split, next_id = {}, 1
+    for key, n in zip(("train", "dev", "test"), sizes):
+        split[key] = []
+        for _ in range(n):
+            movie_id = f"{next_id:07d}"
+            next_id += 1
+            genres = sorted(set(rng.choice(6, size=rng.integers(1, 3), replace=False).tolist()))
+            names = [GENRES[g] for g in genres] + (["News"] if rng.random() < 0.2 else [])
+            plot = [" ".join(["a", "story", "about"] + [f"{GENRES[g].lower()}ish" for g in genres]
+                             + rng.choice(["love", "the", "city", "night", "war", "man"], 6).tolist()),
+                    "Another summary of the same movie."]
+            (base / f"{movie_id}.json").write_text(json.dumps({"title": f"Movie {movie_id}", "year": 1990,
+                                                               "plot": plot, "genres": names}))
+            poster = rng.integers(0, 80, (int(rng.integers(60, 90)), 40, 3)).astype(np.uint8)
+            poster[..., 0] += np.uint8(25 * genres[0])
+            Image.fromarray(poster).save(base / f"{movie_id}.jpeg", quality=90)
+            split[key].append(movie_id)
+    (folder / "mmimdb" / "split.json").write_text(json.dumps(split))
+    if tarball:
+        with tarfile.open(folder / "mmimdb.tar.gz", "w:gz") as tar:
+            tar.add(folder / "mmimdb", arcname="mmimdb")
+        import shutil
+        shutil.rmtree(folder / "mmimdb")
+    return folder
+
+
+def write_tiny_bert(folder) -> Path:
+    """A tiny randomly initialised BERT and its WordPiece tokenizer saved with save_pretrained — the
+    on-disk layout of a downloaded bert-base-uncased, at a size a test can train."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    from milesbook.mmimdb import GENRES
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "story", "about", "love", "the", "city", "night",
+             "war", "man", "another", "summary", "of", "same", "movie", "."] + [f"{g.lower()}ish" for g in GENRES]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    import torch
+    torch.manual_seed(0)  # deterministic weights
+    BertModel(config).save_pretrained(folder)
     return folder

@@ -1,0 +1,216 @@
+"""MM-IMDb — movie genre classification from plot and poster (Arevalo et al., "Gated Multimodal Units
+for Information Fusion", ICLR 2017 workshop, arXiv:1702.01992). Multi-label. Download, prepare, load.
+
+Source: `mmimdb.tar.gz` of archive.org/details/mmimdb (~8.1 GB), unpacking to `mmimdb/split.json`
+(`{"train": [ids], "dev": [ids], "test": [ids]}`: 15,552 / 2,608 / 7,799 movies) and
+`mmimdb/dataset/<id>.json` (IMDb fields, among them `plot`, a list of plot summaries, and `genres`) +
+`mmimdb/dataset/<id>.jpeg` (the poster). The archive's own split is used as it is (dev = validation).
+
+Prepared arrays: the poster as 3×256×160 (uint8; the layout of the authors' HDF5 release); the plot
+(all summaries joined) as token ids, at most `max_tokens` = 512; labels as (N, 23) multi-hot over the 23
+genres of the paper, in its order (genres outside them, e.g. News, are dropped). Token ids come from a
+word vocabulary built on the training plots (lower-cased words seen at least twice, the 20,000 most
+frequent; 0 = padding, 1 = unknown), for the `bow` text encoder — or, with `text_model=DIR` at load
+time, from the tokenizer of a local pretrained BERT, for the `bert` encoder (the paper's BERT-base;
+nothing is downloaded). Metric: micro-F1 (headline) and macro-F1 (`milesbook.metrics`).
+Paper's protocol: BERT-base text encoder, ResNet-50 image encoder, 50 epochs.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import prepare as common
+from .data import SPLITS, DatasetEntry, MultimodalDataset, register
+from .download import download, fetch_json
+from .errors import UserError
+
+NAME = "mmimdb"
+TITLE = "MM-IMDb (Arevalo et al. 2017)"
+GENRES = ("Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary",
+          "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History", "Music", "Animation",
+          "Musical", "Western", "Sport", "Short", "Film-Noir")
+ARCHIVE = "mmimdb.tar.gz"
+ARCHIVE_ITEM = "mmimdb"
+POSTER = (256, 160)  # height, width
+VOCABULARY = 20000
+MAX_TOKENS = 512
+LICENCE = ("research use; plots and posters are IMDb content (see the authors' page, "
+           "lisi1.unal.edu.co/mmimdb) — the script prints the archive's own licence field when it downloads")
+CITATION = ("J. Arevalo, T. Solorio, M. Montes-y-Gómez, F. A. González, \"Gated Multimodal Units for "
+            "Information Fusion\", ICLR 2017 workshop, arXiv:1702.01992.")
+SCRIPT = "python data_scripts/mmimdb.py"
+
+
+def root() -> Path:
+    return common.root(NAME)
+
+
+def is_prepared(folder: Path | None = None) -> bool:
+    return common.is_prepared(folder or root())
+
+
+def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
+    """Put the unpacked `mmimdb/` folder in `folder/raw`: from `source` (holding `mmimdb.tar.gz` or an
+    unpacked `mmimdb/`) or downloaded from archive.org, verified against the item's md5 and size."""
+    raw = Path(folder) / "raw"
+    if (raw / "mmimdb" / "split.json").exists():
+        return {"source": "already unpacked"}
+    if source is not None and (Path(source) / "mmimdb" / "split.json").exists():
+        names = [str(p.relative_to(source)) for p in (Path(source) / "mmimdb").rglob("*") if p.is_file()]
+        common.copy_from(source, raw, names, "the unpacked MM-IMDb archive")
+        return {"source": str(source), "checksums": "not published for single files: every file is decoded"}
+    if source is not None:
+        common.copy_from(source, raw, [ARCHIVE], "MM-IMDb's mmimdb.tar.gz or its unpacked mmimdb/ folder")
+        checked = {"source": str(source), "checksums": "archive not checked offline: every file is decoded"}
+    else:
+        meta = fetch_json(f"https://archive.org/metadata/{ARCHIVE_ITEM}")
+        info = next(f for f in meta["files"] if f["name"] == ARCHIVE)
+        print(f"MM-IMDb licence (archive.org item): {meta.get('metadata', {}).get('licenseurl', 'not stated')}")
+        print(f"downloading {ARCHIVE}, {int(info['size']) / 1e9:.1f} GB, into {raw}")
+        download(f"https://archive.org/download/{ARCHIVE_ITEM}/{ARCHIVE}", raw / ARCHIVE, int(info["size"]),
+                 info["md5"], progress)
+        checked = {"source": f"archive.org/details/{ARCHIVE_ITEM}", "md5": info["md5"]}
+    try:
+        with tarfile.open(raw / ARCHIVE) as tar:
+            tar.extractall(raw / "unpacking", filter="data")
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise common.damaged(raw / ARCHIVE, error, SCRIPT) from None
+    if not (raw / "unpacking" / "mmimdb" / "split.json").exists():
+        raise UserError(f"{raw / ARCHIVE} holds no mmimdb/split.json: not the MM-IMDb archive; delete it and "
+                        f"re-run {SCRIPT}")
+    (raw / "unpacking" / "mmimdb").rename(raw / "mmimdb")  # only a complete unpacking gets the real name
+    return checked
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def build_vocabulary(texts, size: int = VOCABULARY, min_count: int = 2) -> dict[str, int]:
+    """word → id (from 2; 0 is padding, 1 unknown): the `size` most frequent words seen `min_count` times."""
+    counts = Counter(w for t in texts for w in words(t))
+    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))[:size]
+    return {w: i + 2 for i, w in enumerate(kept)}
+
+
+def word_ids(texts, vocabulary: dict[str, int], max_tokens: int = MAX_TOKENS) -> np.ndarray:
+    """(N, max_tokens) int32 word ids, 0-padded, 1 for words not in the vocabulary."""
+    out = np.zeros((len(texts), max_tokens), dtype=np.int32)
+    for i, text in enumerate(texts):
+        ids = [vocabulary.get(w, 1) for w in words(text)][:max_tokens]
+        out[i, :len(ids)] = ids
+    return out
+
+
+def _poster(path: Path) -> np.ndarray:
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((POSTER[1], POSTER[0]), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    except OSError as error:
+        raise common.damaged(path, error, SCRIPT) from None
+
+
+def _movie(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise common.damaged(path, error, SCRIPT) from None
+
+
+def build(raw: Path, max_tokens: int = MAX_TOKENS, progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays (and plots, vocabulary) from the unpacked archive (see the module docstring)."""
+    base = Path(raw) / "mmimdb"
+    split_ids = _movie(base / "split.json")
+    if set(split_ids) != {"train", "dev", "test"}:
+        raise UserError(f"{base / 'split.json'} should list train, dev and test ids; re-run {SCRIPT}")
+    arrays, plots = {}, {}
+    for split, key in zip(SPLITS, ("train", "dev", "test")):
+        ids = [str(i) for i in split_ids[key]]
+        labels = np.zeros((len(ids), len(GENRES)), dtype=np.float32)
+        images = np.empty((len(ids), 3, *POSTER), dtype=np.uint8)
+        texts = []
+        for k, movie_id in enumerate(tqdm(ids, desc=f"MM-IMDb {split}", disable=not progress)):
+            movie = _movie(base / "dataset" / f"{movie_id}.json")
+            plot = movie.get("plot") or []
+            texts.append(" ".join(plot) if isinstance(plot, list) else str(plot))
+            for genre in movie.get("genres", []):
+                if genre in GENRES:
+                    labels[k, GENRES.index(genre)] = 1
+            images[k] = _poster(base / "dataset" / f"{movie_id}.jpeg")
+        arrays.update({f"{split}_image": images, f"{split}_labels": labels, f"{split}_id": np.array(ids)})
+        plots[split] = texts
+    vocabulary = build_vocabulary(plots["train"])
+    for split in SPLITS:
+        arrays[f"{split}_text"] = word_ids(plots[split], vocabulary, max_tokens)
+    stats = {"image": common.standardize_stats(arrays["train_image"])}
+    return arrays, {"plots": plots, "vocabulary": vocabulary, "normalize": stats, "max_tokens": max_tokens}
+
+
+def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 0, progress: bool = True,
+            max_tokens: int = MAX_TOKENS) -> Path:
+    """Fetch (or copy) and unpack the archive, build the arrays, write them (and the plots, for BERT
+    tokenization at load time) and only then the marker. `seed` is unused: the split is the archive's."""
+    folder = Path(folder or root())
+
+    def build_and_keep_plots():
+        arrays, extra = build(folder / "raw", max_tokens, progress)
+        texts = {"plots": extra.pop("plots"), "vocabulary": extra.pop("vocabulary")}
+        (folder / "plots.json").write_text(json.dumps(texts))  # read only once the marker exists
+        return arrays, extra
+
+    return common.run("MM-IMDb", folder, lambda: fetch(folder, source, progress), build_and_keep_plots,
+                      unit="movies")
+
+
+def bert_ids(texts, text_model: str, max_tokens: int) -> tuple[np.ndarray, dict]:
+    """Token ids of `texts` by the tokenizer saved with a local BERT, and the encoder options for it."""
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+    except ImportError:
+        raise UserError("text_model needs Hugging Face transformers: pip install 'milesbook[text]'") from None
+    if not (Path(text_model) / "config.json").is_file():
+        raise UserError(f"no tokenizer or config in {text_model} (no config.json); give a folder saved by "
+                        "save_pretrained (e.g. bert-base-uncased downloaded once by you)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(text_model), local_files_only=True)
+        positions = AutoConfig.from_pretrained(str(text_model), local_files_only=True).max_position_embeddings
+    except (OSError, ValueError) as error:
+        raise UserError(f"no tokenizer or config in {text_model} ({error}); give a folder saved by "
+                        "save_pretrained (e.g. bert-base-uncased downloaded once by you)") from None
+    max_tokens = min(max_tokens, positions)  # BERT-base reads at most 512 positions
+    ids = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_tokens,
+                    return_tensors="np")["input_ids"].astype(np.int64)
+    return ids, {"tokens": True, "kind": "bert", "path": str(text_model), "pad_id": tokenizer.pad_token_id,
+                 "vocab_size": tokenizer.vocab_size}
+
+
+def load_mmimdb(folder: Path | None = None, text_model: str | None = None) -> MultimodalDataset:
+    """The prepared MM-IMDb: text (token ids), image 3×256×160, 23 genres, multi-label. With
+    `text_model` (a local BERT folder) the plots are tokenized by its tokenizer and `--encoder auto`
+    builds that BERT for the text; otherwise word ids and the bag-of-words encoder."""
+    folder = Path(folder or root())
+    arrays, marker = common.read(folder, NAME, SCRIPT)
+    stored = json.loads((folder / "plots.json").read_text())
+    text = {"tokens": True, "kind": "bow", "vocab_size": len(stored["vocabulary"]) + 2, "pad_id": 0}
+    for split in SPLITS:
+        arrays[f"{split}_text"] = arrays[f"{split}_text"].astype(np.int64)
+        if text_model:
+            arrays[f"{split}_text"], text = bert_ids(stored["plots"][split], text_model, marker["max_tokens"])
+    return MultimodalDataset(NAME, ("text", "image"), len(GENRES), common.splits_from(arrays, ("text", "image")),
+                             task="multilabel", normalize={"image": tuple(marker["normalize"]["image"])},
+                             encoder_options={"text": text},
+                             description=f"MM-IMDb (23 genres, multi-label), text by {text['kind']}, posters 256×160")
+
+
+register(DatasetEntry(NAME, ("text", "image"), "MM-IMDb: movie genres (multi-label) from plot + poster",
+                      load_mmimdb, prepared=is_prepared, data_script=SCRIPT,
+                      protocol={"encoder": "image=resnet50,text=auto", "epochs": 50, "batch_size": 64}))

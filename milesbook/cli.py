@@ -19,7 +19,9 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=d.dataset, help="dataset name (see `milesbook datasets`)")
     parser.add_argument("--fusion", default=d.fusion, help="concat | sum")
     parser.add_argument("--encoder", default=d.encoder,
-                        help="auto (MLP for vectors, small CNN for images) | cnn | mlp | resnet6/10/18/34/50")
+                        help="auto (the dataset's choice; else MLP for vectors, small CNN for images) | cnn | mlp | "
+                             "resnet6/10/18/34/50 | bow | bert (text) — one for all, or per modality: "
+                             "image=resnet50,text=bow")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -31,7 +33,8 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-probes", action="store_true",
                         help="do not train detached linear probes for methods that train no unimodal heads")
     parser.add_argument("--data-option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a dataset knob, e.g. --data-option audio_noise 1.0 (repeatable)")
+                        help="a dataset knob, e.g. --data-option audio_noise 1.0, or --data-option text_model DIR "
+                             "(MM-IMDb with a local BERT) (repeatable)")
     group = parser.add_argument_group("baselines' hyper-parameters (see milesbook.baselines)")
     group.add_argument("--ogm-alpha", type=float, default=d.ogm_alpha, help="OGM/OGM-GE strength α > 0 (paper 0.1–1.0)")
     group.add_argument("--ogm-start", type=int, default=d.ogm_start, help="first modulated epoch (from 1)")

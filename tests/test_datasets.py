@@ -180,3 +180,19 @@ def test_datasets_command_lists_five_datasets_and_the_generator():
     for name in listed[1:]:
         line = next(l for l in datasets.splitlines() if l.split() and l.split()[0] == name)
         assert ("ready" in line) or (f"not prepared — run: python data_scripts/{name}.py" in line)
+
+
+def test_gpu_notebook_trains_a_prepared_paper_dataset(tmp_path, cache):
+    """Notebook 04 picks up a prepared paper dataset and trains it with its registered protocol (here
+    LUMA's ResNet-6, one epoch, on the fixture) through the same code path as the full GPU run."""
+    luma.prepare(source=write_luma(tmp_path / "d"), progress=False)
+    mb.notebooks.run(["04_gpu_training"], quick=False, out=tmp_path / "nb",
+                     parameters={"DATASETS": ["luma"], "METHODS": ["vanilla", "miles"], "FUSIONS": ["concat"],
+                                 "EPOCHS": 1, "SEEDS": 1, "DEVICE": "cpu"})
+    record = mb.notebooks.read_record(tmp_path / "nb" / "work", "04")
+    assert set(record["datasets"]) == {"luma"}
+    rows = record["datasets"]["luma"]["concat"]
+    assert set(rows) == {"unimodal-audio", "unimodal-image", "vanilla", "miles"}
+    assert 0 <= rows["miles"]["fusion_mean"] <= 1
+    config = json.loads((tmp_path / "nb" / "work" / "04-luma-1ep" / "miles-concat" / "seed0" / "config.json").read_text())
+    assert config["encoder"] == "resnet6" and config["dataset"] == "luma"

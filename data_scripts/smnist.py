@@ -10,29 +10,10 @@ files, prepared.npz the MILES paper's protocol (8,000 train / 2,000 val from the
 Re-running is safe: verified files are skipped, a partial download resumes, and nothing is marked
 complete until the prepared arrays are written. With the files already on disk: --from DIR.
 """
-import argparse
 import sys
-from pathlib import Path
 
 from milesbook import smnist
-from milesbook.errors import UserError
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from", dest="source", type=Path, help="folder that already holds the six .npy files")
-    parser.add_argument("--out", type=Path, default=None, help=f"where to prepare it (default {smnist.root()})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the 8k/2k/2k sampling")
-    args = parser.parse_args(argv)
-    print(f"S-MNIST — cite: {smnist.CITATION}")
-    try:
-        smnist.prepare(args.out, args.source, args.seed)
-    except UserError as error:
-        print(f"smnist: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
+from milesbook.prepare import script_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(smnist, __doc__))

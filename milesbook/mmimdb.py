@@ -171,8 +171,9 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
                       unit="movies")
 
 
-def bert_ids(texts, text_model: str, max_tokens: int) -> tuple[np.ndarray, dict]:
-    """Token ids of `texts` by the tokenizer saved with a local BERT, and the encoder options for it."""
+def bert_ids(plots: dict[str, list[str]], text_model: str, max_tokens: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Token ids of each split's plots by the tokenizer saved with a local BERT, and the encoder
+    options for it."""
     try:
         from transformers import AutoConfig, AutoTokenizer
     except ImportError:
@@ -187,8 +188,8 @@ def bert_ids(texts, text_model: str, max_tokens: int) -> tuple[np.ndarray, dict]
         raise UserError(f"no tokenizer or config in {text_model} ({error}); give a folder saved by "
                         "save_pretrained (e.g. bert-base-uncased downloaded once by you)") from None
     max_tokens = min(max_tokens, positions)  # BERT-base reads at most 512 positions
-    ids = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_tokens,
-                    return_tensors="np")["input_ids"].astype(np.int64)
+    ids = {split: tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_tokens,
+                            return_tensors="np")["input_ids"].astype(np.int64) for split, texts in plots.items()}
     return ids, {"tokens": True, "kind": "bert", "path": str(text_model), "pad_id": tokenizer.pad_token_id,
                  "vocab_size": tokenizer.vocab_size}
 
@@ -201,10 +202,11 @@ def load_mmimdb(folder: Path | None = None, text_model: str | None = None) -> Mu
     arrays, marker = common.read(folder, NAME, SCRIPT)
     stored = json.loads((folder / "plots.json").read_text())
     text = {"tokens": True, "kind": "bow", "vocab_size": len(stored["vocabulary"]) + 2, "pad_id": 0}
-    for split in SPLITS:
-        arrays[f"{split}_text"] = arrays[f"{split}_text"].astype(np.int64)
-        if text_model:
-            arrays[f"{split}_text"], text = bert_ids(stored["plots"][split], text_model, marker["max_tokens"])
+    if text_model:
+        ids, text = bert_ids(stored["plots"], text_model, marker["max_tokens"])
+    else:
+        ids = {split: arrays[f"{split}_text"].astype(np.int64) for split in SPLITS}
+    arrays.update({f"{split}_text": ids[split] for split in SPLITS})
     return MultimodalDataset(NAME, ("text", "image"), len(GENRES), common.splits_from(arrays, ("text", "image")),
                              task="multilabel", normalize={"image": tuple(marker["normalize"]["image"])},
                              encoder_options={"text": text},

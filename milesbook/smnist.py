@@ -10,8 +10,6 @@ epochs. Each modality is scaled by its training sample's mean and std.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,9 @@ from .data import SPLITS, DatasetEntry, MultimodalDataset, register
 from .download import download, fetch_json
 from .errors import UserError
 
+NAME = "smnist"
+TITLE = "S-MNIST (Khacef, Rodriguez & Miramond)"
+LICENCE = "as stated on the Zenodo record (printed when downloading); sources MNIST and Speech Commands (CC BY 4.0)"
 RECORD = "4452953"  # version 2 of the Zenodo record (version 1 is 3515935)
 FILES = ("data_wr_train.npy", "data_wr_test.npy", "data_sp_train.npy", "data_sp_test.npy",
          "labels_train.npy", "labels_test.npy")
@@ -60,15 +61,8 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
     """Put the six raw files in `folder/raw`: copied from `source` (--from DIR) or downloaded from
     Zenodo (resuming, verified against the record's sizes and md5s). Returns what was checked."""
     raw = Path(folder) / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     if source is not None:
-        missing = [name for name in FILES if not (Path(source) / name).exists()]
-        if missing:
-            raise UserError(f"--from {source}: missing {', '.join(missing)} (the six S-MNIST .npy files)")
-        for name in FILES:
-            if not (raw / name).exists() or (raw / name).stat().st_size != (Path(source) / name).stat().st_size:
-                shutil.copyfile(Path(source) / name, raw / (name + ".part"))
-                os.replace(raw / (name + ".part"), raw / name)
+        common.copy_from(source, raw, FILES, "the six S-MNIST .npy files")
         return {"source": str(source), "checksums": "not published offline: checked by shape instead"}
     meta = record_metadata()
     print(f"S-MNIST licence (from the Zenodo record): {meta['licence']}")
@@ -137,15 +131,8 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
     """Fetch (or copy) the raw files, build the protocol arrays, write them, and only then the
     `prepared.json` marker. Safe to re-run: verified raw files are not fetched again."""
     folder = Path(folder or root())
-    if is_prepared(folder):
-        print(f"S-MNIST is already prepared in {folder}")
-        return prepared_path(folder)
-    checked = fetch(folder, source, progress)
-    arrays = build(folder / "raw", sizes, seed)
-    common.finish(folder, arrays, {"seed": seed, "sizes": list(sizes), **checked})
-    print(f"prepared {dict(zip(SPLITS, sizes))} pairs in {prepared_path(folder)}")
-    print(f"cite: {CITATION}")
-    return prepared_path(folder)
+    return common.run("S-MNIST", folder, lambda: fetch(folder, source, progress),
+                      lambda: (build(folder / "raw", sizes, seed), {}), {"seed": seed})
 
 
 def load_smnist(folder: Path | None = None) -> MultimodalDataset:

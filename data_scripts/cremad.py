@@ -14,8 +14,8 @@ complete until the prepared arrays are written.
 """
 import sys
 
-from milesbook import cremad
-from milesbook.prepare import script_main
+from milesbook.datasets import cremad
+from milesbook.datasets.prepare import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main(cremad, __doc__))

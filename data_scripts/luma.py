@@ -16,8 +16,8 @@ partial download resumes, and nothing is marked complete until the prepared arra
 """
 import sys
 
-from milesbook import luma
-from milesbook.prepare import script_main
+from milesbook.datasets import luma
+from milesbook.datasets.prepare import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main(luma, __doc__))

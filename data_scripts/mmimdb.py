@@ -14,8 +14,8 @@ nothing is marked complete until the prepared arrays are written.
 """
 import sys
 
-from milesbook import mmimdb
-from milesbook.prepare import script_main
+from milesbook.datasets import mmimdb
+from milesbook.datasets.prepare import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main(mmimdb, __doc__, options=[

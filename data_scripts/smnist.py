@@ -12,8 +12,8 @@ complete until the prepared arrays are written. With the files already on disk: 
 """
 import sys
 
-from milesbook import smnist
-from milesbook.prepare import script_main
+from milesbook.datasets import smnist
+from milesbook.datasets.prepare import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main(smnist, __doc__))

@@ -1,9 +1,11 @@
 """milesbook: balanced multimodal learning with MILES, its baselines, and notebooks that explain it."""
-from .data import MultimodalDataset, load_dataset
+from .datasets import MultimodalDataset, list_datasets, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
 from .models import JointFusionModel, build_model
 from . import notebooks, plots
 from .comparison import compare, load_summaries, run_or_reuse, sweep
-from .train import TrainConfig, read_history, train
+from .config import TrainConfig
+from .runs import read_history
+from .train import train
 
 __version__ = "0.1.0"

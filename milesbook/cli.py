@@ -14,7 +14,7 @@ from .errors import UserError
 
 
 def _train_flags(parser: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from .config import TrainConfig
     d = TrainConfig()
     parser.add_argument("--dataset", default=d.dataset, help="dataset name (see `milesbook datasets`)")
     parser.add_argument("--fusion", default=d.fusion, help="concat | sum")
@@ -26,8 +26,6 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--optimizer", default=d.optimizer, help="adam (the MILES paper) | sgd (momentum 0.9)")
-    parser.add_argument("--tau", type=float, default=d.tau, help="MILES threshold τ ∈ [0, 1]")
-    parser.add_argument("--mu", type=float, default=d.mu, help="MILES reduction factor μ ∈ (0, 1]")
     parser.add_argument("--utilization-split", default=d.utilization_split, help="val | train")
     parser.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     parser.add_argument("--no-probes", action="store_true",
@@ -35,23 +33,24 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a dataset knob, e.g. --data-option audio_noise 1.0, or --data-option text_model DIR "
                              "(MM-IMDb with a local BERT) (repeatable)")
-    group = parser.add_argument_group("baselines' hyper-parameters (see milesbook.baselines)")
-    group.add_argument("--ogm-alpha", type=float, default=d.ogm_alpha, help="OGM/OGM-GE strength α > 0 (paper 0.1–1.0)")
-    group.add_argument("--ogm-start", type=int, default=d.ogm_start, help="first modulated epoch (from 1)")
-    group.add_argument("--ogm-end", type=int, default=d.ogm_end, help="last modulated epoch (inclusive)")
-    group.add_argument("--ogm-params", default=d.ogm_params, help="weights (every ≥2-D encoder tensor) | conv (official)")
-    group.add_argument("--ogm-source", default=d.ogm_source,
-                       help="parts (L_AB only, fusion-head parts; official) | heads (Eq. 3, trained heads)")
-    group.add_argument("--gblend-mode", default=d.gblend_mode, help="online | offline")
-    group.add_argument("--gblend-every", type=int, default=d.gblend_every, help="online re-estimation period (epochs)")
-    group.add_argument("--gblend-epochs", type=int, default=d.gblend_epochs, help="epochs per head per estimation")
-    group.add_argument("--gblend-holdout", type=float, default=d.gblend_holdout, help="held-out fraction of train, (0, 0.5)")
-    group.add_argument("--mslr-lrs", default="", metavar="M=LR,...",
-                       help="best unimodal rate per modality, e.g. image=0.001,audio=0.003 (compare searches if empty)")
-    group.add_argument("--mslr-lambda", type=float, default=d.mslr_lambda, help="MSLR-S smoothing λ in [0, 1]")
-    group.add_argument("--mslr-window", type=int, default=d.mslr_window, help="MSLR-D window (epochs, ≥ 2)")
-    group.add_argument("--mses-patience", type=int, default=d.mses_patience, help="MSES patience (epochs, paper 3–10)")
-    group.add_argument("--no-mses-restore", action="store_true", help="MSES: keep a stopped modality's last weights")
+    _method_flags(parser.add_argument_group("methods' hyper-parameters (each declared with its method in "
+                                            "milesbook.methods; a flag only changes the methods named)"))
+
+
+def _method_flags(group) -> None:
+    """One flag per registered method knob, derived from its declaration (`Hyperparameter`)."""
+    from .methods import METHODS, all_hyperparameters
+    for knob in all_hyperparameters().values():
+        owners = ", ".join(name for name, cls in METHODS.items() if knob in cls.hyperparameters)
+        help_text = f"[{owners}] {knob.help}".replace("%", "%%")
+        if knob.default is True or knob.default is False:
+            group.add_argument(knob.flag, dest=knob.name, action="store_false" if knob.default else "store_true",
+                               help=help_text)
+        elif knob.parse is not None:  # parsed in _config, where a bad value is a one-line UserError
+            group.add_argument(knob.flag, dest=knob.name, default=None, help=help_text)
+        else:
+            group.add_argument(knob.flag, dest=knob.name, type=type(knob.default), default=knob.default,
+                               help=help_text + (f" (default {knob.default})" if not knob.choices else ""))
 
 
 def _json_or_text(value: str):
@@ -61,46 +60,33 @@ def _json_or_text(value: str):
         return value
 
 
-def _rates(text: str) -> dict[str, float]:
-    """"image=0.001,audio=0.003" → {"image": 0.001, "audio": 0.003}."""
-    rates = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, value = item.partition("=")
-        try:
-            rates[name.strip()] = float(value)
-        except ValueError:
-            raise UserError(f"--mslr-lrs expects MODALITY=RATE pairs like image=0.001, got {item!r}") from None
-    return rates
-
-
 def _config(args, **overrides):
-    from .train import TrainConfig
+    from .config import TrainConfig
+    from .methods import all_hyperparameters
     options = {}
     for name, value in args.data_option:
         options[name] = _json_or_text(value)
+    knobs = {}
+    for knob in all_hyperparameters().values():
+        value = getattr(args, knob.name)
+        if knob.parse is not None:
+            value = knob.default if value is None else knob.parse(value)
+        knobs[knob.name] = value
     config = TrainConfig(dataset=args.dataset, dataset_options=options, fusion=args.fusion,
                          encoder=args.encoder, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         optimizer=args.optimizer,
-                         tau=args.tau, mu=args.mu, utilization_split=args.utilization_split,
-                         device=args.device, probes=not args.no_probes, ogm_alpha=args.ogm_alpha,
-                         ogm_start=args.ogm_start, ogm_end=args.ogm_end, ogm_params=args.ogm_params,
-                         ogm_source=args.ogm_source, gblend_mode=args.gblend_mode, gblend_every=args.gblend_every,
-                         gblend_epochs=args.gblend_epochs, gblend_holdout=args.gblend_holdout,
-                         mslr_lrs=_rates(args.mslr_lrs), mslr_lambda=args.mslr_lambda,
-                         mslr_window=args.mslr_window, mses_patience=args.mses_patience,
-                         mses_restore=not args.no_mses_restore)
+                         optimizer=args.optimizer, utilization_split=args.utilization_split,
+                         device=args.device, probes=not args.no_probes, **knobs)
     return replace(config, **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
     parser = argparse.ArgumentParser(prog="milesbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one run into a folder")
     _train_flags(p)
-    p.add_argument("--method", default="miles",
-                   help="vanilla | aux | miles | mses | mslr-k | mslr-s | mslr-d | ogm | ogm-ge | gblend | "
-                        "unimodal-<modality>")
+    p.add_argument("--method", default="miles", help=" | ".join([*METHODS, "unimodal-<modality>"]))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder (config.json, history.csv, summary.json, last.pt)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -139,7 +125,7 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "datasets":
-        from .data import REGISTRY, SYNTHETIC
+        from .datasets import REGISTRY, SYNTHETIC
         for title, synthetic in (("Datasets", False), ("Synthetic generator (for teaching, not data)", True)):
             print(f"{title}:")
             for entry in REGISTRY.values():

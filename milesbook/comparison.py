@@ -13,19 +13,19 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import load_dataset
+from .config import TrainConfig
+from .datasets import load_dataset
 from .errors import UserError
-from .baselines import BASELINES
-from .methods import METHODS
+from .methods import BASELINES, MAIN_METHODS, METHODS
 from .metrics import METRIC_LABELS, task_of
-from .train import TrainConfig, history_metric, read_history, relevant_config, train
+from .runs import finished_summary, history_metric, read_history
+from .train import train
 
-MAIN_METHODS = ("vanilla", "aux", "miles")
 ALL_METHODS = MAIN_METHODS + BASELINES
 
 
@@ -34,17 +34,13 @@ def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
     return Path(out) / name / f"seed{seed}"
 
 
-def _same_config(a: dict, b: dict) -> bool:
-    return relevant_config(a) == relevant_config(b)
-
-
 def run_or_reuse(config: TrainConfig, folder: Path, dataset=None, progress: bool = True) -> dict:
     """The summary of `config` in `folder`: read if finished with this configuration, else trained
     (resuming a checkpoint if one is there)."""
     folder = Path(folder)
-    summary, saved = folder / "summary.json", folder / "config.json"
-    if summary.exists() and saved.exists() and _same_config(json.loads(saved.read_text()), asdict(config)):
-        return json.loads(summary.read_text())
+    summary = finished_summary(folder, config.to_dict())
+    if summary is not None:
+        return summary
     return train(config, folder, resume=(folder / "last.pt").exists(), dataset=dataset, progress=progress)
 
 
@@ -175,7 +171,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
     report, csv_rows = {}, []
     md = [f"# Results on {dataset}", "",
           f"Test {label} (%), mean ± std over {seeds} seeds, at the epoch chosen on validation "
-          f"({base.selection_tolerance} tolerance rule, see `milesbook.train`). {base.epochs} epochs, "
+          f"({base.selection_tolerance} tolerance rule, see `milesbook.runs`). {base.epochs} epochs, "
           f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
           f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |M_{modalities[0]} − "
           f"M_{modalities[-1]}|. Dataset: {data.description}.", ""]

@@ -11,7 +11,7 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
                            axes=None):
     """Three panels over epochs: utilization u_m and δ (with τ), each encoder's learning rate, and the
     validation metric of the fusion head and each modality. `history` is `read_history(run)`."""
-    from .train import history_metric
+    from .runs import history_metric
     metric = history_metric(history[0])
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -69,7 +69,7 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
 def plot_sweep_point(row: dict, modalities, ax_row=None):
     """The learning dynamics of one setting of a `comparison.sweep` grid (its first seed), titled with its
     test accuracies — what the τ/μ sliders of notebook 03 redraw."""
-    from .train import read_history
+    from .runs import read_history
     history = read_history(row["runs"][0])
     accuracies = ", ".join(f"{m} {100 * row[f'{m}_mean']:.1f} %" for m in ["fusion", *modalities])
     setting = ", ".join(f"{k} = {row[k]}" for k in ("tau", "mu") if k in row)

@@ -1,115 +1,25 @@
 """The one training loop. Every method (MILES, the baselines, the references) runs through `train`;
-what differs between them lives in `milesbook.methods`.
-
-Metric columns are named `<split>_<metric>_<who>`: the metric is `acc` on single-label data and
-`f1micro` / `f1macro` on multi-label data (`milesbook.metrics`; the first is the headline M used for
-utilization and selection, named in `summary.json` as `metric`); below, `acc` stands for it.
-
-A run writes a folder (the contract the notebooks and `compare` read):
-- `config.json`   — the TrainConfig;
-- `history.csv`   — one row per epoch: `epoch`, `lr_fusion`, `lr_<m>` (rates used during the epoch),
-  `train_loss`, `train_acc_*`, `val_loss_fusion`, `val_acc_fusion`, `val_acc_<m>` (the modality
-  metric the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
-  `delta` (end of the epoch, for every method), `seconds`;
-- `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
-  they let the summary report the test score at any validation-chosen epoch without saving weights;
-- `summary.json`  — `best_epoch`, `test_acc_fusion`, `test_acc_<m>` at the best epoch, the same at
-  the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), and the run's totals;
-- `last.pt` — the checkpoint after every epoch, for `resume`.
-
-Best epoch (`select_best_epoch`): among the epochs whose validation fusion accuracy is within
-`selection_tolerance` (default 0.005, half a point) of the highest, the one with the lowest validation
-fusion loss; exact ties go to the later epoch. Validation fusion accuracy saturates near 100 % early on
-easy data; taking the first maximum would pick an epoch whose weak encoder is still under-trained (a
-single lucky epoch at 100 % beats fifty at 99.8 %). The strict rule (tolerance 0) is reported too.
+what differs between them lives in `milesbook.methods`, and what a run writes to its folder (and
+how it resumes and which epoch it reports) in `milesbook.runs`.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from .data import MultimodalDataset, load_dataset
-from .errors import NonFiniteLossError, UserError, check_choice
-from .methods import EpochMetrics, build_method, check_method_options, unimodal_modality
+from . import runs
+from .config import TrainConfig
+from .datasets import MultimodalDataset, load_dataset
+from .errors import NonFiniteLossError, UserError
+from .methods import EpochMetrics, build_method, unimodal_modality
 from .metrics import task_of
 from .miles import conditional_utilization, utilization_gap
 from .models import build_model
-
-
-@dataclass
-class TrainConfig:
-    dataset: str = "digits-av"
-    dataset_options: dict = field(default_factory=dict)  # the dataset's documented knobs
-    method: str = "miles"
-    fusion: str = "concat"
-    encoder: str = "auto"            # one kind for every modality, or per modality: "image=resnet50,text=bow"
-    feature_dim: int = 64
-    epochs: int = 30
-    lr: float = 1e-3
-    optimizer: str = "adam"          # "adam" (β 0.9, 0.999; the MILES paper) or "sgd" (momentum 0.9)
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    tau: float = 0.2                 # MILES threshold on δ, in [0, 1]
-    mu: float = 0.5                  # MILES rate multiplier for the dominant encoder, in (0, 1]
-    # Baselines' hyper-parameters (see milesbook.baselines for what each does and its range).
-    ogm_alpha: float = 0.5           # OGM/OGM-GE modulation strength α (paper: 0.1–1.0)
-    ogm_start: int = 1               # first epoch with modulation (inclusive, counted from 1)
-    ogm_end: int = 50                # last epoch with modulation (inclusive)
-    ogm_params: str = "weights"      # "weights" (every ≥2-D encoder tensor) or "conv" (4-D only, official)
-    ogm_source: str = "parts"        # "parts" (L_AB only, official) or "heads" (Eq. 3, trained heads)
-    gblend_mode: str = "online"      # "offline" (estimate once) or "online" (every gblend_every epochs)
-    gblend_every: int = 10           # super-epoch length for online G-Blend
-    gblend_epochs: int = 2           # n: epochs each head trains alone per estimation
-    gblend_holdout: float = 0.1      # fraction of the training split held out as V
-    mslr_lrs: dict = field(default_factory=dict)  # {modality: best unimodal lr} for MSLR-K/S (and D's start)
-    mslr_lambda: float = 0.5         # MSLR-S smoothing λ in [0, 1]
-    mslr_window: int = 5             # MSLR-D window w (epochs)
-    mses_patience: int = 5           # MSES patience (epochs, paper: 3–10)
-    mses_restore: bool = True        # MSES: restore a stopped modality's best weights
-    utilization_split: str = "val"   # "val" (the paper's default) or "train" (Table VI ablation)
-    probes: bool = True              # train detached linear probes on methods that train no heads
-    eval_batch_size: int = 1000
-    selection_tolerance: float = 0.005  # val fusion accuracies this close to the best count as tied
-
-    def check(self) -> "TrainConfig":
-        check_choice("utilization split", self.utilization_split, ["val", "train"])
-        check_choice("device", self.device, ["auto", "cpu", "cuda"])
-        check_choice("optimizer", self.optimizer, ["adam", "sgd"])
-        if self.epochs < 1 or self.batch_size < 2:
-            raise UserError(f"--epochs must be ≥ 1 and --batch-size ≥ 2, got {self.epochs}, {self.batch_size}")
-        check_method_options(self)
-        return self
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-
-# Settings that only some methods read: they do not make two runs of any other method differ (so
-# `compare --ogm-alpha 0.8` retrains OGM, not vanilla). A key ending in "_" is a prefix.
-METHOD_FIELDS = {"tau": {"miles"}, "mu": {"miles"}, "ogm_": {"ogm", "ogm-ge"}, "gblend_": {"gblend"},
-                 "mslr_": {"mslr-k", "mslr-s", "mslr-d"}, "mses_": {"mses"}}
-
-
-def relevant_config(config: dict) -> dict:
-    """The settings of a run's config (as a dict) that can change its results; the device never does."""
-    def used(field: str) -> bool:
-        for key, methods in METHOD_FIELDS.items():
-            if field == key or (key.endswith("_") and field.startswith(key)):
-                return config["method"] in methods
-        return field != "device"
-    return {k: v for k, v in config.items() if used(k)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,48 +28,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
     return torch.device(name)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file and rename, so a killed run never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, value) -> None:
-    _atomic_write(Path(path), lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def write_history(path: Path, rows: list[dict]) -> None:
-    def write(p):
-        with open(p, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    _atomic_write(Path(path), write)
-
-
-def read_history(run_dir) -> list[dict]:
-    """history.csv as a list of {column: float} rows."""
-    with open(Path(run_dir) / "history.csv") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def history_metric(row: dict) -> str:
-    """The headline metric a history (or summary) row is written in: "acc" or "f1micro"."""
-    if "metric" in row:
-        return row["metric"]
-    return "f1micro" if any("_f1micro_" in f"_{key}" for key in row) else "acc"
-
-
-def select_best_epoch(history: list[dict], tolerance: float = 0.0, metric: str = "acc") -> int:
-    """The epoch (1-based `epoch` value) chosen on validation: among rows whose `val_<metric>_fusion`
-    is within `tolerance` of the maximum, the lowest `val_loss_fusion`; exact ties go to the later epoch."""
-    key = f"val_{metric}_fusion"
-    top = max(row[key] for row in history)
-    tied = [row for row in history if row[key] >= top - tolerance]
-    return int(min(tied, key=lambda row: (row["val_loss_fusion"], -row["epoch"]))["epoch"])
 
 
 class Trainer:
@@ -350,20 +218,10 @@ class Trainer:
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "history": self.history,
                 "test_history": self.test_history,
-                "config": asdict(self.config)}
+                "config": self.config.to_dict()}
 
-    def resume(self) -> int:
-        """Restore the state saved after the last finished epoch; returns that epoch (0 if none)."""
-        path = self.out / "last.pt"
-        if not path.exists():
-            return 0
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        saved = {k: v for k, v in relevant_config(state["config"]).items() if k != "epochs"}
-        mine = {k: v for k, v in relevant_config(asdict(self.config)).items() if k != "epochs"}
-        if saved != mine:
-            diff = sorted(k for k in mine if saved.get(k) != mine[k])
-            raise UserError(f"{self.out} holds a run with a different configuration ({', '.join(diff)}); "
-                            "resume it with the same flags or choose another --out")
+    def _restore(self, state: dict) -> int:
+        """Put back the state `_checkpoint` saved; returns its epoch."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
@@ -378,12 +236,8 @@ class Trainer:
     def fit(self, resume: bool = False, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
         """Train to `config.epochs` (continuing from `last.pt` when `resume`), testing every epoch, and
         write the summary of the epoch chosen on validation. `on_epoch_end(row)` runs after each checkpoint."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if not resume and (self.out / "last.pt").exists():
-            raise UserError(f"{self.out} already holds a run; pass --resume to continue it, or choose "
-                            "another --out")
-        start = self.resume() if resume else 0
-        write_json(self.out / "config.json", asdict(self.config))
+        state = runs.start(self.out, self.config.to_dict(), resume, self.device)
+        start = self._restore(state) if state is not None else 0
         bar = tqdm(range(start + 1, self.config.epochs + 1), desc=f"{self.config.method}/{self.config.fusion}"
                    f"/seed{self.config.seed}", leave=False, initial=start, total=self.config.epochs,
                    **({} if self.progress else {"disable": True}))  # else TQDM_DISABLE decides
@@ -400,9 +254,7 @@ class Trainer:
             row["seconds"] = time.perf_counter() - began  # the method's own work + train + validation
             self.history.append(row)
             self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
-            _atomic_write(self.out / "last.pt", lambda p: torch.save(self._checkpoint(), p))
-            write_history(self.out / "history.csv", self.history)
-            write_history(self.out / "test_history.csv", self.test_history)
+            runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
@@ -412,23 +264,10 @@ class Trainer:
         return {"test_loss_fusion": test["loss_fusion"], **self._metric_columns("test", test)}
 
     def finish(self) -> dict:
-        """Choose the best epoch on validation and write summary.json with its test metrics."""
-        best = select_best_epoch(self.history, self.config.selection_tolerance, self.metric)
-        strict = select_best_epoch(self.history, 0.0, self.metric)
-        at = {e: self.test_history[e - 1] for e in (best, strict, len(self.history))}
-        summary = {"method": self.config.method, "fusion": self.config.fusion, "seed": self.config.seed,
-                   "dataset": self.config.dataset, "modalities": list(self.modalities),
-                   "task": self.task.name, "metric": self.metric, "metrics": list(self.task.metrics),
-                   "epochs": len(self.history), "best_epoch": best, "strict_best_epoch": strict,
-                   "selection": f"val_{self.metric}_fusion within {self.config.selection_tolerance} of the max, then "
-                                "min val_loss_fusion, then later epoch",
-                   **{k: v for k, v in at[best].items() if k != "epoch"},
-                   **{f"strict_{k}": v for k, v in at[strict].items() if k != "epoch"},
-                   **{f"last_{k}": v for k, v in at[len(self.history)].items() if k != "epoch"},
-                   **{f"best_{k}": v for k, v in self.history[best - 1].items() if k.startswith("val_")},
-                   "train_seconds": sum(r["seconds"] for r in self.history), "device": str(self.device)}
-        write_json(self.out / "summary.json", summary)
-        return summary
+        """Choose the best epoch on validation and write summary.json (see `milesbook.runs.finish`)."""
+        return runs.finish(self.out, self.config.to_dict(), self.history, self.test_history,
+                           modalities=self.modalities, task=self.task.name, metric=self.metric,
+                           metrics=self.task.metrics, device=str(self.device))
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,

@@ -88,7 +88,7 @@ def write_luma(folder, per_class: int = 5, test_per_class: int = 2, seed: int = 
     'label_names' / 'fine_label_names'), audio/datalist.csv (path,label,tts_label) with WAVs at varied
     sample rates, and split_indices/*.txt numbering rows as LUMA's compile script does. Each class has
     its own image colour and its own tone."""
-    from milesbook.luma import CLASSES, IN_DISTRIBUTION, RENAMES
+    from milesbook.datasets.luma import CLASSES, IN_DISTRIBUTION, RENAMES
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     inverse = {v: k for k, v in RENAMES.items()}
@@ -163,7 +163,7 @@ def write_mmimdb(folder, sizes=(40, 12, 12), tarball: bool = True, seed: int = 0
 
     from PIL import Image
 
-    from milesbook.mmimdb import GENRES
+    from milesbook.datasets.mmimdb import GENRES
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     base = folder / "mmimdb" / "dataset"
@@ -200,7 +200,7 @@ def write_tiny_bert(folder) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    from milesbook.mmimdb import GENRES
+    from milesbook.datasets.mmimdb import GENRES
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "story", "about", "love", "the", "city", "night",
              "war", "man", "another", "summary", "of", "same", "movie", "."] + [f"{g.lower()}ish" for g in GENRES]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import milesbook as mb
-from milesbook.baselines import (gblend_weights, mslr_dynamic_factor, mslr_smoothed_rates,
-                                 ogm_coefficients)
+from milesbook.methods.gblend import gblend_weights
+from milesbook.methods.mslr import mslr_dynamic_factor, mslr_smoothed_rates
+from milesbook.methods.ogm import ogm_coefficients
 from milesbook.errors import UserError
 from milesbook.methods import EpochMetrics
 from milesbook.train import Trainer

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from milesbook import cli
-from milesbook import data as data_module
+from milesbook.datasets import registry as data_module
+from milesbook.datasets.toy import load_toy
 
 from .conftest import run_cli
 
@@ -37,7 +38,7 @@ def test_nan_loss_is_one_line_and_nonzero(tmp_path):
 
 
 def test_missing_prepared_dataset_names_the_script(monkeypatch, capsys, tmp_path):
-    entry = data_module.DatasetEntry("smnist-test", ("image", "audio"), "needs preparing", data_module.load_toy,
+    entry = data_module.DatasetEntry("smnist-test", ("image", "audio"), "needs preparing", load_toy,
                                      prepared=lambda: False, data_script="python data_scripts/smnist.py")
     monkeypatch.setitem(data_module.REGISTRY, "smnist-test", entry)
     code = cli.main(["train", "--dataset", "smnist-test", "--out", str(tmp_path / "r")])

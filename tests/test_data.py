@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import milesbook as mb
-from milesbook import data as data_module
+from milesbook.datasets import digits_av as data_module, registry, toy
 from milesbook.errors import UserError
 
 
@@ -105,8 +105,8 @@ def test_unknown_dataset_lists_choices():
 
 
 def test_unprepared_dataset_names_its_script(monkeypatch):
-    entry = data_module.DatasetEntry("needs-prep", ("a", "b"), "test entry", data_module.load_toy,
+    entry = registry.DatasetEntry("needs-prep", ("a", "b"), "test entry", toy.load_toy,
                                      prepared=lambda: False, data_script="python data_scripts/prep.py")
-    monkeypatch.setitem(data_module.REGISTRY, "needs-prep", entry)
+    monkeypatch.setitem(registry.REGISTRY, "needs-prep", entry)
     with pytest.raises(UserError, match="not prepared; run: python data_scripts/prep.py"):
         mb.load_dataset("needs-prep")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import milesbook as mb
-from milesbook import cremad, luma, mmimdb
+from milesbook.datasets import cremad, luma, mmimdb
 from milesbook.errors import UserError
 
 from .conftest import run_cli
@@ -47,16 +47,16 @@ def test_help_says_what_how_big_and_where(name):
 def test_prepare_load_and_train_two_epochs(name, tmp_path, cache):
     module, write, _, encoder = CASES[name]
     source = write(tmp_path / "download")
-    assert not mb.data.REGISTRY[name].prepared()
+    assert not mb.datasets.REGISTRY[name].prepared()
     prepared = script(name, "--from", source)
     assert prepared.returncode == 0, prepared.stderr
     assert "licence" in prepared.stdout and "cite:" in prepared.stdout
-    assert (cache / name / "prepared.json").exists() and mb.data.REGISTRY[name].prepared()
+    assert (cache / name / "prepared.json").exists() and mb.datasets.REGISTRY[name].prepared()
     again = script(name, "--from", source)
     assert again.returncode == 0 and "already prepared" in again.stdout
 
     data = mb.load_dataset(name)
-    assert data.modalities == mb.data.REGISTRY[name].modalities
+    assert data.modalities == mb.datasets.REGISTRY[name].modalities
     for split in data.splits.values():
         assert len(split) > 0 and all(len(x) == len(split) for x in split.inputs.values())
     result = run_cli("train", "--dataset", name, "--method", "miles", "--epochs", "2", "--batch-size", "16",

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from milesbook.download import download
+from milesbook.datasets.download import download
 from milesbook.errors import UserError
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB

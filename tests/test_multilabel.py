@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import milesbook as mb
-from milesbook.baselines import ogm_coefficients, ogm_score
-from milesbook.data import MultimodalDataset, Split
+from milesbook.methods.ogm import ogm_coefficients, ogm_score
+from milesbook.datasets import MultimodalDataset, Split
 from milesbook.errors import UserError
 from milesbook.metrics import TASKS, f1_scores
 from milesbook.models import build_model
@@ -51,7 +51,7 @@ def multilabel_data(n=(160, 60, 60), classes=5, vocab=50, length=12, seed=0) -> 
     and uint8 'images' with a bright patch per true class (a strong and a weaker modality)."""
     gen = torch.Generator().manual_seed(seed)
     splits = {}
-    for name, size in zip(mb.data.SPLITS, n):
+    for name, size in zip(mb.datasets.SPLITS, n):
         labels = (torch.rand(size, classes, generator=gen) < 0.35).float()
         words = torch.randint(2, vocab, (size, length), generator=gen)
         for c in range(classes):  # class c's word is id 2 + c, put at position c when c is true

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import milesbook as mb
-from milesbook import smnist
+from milesbook.datasets import smnist
 from milesbook.errors import UserError
 
 from .conftest import run_cli
@@ -24,9 +24,9 @@ def cache(tmp_path, monkeypatch):
 
 def test_prepare_from_files_then_load(tmp_path, cache, capsys):
     source = write_smnist(tmp_path / "download")
-    assert not mb.data.REGISTRY["smnist"].prepared()
+    assert not mb.datasets.REGISTRY["smnist"].prepared()
     smnist.prepare(source=source, sizes=SMALL)
-    assert mb.data.REGISTRY["smnist"].prepared()
+    assert mb.datasets.REGISTRY["smnist"].prepared()
     data = mb.load_dataset("smnist")
     assert data.modalities == ("image", "audio") and data.shapes == {"image": (1, 28, 28), "audio": (1, 28, 28)}
     assert data.sizes() == {"train": 60, "val": 20, "test": 20}

@@ -15,7 +15,8 @@ import torch
 import milesbook as mb
 from milesbook.errors import NonFiniteLossError, UserError
 from milesbook.miles import decide
-from milesbook.train import Trainer, select_best_epoch
+from milesbook.runs import select_best_epoch
+from milesbook.train import Trainer
 
 from .conftest import run_cli
 
@@ -209,7 +210,7 @@ def test_bad_config_values(toy):
 def test_relevant_config_ignores_other_methods_settings():
     from dataclasses import asdict
 
-    from milesbook.train import relevant_config
+    from milesbook.config import relevant_config
     base = asdict(mb.TrainConfig(method="vanilla"))
     assert relevant_config({**base, "mu": 0.3, "ogm_alpha": 0.9, "device": "cuda"}) == relevant_config(base)
     assert relevant_config({**base, "lr": 0.01}) != relevant_config(base)

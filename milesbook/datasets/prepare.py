@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import SPLITS, Split, _atomic_save_npz, cache_dir
-from .errors import UserError
+from ..errors import UserError
+from .registry import SPLITS, Split, atomic_save_npz, cache_dir
 
 
 def root(name: str) -> Path:
@@ -34,7 +34,7 @@ def is_prepared(folder: Path) -> bool:
 def finish(folder: Path, arrays: dict[str, np.ndarray], marker: dict) -> Path:
     """Write the arrays, then the marker that says they are complete."""
     folder = Path(folder)
-    _atomic_save_npz(folder / "prepared.npz", **arrays)
+    atomic_save_npz(folder / "prepared.npz", **arrays)
     (folder / "prepared.json.tmp").write_text(json.dumps(marker, indent=2))
     os.replace(folder / "prepared.json.tmp", folder / "prepared.json")
     return folder / "prepared.npz"

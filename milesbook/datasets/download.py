@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def md5sum(path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:

@@ -27,9 +27,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import prepare as common
-from .data import SPLITS, DatasetEntry, MultimodalDataset, register
+from .registry import SPLITS, MultimodalDataset, register
 from .download import download, fetch_json
-from .errors import UserError
+from ..errors import UserError
 
 NAME = "mmimdb"
 TITLE = "MM-IMDb (Arevalo et al. 2017)"
@@ -194,6 +194,9 @@ def bert_ids(plots: dict[str, list[str]], text_model: str, max_tokens: int) -> t
                  "vocab_size": tokenizer.vocab_size}
 
 
+@register(NAME, ("text", "image"), "MM-IMDb: movie genres (multi-label) from plot + poster",
+          prepared=is_prepared, data_script=SCRIPT,
+          protocol={"encoder": "image=resnet50,text=auto", "epochs": 50, "batch_size": 64})
 def load_mmimdb(folder: Path | None = None, text_model: str | None = None) -> MultimodalDataset:
     """The prepared MM-IMDb: text (token ids), image 3×256×160, 23 genres, multi-label. With
     `text_model` (a local BERT folder) the plots are tokenized by its tokenizer and `--encoder auto`
@@ -211,8 +214,3 @@ def load_mmimdb(folder: Path | None = None, text_model: str | None = None) -> Mu
                              task="multilabel", normalize={"image": tuple(marker["normalize"]["image"])},
                              encoder_options={"text": text},
                              description=f"MM-IMDb (23 genres, multi-label), text by {text['kind']}, posters 256×160")
-
-
-register(DatasetEntry(NAME, ("text", "image"), "MM-IMDb: movie genres (multi-label) from plot + poster",
-                      load_mmimdb, prepared=is_prepared, data_script=SCRIPT,
-                      protocol={"encoder": "image=resnet50,text=auto", "epochs": 50, "batch_size": 64}))

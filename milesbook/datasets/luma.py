@@ -33,9 +33,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import prepare as common
-from .data import SPLITS, DatasetEntry, MultimodalDataset, register
+from .registry import SPLITS, MultimodalDataset, register
 from .download import download
-from .errors import UserError
+from ..errors import UserError
 
 NAME = "luma"
 TITLE = "LUMA (Bezirganyan et al. 2025)"
@@ -233,14 +233,12 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
                       lambda: build(folder / "raw", seed, progress), {"seed": seed})
 
 
+@register(NAME, ("audio", "image"), "LUMA: spoken class names + CIFAR images, 42 classes",
+          prepared=is_prepared, data_script=SCRIPT,
+          protocol={"encoder": "resnet6", "epochs": 60, "batch_size": 64})
 def load_luma(folder: Path | None = None) -> MultimodalDataset:
     """The prepared LUMA pairs: audio 1×96×96 log mel spectrograms, image 3×96×96, 42 classes."""
     arrays, marker = common.read(folder or root(), NAME, SCRIPT)
     return MultimodalDataset(NAME, ("audio", "image"), IN_DISTRIBUTION, common.splits_from(arrays, ("audio", "image")),
                              normalize={m: tuple(v) for m, v in marker["normalize"].items()},
                              description="LUMA, 42 classes (public split indices), spoken class names + CIFAR images")
-
-
-register(DatasetEntry(NAME, ("audio", "image"), "LUMA: spoken class names + CIFAR images, 42 classes",
-                      load_luma, prepared=is_prepared, data_script=SCRIPT,
-                      protocol={"encoder": "resnet6", "epochs": 60, "batch_size": 64}))

@@ -24,9 +24,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import prepare as common
-from .data import SPLITS, DatasetEntry, MultimodalDataset, register
+from .registry import SPLITS, MultimodalDataset, register
 from .download import download, fetch_json, fetch_text, lfs_pointer
-from .errors import UserError
+from ..errors import UserError
 
 NAME = "cremad"
 TITLE = "CREMA-D (Cao et al. 2014)"
@@ -134,14 +134,12 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
                       lambda: build(folder / "raw", seed, progress), {"seed": seed}, unit="clips")
 
 
+@register(NAME, ("audio", "video"), "CREMA-D: emotion from speech audio + a face frame, 70/15/15",
+          prepared=is_prepared, data_script=SCRIPT,
+          protocol={"encoder": "resnet18", "epochs": 200, "batch_size": 64})
 def load_cremad(folder: Path | None = None) -> MultimodalDataset:
     """The prepared CREMA-D protocol: audio 1×224×224 spectrograms, video 3×224×224 frames, 6 emotions."""
     arrays, marker = common.read(folder or root(), NAME, SCRIPT)
     return MultimodalDataset(NAME, ("audio", "video"), len(EMOTIONS), common.splits_from(arrays, ("audio", "video")),
                              normalize={m: tuple(v) for m, v in marker["normalize"].items()},
                              description="CREMA-D (6 emotions), MILES paper protocol: log spectrogram + middle frame")
-
-
-register(DatasetEntry(NAME, ("audio", "video"), "CREMA-D: emotion from speech audio + a face frame, 70/15/15",
-                      load_cremad, prepared=is_prepared, data_script=SCRIPT,
-                      protocol={"encoder": "resnet18", "epochs": 200, "batch_size": 64}))

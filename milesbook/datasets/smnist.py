@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from . import prepare as common
-from .data import SPLITS, DatasetEntry, MultimodalDataset, register
+from .registry import SPLITS, MultimodalDataset, register
 from .download import download, fetch_json
-from .errors import UserError
+from ..errors import UserError
 
 NAME = "smnist"
 TITLE = "S-MNIST (Khacef, Rodriguez & Miramond)"
@@ -135,13 +135,11 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
                       lambda: (build(folder / "raw", sizes, seed), {}), {"seed": seed})
 
 
+@register("smnist", ("image", "audio"), "S-MNIST: MNIST + spoken digits (Zenodo), 8k/2k/2k protocol",
+          prepared=is_prepared, data_script=SCRIPT,
+          protocol={"encoder": "resnet10", "epochs": 50, "batch_size": 64})
 def load_smnist(folder: Path | None = None) -> MultimodalDataset:
     """The prepared S-MNIST protocol: modalities image and audio, both 1×28×28, 10 classes."""
     arrays, _ = common.read(folder or root(), "smnist", SCRIPT)
     return MultimodalDataset("smnist", ("image", "audio"), 10, common.splits_from(arrays, ("image", "audio")),
                              description="S-MNIST (MNIST + Speech Commands MFCCs), MILES paper protocol")
-
-
-register(DatasetEntry("smnist", ("image", "audio"), "S-MNIST: MNIST + spoken digits (Zenodo), 8k/2k/2k protocol",
-                      load_smnist, prepared=is_prepared, data_script=SCRIPT,
-                      protocol={"encoder": "resnet10", "epochs": 50, "batch_size": 64}))

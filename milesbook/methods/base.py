@@ -1,4 +1,7 @@
-"""Training methods as small hooks on the one trainer (`milesbook.train`).
+"""What every method is built from: the hooks on the one trainer (`milesbook.train`), the
+declaration of a method's knobs, the registry, and the three plain recipes (`vanilla`, `aux`, the
+unimodal references). Imports no method: each method module registers itself here, and
+`milesbook.methods` imports them all.
 
 A method decides these things and nothing else:
 - which losses train the model (`loss`): L_AB only, or Eq. 3's L_AB + Σ_m L_m, or weighted;
@@ -16,11 +19,52 @@ heads; `aux` is `miles` without the scheduler, so `miles − aux` isolates the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
-from .errors import UserError, check_choice
-from .miles import MILES
+from ..errors import UserError, check_choice
+
+
+# -- a method's knobs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchRange:
+    """Where a hyper-parameter search draws a knob from: [low, high] (log-uniformly if `log`; integers
+    if both ends are ints), or one of `choices`; `source` says where the range comes from."""
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One knob of a method, declared once beside the method. Everything else derives from it: the
+    `TrainConfig` attribute `name`, the CLI flag (`--ogm-alpha` for "ogm_alpha"; `--no-<name>` for a
+    switch that is on by default), the range check, the run cache's key (a knob only changes the runs
+    of the methods that declare it) and the search space."""
+    name: str
+    default: Any
+    help: str
+    valid: Callable[[Any], bool] | None = None  # the valid domain; None accepts any value of the type
+    rule: str = ""                              # `valid` in words, for the error message: "> 0"
+    choices: tuple = ()                         # the valid values of a categorical knob
+    search: SearchRange | None = None           # None: not searched (set by hand)
+    parse: Callable[[str], Any] | None = None   # command-line text → value, for dict-valued knobs
+
+    @property
+    def flag(self) -> str:
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.default is True else f"--{dashed}"
+
+    def check(self, value) -> None:
+        """Raise a UserError naming the flag unless `value` is valid."""
+        if self.choices:
+            check_choice(f"{self.flag} value", value, self.choices)
+        elif self.valid is not None and not self.valid(value):
+            raise UserError(f"{self.flag} must be {self.rule}, got {value}")
 
 
 @dataclass
@@ -38,11 +82,17 @@ class Method:
     """The plain recipe every other method modifies: L_AB only, modality logits from fusion parts."""
 
     name = "vanilla"
+    hyperparameters: tuple[Hyperparameter, ...] = ()  # the method's knobs (see `Hyperparameter`)
     trains_heads = False       # do the unimodal heads' losses reach the encoders (Eq. 3)?
     modality_source = "parts"  # "parts" (fusion head's share) or "heads" (unimodal heads)
 
     def __init__(self, config):
         self.config = config
+
+    @classmethod
+    def check_options(cls, config) -> None:
+        """The method's own checks of its knobs, e.g. one that involves several of them (each knob's
+        declared domain is checked after these)."""
 
     def setup(self, trainer) -> None:
         """Called once the trainer's model, optimizer and data exist (before a resume restores their
@@ -80,11 +130,44 @@ class Method:
         pass
 
 
+# -- the registry ----------------------------------------------------------------------------------
+
+METHODS: dict[str, type[Method]] = {}  # name → class, in registration order
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make `cls` available as `--method <cls.name>`. Two methods may share a knob
+    (the same `Hyperparameter`, e.g. OGM and OGM-GE's α); two different knobs may not share a name."""
+    for knob in cls.hyperparameters:
+        other = all_hyperparameters().get(knob.name)
+        if other is not None and other != knob:
+            raise ValueError(f"{cls.name}: knob {knob.name!r} is declared differently by another method")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def all_hyperparameters() -> dict[str, Hyperparameter]:
+    """Every registered method's knobs by name (each once), in registration order."""
+    knobs = {}
+    for cls in METHODS.values():
+        for knob in cls.hyperparameters:
+            knobs.setdefault(knob.name, knob)
+    return knobs
+
+
+def hyperparameters_of(method: str) -> tuple[Hyperparameter, ...]:
+    """The knobs of `method` ("miles", "ogm", …; none for the unimodal references or unknown names)."""
+    cls = METHODS.get(method)
+    return cls.hyperparameters if cls else ()
+
+
+@register
 class Vanilla(Method):
     """Joint fusion trained on the multimodal loss L_AB only (the paper's baseline network).
     Modality accuracies come from the fusion head's parts W_m z_m + b/M."""
 
 
+@register
 class Aux(Method):
     """Eq. 3 — L_AB + L_A + L_B with trained unimodal heads — at one global rate, no scheduling.
     MILES with μ = 1; the row that separates the auxiliary losses' effect from the scheduler's."""
@@ -93,32 +176,10 @@ class Aux(Method):
     modality_source = "heads"
 
 
-class Miles(Aux):
-    """Eq. 3 plus the MILES scheduler (Algorithm 1) after every validation."""
-    name = "miles"
-
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        self.scheduler = MILES(self.optimizer, tau=self.config.tau, mu=self.config.mu,
-                               modalities=list(self.model.modalities))
-
-    def end_epoch(self, metrics: EpochMetrics) -> None:
-        self.scheduler.step(metrics.utilization_metrics)
-
-    def state_dict(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state["scheduler"])
-
-
 class Unimodal(Method):
     """One encoder and its linear head trained alone (the paper's Table I reference). The model is
     built with that modality only; its fusion head is the unimodal head."""
     name = "unimodal"
-
-
-METHODS: dict[str, type[Method]] = {"vanilla": Vanilla, "aux": Aux, "miles": Miles}
 
 
 def method_names(modalities) -> list[str]:
@@ -132,6 +193,7 @@ def unimodal_modality(method: str) -> str | None:
 
 
 def build_method(config, modalities) -> Method:
+    """The method object `config.method` names, for a dataset with these modalities."""
     name = check_choice("method", config.method, method_names(modalities))
     if unimodal_modality(name):
         return Unimodal(config)
@@ -139,30 +201,10 @@ def build_method(config, modalities) -> Method:
 
 
 def check_method_options(config) -> None:
-    """Range checks on every method hyper-parameter in the config, with messages naming the flag."""
-    from .miles import check_hyperparameters
-    check_hyperparameters(config.tau, config.mu)
-
-    def require(ok: bool, flag: str, rule: str, value) -> None:
-        if not ok:
-            raise UserError(f"{flag} must be {rule}, got {value}")
-
-    require(config.lr > 0, "--lr", "> 0", config.lr)
-    require(config.ogm_alpha > 0, "--ogm-alpha", "> 0 (the OGM paper uses 0.1–1.0)", config.ogm_alpha)
-    require(1 <= config.ogm_start <= config.ogm_end, "--ogm-start/--ogm-end", "1 ≤ start ≤ end",
-            (config.ogm_start, config.ogm_end))
-    check_choice("--ogm-params value", config.ogm_params, ["weights", "conv"])
-    check_choice("--ogm-source value", config.ogm_source, ["parts", "heads"])
-    check_choice("--gblend-mode value", config.gblend_mode, ["online", "offline"])
-    require(config.gblend_every >= 1, "--gblend-every", "≥ 1 epoch", config.gblend_every)
-    require(config.gblend_epochs >= 1, "--gblend-epochs", "≥ 1", config.gblend_epochs)
-    require(0 < config.gblend_holdout < 0.5, "--gblend-holdout", "in (0, 0.5) (a fraction of the training split)",
-            config.gblend_holdout)
-    require(all(v > 0 for v in config.mslr_lrs.values()), "--mslr-lrs", "> 0 for every modality", config.mslr_lrs)
-    require(0 <= config.mslr_lambda <= 1, "--mslr-lambda", "in [0, 1]", config.mslr_lambda)
-    require(config.mslr_window >= 2, "--mslr-window", "≥ 2 epochs", config.mslr_window)
-    require(config.mses_patience >= 1, "--mses-patience", "≥ 1 epoch (the MSES paper uses 3–10)",
-            config.mses_patience)
-
-
-from . import baselines  # noqa: E402,F401  (registers the baselines in METHODS)
+    """Range checks on every registered knob's value in `config`: first each method's own checks
+    (which may say more, e.g. MILES's come from the scheduler itself), then each knob's declared
+    domain, in a message naming its flag."""
+    for cls in METHODS.values():
+        cls.check_options(config)
+    for knob in all_hyperparameters().values():
+        knob.check(getattr(config, knob.name))

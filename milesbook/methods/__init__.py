@@ -1,0 +1,29 @@
+"""The training methods, one module per family, and the registry they add themselves to.
+
+    base.py    the hooks every method overrides, the knob declaration (`Hyperparameter`), the registry,
+               and the plain recipes: vanilla (L_AB only), aux (Eq. 3), unimodal-<m> — imports no method
+    miles.py   MILES (Eq. 3 + the scheduler)
+
+The seven methods the MILES paper compares against:
+
+| method  | module    | trains                   | hook                                                     |
+|---------|-----------|--------------------------|----------------------------------------------------------|
+| ogm     | ogm.py    | L_AB (official) or Eq. 3 | gradient modulation every step (`after_backward`)        |
+| ogm-ge  | ogm.py    | same                     | + Gaussian noise on the modulated gradients              |
+| gblend  | gblend.py | w_AB L_AB + Σ w_m L_m    | loss weights estimated before epochs (`start_epoch`)     |
+| mslr-k  | mslr.py   | Eq. 3                    | fixed per-encoder rates (`setup`)                        |
+| mslr-s  | mslr.py   | Eq. 3                    | smoothed per-encoder rates (`setup`)                     |
+| mslr-d  | mslr.py   | Eq. 3                    | rates rescaled every w epochs (`end_epoch`)              |
+| mses    | mses.py   | Eq. 3                    | per-modality early stopping (`end_epoch`, `should_stop`) |
+
+Each class docstring says which published variant it implements and where we had to choose. Adding
+a method is adding a module whose class is `@register`-ed with its `hyperparameters`, and one import
+line here: its flags, range checks, cache key and search space follow from the declaration.
+"""
+from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, all_hyperparameters,
+                   build_method, check_method_options, hyperparameters_of, method_names, register,
+                   unimodal_modality)
+from . import miles, mses, mslr, ogm, gblend  # noqa: E402,F401  (each registers itself)
+
+MAIN_METHODS = ("vanilla", "aux", "miles")
+BASELINES = ("mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend")

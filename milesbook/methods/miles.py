@@ -1,0 +1,46 @@
+"""MILES as a method: Eq. 3's losses plus the scheduler `milesbook.miles.MILES` after every epoch
+(Guerra-Manzanares & Shamout, IJCNN 2025)."""
+from __future__ import annotations
+
+from .base import Aux, EpochMetrics, Hyperparameter, SearchRange, register
+from ..miles import MILES, check_hyperparameters
+
+# The paper tunes τ and μ by random search but states no ranges; these are ours. δ seldom stays
+# above 0.5 once the weak head learns anything, so a larger τ would switch MILES off.
+TAU = Hyperparameter("tau", 0.2, "MILES threshold τ on the utilization gap δ, in [0, 1]",
+                     valid=lambda v: 0 <= v <= 1, rule="in [0, 1] (it is the threshold on δ)",
+                     search=SearchRange(0.0, 0.5, source="ours (the paper states no range)"))
+MU = Hyperparameter("mu", 0.5, "MILES factor μ on the dominant encoder's rate, in (0, 1]",
+                    valid=lambda v: 0 < v <= 1, rule="in (0, 1] (it multiplies the dominant encoder's rate)",
+                    search=SearchRange(0.1, 1.0, source="ours (the paper states no range)"))
+
+
+class _Scheduled:
+    """The MILES hooks: the scheduler is built on the named param groups at setup and stepped with
+    the epoch's utilization metrics (read from whatever the method reads a modality from)."""
+    hyperparameters = (TAU, MU)
+
+    @classmethod
+    def check_options(cls, config) -> None:
+        check_hyperparameters(config.tau, config.mu)  # the scheduler's own check and message
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        self.scheduler = MILES(self.optimizer, tau=self.config.tau, mu=self.config.mu,
+                               modalities=list(self.model.modalities))
+
+    def end_epoch(self, metrics: EpochMetrics) -> None:
+        self.scheduler.step(metrics.utilization_metrics)
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+@register
+class Miles(_Scheduled, Aux):
+    """Eq. 3 plus the MILES scheduler (Algorithm 1) after every validation."""
+    name = "miles"
+

@@ -1,0 +1,142 @@
+"""The run folder: what one training run leaves behind, and what notebooks, `compare` and the
+search read back. Every file is written atomically (a temporary file, then a rename), so a killed run
+never leaves half a file; `last.pt` is written before the tables that mention its epoch.
+
+- `config.json`   — the TrainConfig (`TrainConfig.to_dict()`: general settings and method knobs, flat);
+- `history.csv`   — one row per epoch: `epoch`, `lr_fusion`, `lr_<m>` (rates used during the epoch),
+  `train_loss`, `train_acc_*`, `val_loss_fusion`, `val_acc_fusion`, `val_acc_<m>` (the modality
+  metric the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
+  `delta` (end of the epoch, for every method), the method's own columns, `seconds`;
+- `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
+  they let the summary report the test score at any validation-chosen epoch without saving weights;
+- `summary.json`  — `best_epoch`, `test_acc_fusion`, `test_acc_<m>` at the best epoch, the same at
+  the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), and the run's totals;
+- `last.pt` — the checkpoint after every epoch, for `resume`.
+
+Metric columns are named `<split>_<metric>_<who>`: the metric is `acc` on single-label data and
+`f1micro` / `f1macro` on multi-label data (`milesbook.metrics`; the first is the headline M used for
+utilization and selection, named in `summary.json` as `metric`); above, `acc` stands for it.
+
+Best epoch (`select_best_epoch`): among the epochs whose validation fusion accuracy is within
+`selection_tolerance` (default 0.005, half a point) of the highest, the one with the lowest validation
+fusion loss; exact ties go to the later epoch. Validation fusion accuracy saturates near 100 % early on
+easy data; taking the first maximum would pick an epoch whose weak encoder is still under-trained (a
+single lucky epoch at 100 % beats fifty at 99.8 %). The strict rule (tolerance 0) is reported too.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import relevant_config
+from .errors import UserError
+
+CHECKPOINT = "last.pt"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file and rename, so a killed run never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value) -> None:
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    def write(p):
+        with open(p, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(Path(path), write)
+
+
+def read_history(run_dir) -> list[dict]:
+    """history.csv as a list of {column: float} rows."""
+    with open(Path(run_dir) / "history.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def history_metric(row: dict) -> str:
+    """The headline metric a history (or summary) row is written in: "acc" or "f1micro"."""
+    if "metric" in row:
+        return row["metric"]
+    return "f1micro" if any("_f1micro_" in f"_{key}" for key in row) else "acc"
+
+
+def select_best_epoch(history: list[dict], tolerance: float = 0.0, metric: str = "acc") -> int:
+    """The epoch (1-based `epoch` value) chosen on validation: among rows whose `val_<metric>_fusion`
+    is within `tolerance` of the maximum, the lowest `val_loss_fusion`; exact ties go to the later epoch."""
+    key = f"val_{metric}_fusion"
+    top = max(row[key] for row in history)
+    tied = [row for row in history if row[key] >= top - tolerance]
+    return int(min(tied, key=lambda row: (row["val_loss_fusion"], -row["epoch"]))["epoch"])
+
+
+def finished_summary(folder, config: dict) -> dict | None:
+    """The summary of a finished run of `config` (a `to_dict()`) in `folder`, or None when the folder
+    holds no finished run or one whose results-changing settings differ (`relevant_config`)."""
+    summary, saved = Path(folder) / "summary.json", Path(folder) / "config.json"
+    if summary.exists() and saved.exists() and \
+            relevant_config(json.loads(saved.read_text())) == relevant_config(config):
+        return json.loads(summary.read_text())
+    return None
+
+
+def start(folder: Path, config: dict, resume: bool, device) -> dict | None:
+    """Open `folder` for a run of `config` and write its config.json. A fresh run refuses a folder
+    that already holds one; `resume` returns the checkpoint (None when there is none yet) after
+    checking that it was made with the same results-changing settings (the epochs may grow)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CHECKPOINT
+    state = None
+    if not resume and path.exists():
+        raise UserError(f"{folder} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and path.exists():
+        state = torch.load(path, map_location=device, weights_only=False)
+        saved = {k: v for k, v in relevant_config(state["config"]).items() if k != "epochs"}
+        mine = {k: v for k, v in relevant_config(config).items() if k != "epochs"}
+        if saved != mine:
+            diff = sorted(k for k in mine.keys() | saved.keys() if saved.get(k) != mine.get(k))
+            raise UserError(f"{folder} holds a run with a different configuration ({', '.join(diff)}); "
+                            "resume it with the same flags or choose another --out")
+    write_json(folder / "config.json", config)
+    return state
+
+
+def save_epoch(folder: Path, checkpoint: dict, history: list[dict], test_history: list[dict]) -> None:
+    """After an epoch: the checkpoint first, then the tables that now include that epoch."""
+    atomic_write(folder / CHECKPOINT, lambda p: torch.save(checkpoint, p))
+    write_history(folder / "history.csv", history)
+    write_history(folder / "test_history.csv", test_history)
+
+
+def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,
+           modalities, task: str, metric: str, metrics: tuple[str, ...], device: str) -> dict:
+    """Choose the best epoch on validation (on the headline `metric`) and write summary.json with the
+    test metrics at it, at the strict-rule epoch and at the last epoch."""
+    tolerance = config["selection_tolerance"]
+    best = select_best_epoch(history, tolerance, metric)
+    strict = select_best_epoch(history, 0.0, metric)
+    at = {e: test_history[e - 1] for e in (best, strict, len(history))}
+    summary = {"method": config["method"], "fusion": config["fusion"], "seed": config["seed"],
+               "dataset": config["dataset"], "modalities": list(modalities),
+               "task": task, "metric": metric, "metrics": list(metrics),
+               "epochs": len(history), "best_epoch": best, "strict_best_epoch": strict,
+               "selection": f"val_{metric}_fusion within {tolerance} of the max, then "
+                            "min val_loss_fusion, then later epoch",
+               **{k: v for k, v in at[best].items() if k != "epoch"},
+               **{f"strict_{k}": v for k, v in at[strict].items() if k != "epoch"},
+               **{f"last_{k}": v for k, v in at[len(history)].items() if k != "epoch"},
+               **{f"best_{k}": v for k, v in history[best - 1].items() if k.startswith("val_")},
+               "train_seconds": sum(r["seconds"] for r in history), "device": device}
+    write_json(folder / "summary.json", summary)
+    return summary

@@ -31,11 +31,11 @@ def verify(path, size: int | None = None, md5: str | None = None, sha256: str | 
         return f"{path} is missing"
     actual = path.stat().st_size
     if size is not None and actual != size:
-        return f"{path.name} has {actual} bytes, expected {size} (truncated or a different file)"
+        return f"{path} has {actual} bytes, expected {size} (truncated or a different file)"
     if md5 is not None and md5sum(path) != md5:
-        return f"{path.name} fails its md5 check (corrupted download)"
+        return f"{path} fails its md5 check (corrupted download)"
     if sha256 is not None and md5sum(path, algorithm="sha256") != sha256:
-        return f"{path.name} fails its sha256 check (corrupted download)"
+        return f"{path} fails its sha256 check (corrupted download)"
     return None
 
 
@@ -91,6 +91,6 @@ def download(url: str, dest, size: int | None = None, md5: str | None = None, pr
     problem = verify(part, size, md5, sha256)
     if problem:
         part.unlink()
-        raise UserError(f"{problem}; the partial file was removed — re-run to download it again")
+        raise UserError(f"{problem}; the partial file was removed — re-run to download {dest.name} again")
     os.replace(part, dest)
     return dest

@@ -1,13 +1,15 @@
 """What the paper datasets' data scripts share: the cache folder, copying `--from` files, reading
 audio and video with clear errors, the completion marker, and the scripts' command line.
 
-A prepared dataset is a folder under `cache_dir()` holding `raw/` (the source files, verified),
-`prepared.npz` (the protocol's arrays) and `prepared.json` — written last, so a folder without it
-is never taken as complete, whatever else an interrupted run left there.
+A prepared dataset is a folder under `cache_dir()` holding `raw/` (the source files), `prepared.npz`
+(the protocol's arrays) and `prepared.json` — which records where each source came from and how it
+was verified, and is written last, so a folder without it is never taken as complete, whatever else
+an interrupted run left there.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -41,8 +43,9 @@ def finish(folder: Path, arrays: dict[str, np.ndarray], marker: dict) -> Path:
 
 
 def run(title: str, folder: Path, fetch, build, marker: dict | None = None, unit: str = "pairs") -> Path:
-    """The steps of every `prepare`: skip a prepared folder; `fetch()` the sources (returns what was
-    checked); `build()` the arrays (returns them and extra marker fields); write both, marker last."""
+    """The steps of every `prepare`: skip a prepared folder; `fetch()` the sources (returns their
+    `source` and, under `verified`, how each file was checked); `build()` the arrays (returns them and
+    extra marker fields); write both, marker last."""
     if is_prepared(folder):
         print(f"{title} is already prepared in {folder}")
         return Path(folder) / "prepared.npz"
@@ -70,25 +73,79 @@ def splits_from(arrays: dict[str, np.ndarray], modalities) -> dict[str, Split]:
                      torch.from_numpy(arrays[f"{s}_labels"])) for s in SPLITS}
 
 
+# How a file copied with --from was verified, in the `verified` field of every dataset's marker
+# (next to "size and md5 from ..." for downloads): no published checksum is at hand offline.
+FROM = "copied from --from"
+FROM_UNCHECKED = f"{FROM}, no checksum checked"
+
+# Where each raw file copied with --from came from (this process only), so a damaged copy's message can
+# name the file the user has to replace.
+_copied_from: dict[Path, Path] = {}
+
+
 def copy_from(source: Path, dest: Path, names, what: str) -> None:
-    """Copy `names` (paths relative to `source`) into `dest`, each through a `.part` file; files
-    already there with the same size are kept (so a re-run after an interruption is quick)."""
+    """Copy `names` (paths relative to `source`) into `dest`, each through a `.part` file that takes the
+    source's modification time. A copy with the source's size and modification time is kept (a re-run
+    after an interruption is quick); any other is copied again, so a fixed source file — or a raw copy
+    damaged in place — is picked up even when the sizes agree."""
     source, dest = Path(source), Path(dest)
     missing = [n for n in names if not (source / n).is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise UserError(f"--from {source}: missing {shown} ({what})")
     for name in names:
-        target = dest / name
-        if target.exists() and target.stat().st_size == (source / name).stat().st_size:
-            continue
+        origin, target = source / name, dest / name
+        _copied_from[target] = origin
+        wanted = origin.stat()
+        if target.exists():
+            have = target.stat()
+            if (have.st_size, have.st_mtime_ns) == (wanted.st_size, wanted.st_mtime_ns):
+                continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / name, target.with_name(target.name + ".part"))
-        os.replace(target.with_name(target.name + ".part"), target)
+        part = target.with_name(target.name + ".part")
+        shutil.copyfile(origin, part)
+        os.utime(part, ns=(wanted.st_atime_ns, wanted.st_mtime_ns))
+        os.replace(part, target)
 
 
-def damaged(path: Path, error, script: str) -> UserError:
-    return UserError(f"{path} is truncated or damaged ({error}); delete it and re-run {script}")
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    """Whether `path` is a Git LFS pointer (what a clone made without git-lfs holds) instead of the file."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:
+        return False
+
+
+def one_line(text) -> str:
+    """`text` on one line: some errors span several (tarfile's: one line per decompression it tried)."""
+    return " ".join(str(text).split())
+
+
+def remedy(path: Path, script: str) -> str:
+    """What to do about a bad raw file: replace the --from file it was copied from, or delete it so that
+    the next run downloads it again."""
+    origin = _copied_from.get(Path(path))
+    if origin is not None:
+        return f"it is a copy of {origin}: replace that file and re-run {script}"
+    return f"delete it and re-run {script}"
+
+
+def damaged(path: Path, error, script: str, fix: str | None = None) -> UserError:
+    """The one-line error for a raw file that cannot be read: it names the file, and says what to do —
+    `fix`, when given, for a file that neither --from nor a download restores by itself."""
+    path = Path(path)
+    if is_lfs_pointer(path):
+        origin = _copied_from.get(path)
+        where = f"the clone holding {origin}" if origin else "the clone"
+        return UserError(f"{path} is a Git LFS pointer, not the file itself (cloned without git-lfs): run "
+                         f"`git lfs install && git lfs pull` in {where}, then re-run {script}")
+    if path in _copied_from or fix is None:
+        fix = remedy(path, script)
+    return UserError(f"{path} is truncated or damaged ({one_line(error)}); {fix}")
 
 
 def read_wav(path: Path, script: str, rate: int = 16000) -> np.ndarray:
@@ -132,9 +189,23 @@ def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (out[0] if array.ndim == 2 else out).numpy()
 
 
+def video_length(container, stream) -> float | None:
+    """Seconds of video a file states: the stream's duration, else the container's, else frames ÷ rate;
+    None when it states none of them."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration and container.duration > 0:
+        return container.duration / 1e6  # in av.time_base units (microseconds)
+    if stream.frames and stream.average_rate:
+        return stream.frames / float(stream.average_rate)
+    return None
+
+
 def middle_frame(path: Path, script: str) -> np.ndarray:
-    """The RGB frame (H, W, 3) uint8 at the middle of a video file: seek to the keyframe before the
-    middle, decode forward to the first frame at or after it (PyAV, the `video` extra)."""
+    """The RGB frame (H, W, 3) uint8 at the middle of a video file: the first frame at or after half the
+    length the file states (PyAV, the `video` extra). A file whose decoding ends before that point —
+    truncated, while its header still states the full length — or that states no length is damaged:
+    its last decodable frame would be silently wrong data."""
     try:
         import av
     except ImportError:
@@ -142,16 +213,27 @@ def middle_frame(path: Path, script: str) -> np.ndarray:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            middle = (container.duration or 0) / 2 / 1e6  # seconds; 0 when the file states no duration
-            if middle > 0:
-                container.seek(int(middle * 1e6), any_frame=False)
-            frame = None
-            for frame in container.decode(stream):
-                if frame.time is None or frame.time >= middle:
-                    break
-            if frame is None:
-                raise ValueError("no video frame could be decoded")
-            return frame.to_ndarray(format="rgb24")
+            length = video_length(container, stream)
+            if not length:
+                raise damaged(path, "it states no duration or frame count, so its middle is unknown", script)
+            start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+            middle = start + length / 2
+            container.seek(int(middle * 1e6), any_frame=False)  # the keyframe at or before the middle
+            frames = container.decode(stream)
+            first = next(frames, None)
+            if first is not None and first.time is not None and first.time > middle:
+                container.seek(int(start * 1e6), any_frame=False)  # landed past it: decode from the start
+                frames = container.decode(stream)
+                first = next(frames, None)
+            last = None
+            for frame in itertools.chain([first] if first is not None else [], frames):
+                if frame.time is None:
+                    raise damaged(path, "a video frame has no timestamp, so its middle cannot be found", script)
+                if frame.time >= middle:
+                    return frame.to_ndarray(format="rgb24")
+                last = frame.time
+            ended = "no video frame decodes" if last is None else f"its frames stop at {last:.2f} s"
+            raise damaged(path, f"{ended}, before the middle ({middle:.2f} s) of the {length:.2f} s it states", script)
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as error:
         raise damaged(path, error, script) from None
 
@@ -209,6 +291,6 @@ def script_main(module, doc: str, argv=None, options=()) -> int:
     try:
         module.prepare(args.pop("out"), **args)
     except UserError as error:
-        print(f"{module.NAME}: error: {error}", file=sys.stderr)
+        print(f"{module.NAME}: error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0

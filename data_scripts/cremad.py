@@ -5,7 +5,8 @@ What it downloads: the 7,442 WAV files (AudioWAV/, 16 kHz mono, ~0.6 GB) and 7,4
 (VideoFlash/, ~7 GB) of github.com/CheyneyComputerScience/CREMA-D, file by file from GitHub's Git LFS
 media host, each checked against the sha256 and size in its LFS pointer — about 7.5 GB in all.
 Faster with `git lfs install && git clone https://github.com/CheyneyComputerScience/CREMA-D` and then
---from CREMA-D (the clone's folder). Needs PyAV for the videos: pip install 'milesbook[video]'.
+--from CREMA-D (the clone's folder; a clone made without git-lfs holds only pointers: run `git lfs
+pull` in it). Needs PyAV for the videos: pip install 'milesbook[video]'.
 Where it puts them: $MILESBOOK_CACHE/cremad (default ~/.cache/milesbook/cremad): raw/ holds the media,
 prepared.npz the MILES paper's protocol (70/15/15 split by emotion; 1×224×224 log spectrogram of the
 first 3 s; the middle video frame at 3×224×224 — about 1.9 GB), prepared.json marks it complete.

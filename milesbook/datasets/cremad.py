@@ -72,10 +72,28 @@ def _remote_files() -> list[str]:
                   and e["path"].endswith((".wav", ".flv")))
 
 
+def unpaired(folder: Path) -> list[Path]:
+    """The files a clip lacks under `folder`: each clip (but the known-bad ones) needs both
+    `AudioWAV/<clip>.wav` and `VideoFlash/<clip>.flv`."""
+    folder = Path(folder)
+    audio = {p.stem for p in (folder / "AudioWAV").glob("*.wav")}
+    video = {p.stem for p in (folder / "VideoFlash").glob("*.flv")}
+    return sorted([folder / "AudioWAV" / f"{c}.wav" for c in video - audio - set(KNOWN_BAD)]
+                  + [folder / "VideoFlash" / f"{c}.flv" for c in audio - video - set(KNOWN_BAD)])
+
+
+def _refuse_unpaired(folder: Path, fix: str) -> None:
+    missing = unpaired(folder)
+    if missing:
+        shown = ", ".join(map(str, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise UserError(f"missing {shown} (every clip needs its AudioWAV/<clip>.wav and VideoFlash/<clip>.flv); "
+                        f"{fix}")
+
+
 def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
     """Put `AudioWAV/*.wav` and `VideoFlash/*.flv` in `folder/raw`: copied from `source` (a clone, e.g.
     `git lfs clone`) or downloaded file by file from GitHub's LFS media host, each verified against the
-    sha256 and size of its LFS pointer."""
+    sha256 and size of its LFS pointer. Returns the source and how each kind of file was verified."""
     raw = Path(folder) / "raw"
     if source is not None:
         source = Path(source)
@@ -83,15 +101,18 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
                        for p in (source / sub).glob(f"*.{ext}"))
         if not names:
             raise UserError(f"--from {source}: no AudioWAV/*.wav or VideoFlash/*.flv files (a CREMA-D clone)")
+        _refuse_unpaired(source, f"restore them in {source} and re-run {SCRIPT}")
         common.copy_from(source, raw, names, "CREMA-D media")
-        return {"source": str(source), "checksums": "not published offline: every file is decoded instead"}
+        how = common.FROM_UNCHECKED + "; every file decoded while preparing"
+        return {"source": str(source), "verified": {"AudioWAV/*.wav": how, "VideoFlash/*.flv": how}}
     names = _remote_files()
     print(f"downloading {len(names)} media files (~7.5 GB: WAVs ~0.6 GB, FLVs the rest) into {raw}")
     for name in tqdm(names, desc="CREMA-D files", disable=not progress):
         pointer = lfs_pointer(fetch_text(f"https://raw.githubusercontent.com/{REPO}/master/{name}"))
         download(f"https://media.githubusercontent.com/media/{REPO}/master/{name}", raw / name,
                  pointer["size"], progress=False, sha256=pointer["sha256"])
-    return {"source": f"github.com/{REPO} (Git LFS)", "checksums": "sha256 of every file, from its LFS pointer"}
+    how = "size and sha256 from the file's Git LFS pointer; decoded while preparing"
+    return {"source": f"github.com/{REPO} (Git LFS)", "verified": {"AudioWAV/*.wav": how, "VideoFlash/*.flv": how}}
 
 
 def spectrogram(samples: np.ndarray) -> np.ndarray:
@@ -105,10 +126,9 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
     """The protocol arrays from the raw media (see the module docstring) and what was left out."""
     raw = Path(raw)
     clips = sorted(p.stem for p in (raw / "AudioWAV").glob("*.wav"))
-    no_video = [c for c in clips if not (raw / "VideoFlash" / f"{c}.flv").exists()]
-    if not clips or no_video:
-        raise UserError(f"{raw}: {'no AudioWAV/*.wav files' if not clips else f'no video for {no_video[:3]}'}; "
-                        f"re-run {SCRIPT}")
+    if not clips:
+        raise UserError(f"{raw}: no AudioWAV/*.wav files; re-run {SCRIPT}")
+    _refuse_unpaired(raw, f"re-run {SCRIPT} (with --from, put them in that folder first)")
     skipped = {c: why for c, why in KNOWN_BAD.items() if c in clips}
     clips = [c for c in clips if c not in skipped]
     labels = np.array([clip_label(c) for c in clips])

@@ -10,6 +10,7 @@ epochs. Each modality is scaled by its training sample's mean and std.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,13 @@ def record_metadata(record: str = RECORD) -> dict:
 
 def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
     """Put the six raw files in `folder/raw`: copied from `source` (--from DIR) or downloaded from
-    Zenodo (resuming, verified against the record's sizes and md5s). Returns what was checked."""
+    Zenodo (resuming, verified against the record's sizes and md5s). Returns the source and how each
+    file was verified."""
     raw = Path(folder) / "raw"
     if source is not None:
         common.copy_from(source, raw, FILES, "the six S-MNIST .npy files")
-        return {"source": str(source), "checksums": "not published offline: checked by shape instead"}
+        how = common.FROM_UNCHECKED + " (Zenodo's md5s need the network); shapes, labels and values checked"
+        return {"source": str(source), "verified": {name: how for name in FILES}}
     meta = record_metadata()
     print(f"S-MNIST licence (from the Zenodo record): {meta['licence']}")
     total = sum(meta["files"][n]["size"] for n in FILES)
@@ -72,45 +75,83 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
         info = meta["files"][name]
         download(info["url"], raw / name, info["size"], info["md5"], progress)
     return {"source": f"zenodo record {RECORD}", "licence": meta["licence"],
-            "md5": {n: meta["files"][n]["md5"] for n in FILES}}
+            "verified": {n: f"size and md5 {meta['files'][n]['md5']} from Zenodo record {RECORD}" for n in FILES}}
 
 
 def _load_raw(raw: Path, name: str) -> np.ndarray:
     try:
         return np.load(raw / name, mmap_mode="r")
     except (OSError, ValueError, EOFError) as error:
-        raise UserError(f"{raw / name} is truncated or not a NumPy file ({error}); delete it and re-run "
-                        f"{SCRIPT}") from None
+        raise common.damaged(raw / name, f"not a NumPy file: {error}", SCRIPT) from None
 
 
-def _labels(array: np.ndarray, name: str) -> np.ndarray:
+def _labels(array: np.ndarray, path: Path) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 2 and array.shape[1] == 10:  # one-hot
         array = array.argmax(1)
+    if array.ndim != 1 and not (array.ndim == 2 and array.shape[1] == 1):
+        raise common.damaged(path, f"labels of shape {array.shape}, expected (N,) or one-hot (N, 10)", SCRIPT)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise common.damaged(path, "non-finite labels", SCRIPT)
     array = array.reshape(-1).astype(np.int64)
-    if array.min() < 0 or array.max() > 9:
-        raise UserError(f"{name}: labels outside 0–9 (min {array.min()}, max {array.max()})")
+    if len(array) and (array.min() < 0 or array.max() > 9):
+        raise common.damaged(path, f"labels outside 0–9 (min {array.min()}, max {array.max()})", SCRIPT)
     return array
+
+
+def _check_finite(array: np.ndarray, path: Path, chunk: int = 4096) -> None:
+    """Refuse NaN or infinite values (damage, never data), reading a memory-mapped file in chunks."""
+    if array.dtype.kind not in "fc":
+        return
+    for start in range(0, len(array), chunk):
+        bad = ~np.isfinite(array[start:start + chunk])
+        if bad.any():
+            row = start + int(np.flatnonzero(bad.any(axis=tuple(range(1, bad.ndim))))[0])
+            raise common.damaged(path, f"non-finite values (NaN or infinity) from row {row}", SCRIPT)
+
+
+def _check_part(raw: Path, part: str, written: np.ndarray, spoken: np.ndarray, labels: np.ndarray) -> None:
+    """Each data file is (N, width) with the N of its labels; name the file that disagrees."""
+    files = {f"data_wr_{part}.npy": written, f"data_sp_{part}.npy": spoken}
+    for name, array in files.items():
+        width = SHAPES[name.split("_")[1]]
+        if array.ndim != 2 or array.shape[1] != width:
+            raise UserError(f"{raw / name} has shape {array.shape}; expected ({len(labels)}, {width}) — not the "
+                            f"S-MNIST file, or damaged: {common.remedy(raw / name, SCRIPT)}")
+    rows = {**{name: len(array) for name, array in files.items()}, f"labels_{part}.npy": len(labels)}
+    agreed, votes = Counter(rows.values()).most_common(1)[0]
+    if votes == 3:
+        return
+    if votes == 2:  # two files agree: the third is the odd one
+        name = next(name for name, count in rows.items() if count != agreed)
+        others = " and ".join(n for n in rows if n != name)
+        raise common.damaged(raw / name, f"{rows[name]} rows where {others} have {agreed}", SCRIPT)
+    found = ", ".join(f"{raw / name} {count}" for name, count in rows.items())
+    raise UserError(f"S-MNIST {part} files disagree on their number of rows ({found}): not one release; replace "
+                    f"them and re-run {SCRIPT}")
 
 
 def build(raw: Path, sizes=PROTOCOL_SIZES, seed: int = 0) -> dict[str, np.ndarray]:
     """The protocol arrays from the six raw files (see the module docstring)."""
+    raw = Path(raw)
     arrays = {}
     for part in ("train", "test"):
         written, spoken = _load_raw(raw, f"data_wr_{part}.npy"), _load_raw(raw, f"data_sp_{part}.npy")
-        labels = _labels(_load_raw(raw, f"labels_{part}.npy"), f"labels_{part}.npy")
-        for name, array, width in (("data_wr", written, 784), ("data_sp", spoken, 507)):
-            if array.ndim != 2 or array.shape[1] != width or len(array) != len(labels):
-                raise UserError(f"{name}_{part}.npy has shape {array.shape}; expected ({len(labels)}, {width}) — "
-                                f"not the S-MNIST file, or damaged: delete it and re-run {SCRIPT}")
+        labels = _labels(_load_raw(raw, f"labels_{part}.npy"), raw / f"labels_{part}.npy")
+        _check_part(raw, part, written, spoken, labels)
+        _check_finite(written, raw / f"data_wr_{part}.npy")
+        _check_finite(spoken, raw / f"data_sp_{part}.npy")
         arrays[part] = (written, spoken, labels)
     rng = np.random.default_rng(seed)
     n_train, n_val, n_test = sizes
-    if n_train + n_val > len(arrays["train"][2]) or n_test > len(arrays["test"][2]):
-        raise UserError(f"S-MNIST files are too small for {sizes} samples")
-    order = rng.permutation(len(arrays["train"][2]))
+    found_train, found_test = len(arrays["train"][2]), len(arrays["test"][2])
+    if n_train + n_val > found_train or n_test > found_test:
+        raise UserError(f"S-MNIST files are too small for {tuple(sizes)} samples: {raw} holds {found_train} "
+                        f"training rows (needs {n_train + n_val}) and {found_test} test rows (needs {n_test}) — "
+                        f"not the complete release (60,000 / 10,000 rows): use its files and re-run {SCRIPT}")
+    order = rng.permutation(found_train)
     picks = {"train": ("train", np.sort(order[:n_train])), "val": ("train", np.sort(order[n_train:n_train + n_val])),
-             "test": ("test", np.sort(rng.permutation(len(arrays["test"][2]))[:n_test]))}
+             "test": ("test", np.sort(rng.permutation(found_test)[:n_test]))}
     out = {}
     for split, (part, index) in picks.items():
         written, spoken, labels = arrays[part]

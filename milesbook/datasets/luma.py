@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import prepare as common
 from .registry import SPLITS, MultimodalDataset, register
-from .download import download
+from .download import download, md5sum
 from ..errors import UserError
 
 NAME = "luma"
@@ -96,13 +97,19 @@ def _indices(raw: Path, name: str) -> np.ndarray:
 
 def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
     """Put the CIFAR tarballs, LUMA's split indices, `audio/datalist.csv` and the WAVs the splits use
-    in `folder/raw`: copied from `source` (laid out the same way) or downloaded."""
+    in `folder/raw`: copied from `source` (laid out the same way) or downloaded. The CIFAR tarballs'
+    md5s are checked either way; returns the source and how each file was verified."""
     raw = Path(folder) / "raw"
+    unchecked = {"split_indices/*.txt": "no checksum published; parsed while preparing",
+                 "audio/datalist.csv": "no checksum published; parsed while preparing",
+                 "audio/**/*.wav": "the Hub publishes no checksum list; every clip used decoded while preparing"}
     if source is not None:
         fixed = [*CIFAR, *[f"split_indices/{n}" for n in SPLIT_FILES], "audio/datalist.csv"]
         common.copy_from(source, raw, fixed, "the CIFAR tarballs, LUMA's split_indices/ and audio/datalist.csv")
         common.copy_from(source, raw, _needed_audio(raw), "LUMA audio clips listed in audio/datalist.csv")
-        return {"source": str(source), "checksums": "CIFAR md5s checked; audio decoded"}
+        verified = {name: _cifar_md5(raw / name, md5) for name, (_, md5, _) in CIFAR.items()}
+        verified.update({name: f"{common.FROM_UNCHECKED} ({how})" for name, how in unchecked.items()})
+        return {"source": str(source), "verified": verified}
     for name, (url, md5, _) in CIFAR.items():
         download(url, raw / name, md5=md5, progress=progress)
     for name in SPLIT_FILES:
@@ -112,8 +119,22 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
     print(f"downloading {len(needed)} audio clips (~1 GB) into {raw / 'audio'}")
     for name in tqdm(needed, desc="LUMA audio", disable=not progress):
         download(f"{HF}/{name}", raw / name, progress=False)
+    verified = {name: f"md5 {md5} from the CIFAR page" for name, (_, md5, _) in CIFAR.items()}
+    verified.update({name: f"downloaded, {how}" for name, how in unchecked.items()})
     return {"source": "CIFAR site, huggingface.co/datasets/bezirganyan/LUMA, github.com/bezirganyan/LUMA",
-            "checksums": "CIFAR md5s checked; audio decoded (the Hub publishes no checksum list)"}
+            "verified": verified}
+
+
+def _cifar_md5(path: Path, published: str) -> str:
+    """How a CIFAR tarball copied with --from was verified: its md5 against the CIFAR page's. Another
+    md5 is reported, not refused — a repacked archive can hold the same images — and every image is
+    read while preparing."""
+    actual = md5sum(path)
+    if actual == published:
+        return f"{common.FROM}, md5 {published} from the CIFAR page"
+    print(f"note: {path.name} has md5 {actual}, not the CIFAR page's {published}: not the published archive; "
+          "its images are used as they are")
+    return f"{common.FROM}; md5 {actual} is NOT the CIFAR page's {published}"
 
 
 def _needed_audio(raw: Path) -> list[str]:
@@ -125,11 +146,20 @@ def _needed_audio(raw: Path) -> list[str]:
     return sorted({f"audio/{rows[i]['path']}" for i in index})
 
 
+def _class_of(raw: Path, rows: list[dict], row: int) -> int:
+    """LUMA's class number of an audio row, or a UserError naming the row, its label and the classes."""
+    label, path = rows[row]["label"], raw / "audio" / "datalist.csv"
+    if label not in CLASSES:
+        raise UserError(f"{path}: row {row} (line {row + 2}) has label {label!r}, not one of LUMA's classes "
+                        f"({', '.join(CLASSES)}); {common.remedy(path, SCRIPT)}")
+    return CLASSES.index(label)
+
+
 def _unpickle(tar: tarfile.TarFile, member: str):
     try:
         return pickle.load(tar.extractfile(member), encoding="latin1")  # written by Python 2
-    except (KeyError, EOFError, pickle.UnpicklingError, tarfile.TarError) as error:
-        raise UserError(f"{tar.name}: {member} is missing or damaged ({error}); delete it and re-run {SCRIPT}") from None
+    except (KeyError, EOFError, OSError, zlib.error, pickle.UnpicklingError, tarfile.TarError) as error:
+        raise common.damaged(tar.name, f"{member} is missing or unreadable: {error}", SCRIPT) from None
 
 
 def cifar_images(raw: Path, part: str) -> tuple[np.ndarray, list[str]]:
@@ -139,8 +169,8 @@ def cifar_images(raw: Path, part: str) -> tuple[np.ndarray, list[str]]:
     for tarball, (_, md5, inner) in CIFAR.items():
         path = raw / tarball
         try:
-            tar = tarfile.open(path)
-        except (OSError, tarfile.TarError) as error:
+            tar = tarfile.open(path, "r:gz")  # the python releases are gzipped: one error, not one per method
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
             raise common.damaged(path, error, SCRIPT) from None
         with tar:
             if inner == "cifar-10-batches-py":
@@ -177,6 +207,10 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
     raw = Path(raw)
     rng = np.random.default_rng(seed)
     rows = _datalist(raw)
+    audio_pool = {}  # checked first: a bad label is found before the CIFAR tarballs are read
+    for part, index_file in (("train", "audio_train_clean.txt"), ("test", "audio_test.txt")):
+        index = _indices(raw, index_file)
+        audio_pool[part] = (index, np.array([_class_of(raw, rows, i) for i in index], dtype=np.int64))
     image_pool = {}
     for part, index_file, allowed in (("train", "image_train_clean.txt", CLASSES),
                                       ("test", "image_test.txt", CLASSES[:IN_DISTRIBUTION])):
@@ -188,11 +222,6 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
                             f"LUMA classes: not the CIFAR python release? Re-run {SCRIPT}")
         chosen = np.array(keep)[index]
         image_pool[part] = (images[chosen], np.array([CLASSES.index(names[i]) for i in chosen]))
-    audio_pool = {}
-    for part, index_file in (("train", "audio_train_clean.txt"), ("test", "audio_test.txt")):
-        index = _indices(raw, index_file)
-        labels = np.array([CLASSES.index(rows[i]["label"]) for i in index])
-        audio_pool[part] = (index, labels)
 
     out, pairs = {}, {"train": [], "val": [], "test": []}
     for part in ("train", "test"):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tarfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -46,6 +48,7 @@ LICENCE = ("research use; plots and posters are IMDb content (see the authors' p
 CITATION = ("J. Arevalo, T. Solorio, M. Montes-y-Gómez, F. A. González, \"Gated Multimodal Units for "
             "Information Fusion\", ICLR 2017 workshop, arXiv:1702.01992.")
 SCRIPT = "python data_scripts/mmimdb.py"
+UNPACKED = "unpacked.json"  # in raw/: which archive raw/mmimdb was unpacked from, and how it was verified
 
 
 def root() -> Path:
@@ -58,35 +61,77 @@ def is_prepared(folder: Path | None = None) -> bool:
 
 def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
     """Put the unpacked `mmimdb/` folder in `folder/raw`: from `source` (holding `mmimdb.tar.gz` or an
-    unpacked `mmimdb/`) or downloaded from archive.org, verified against the item's md5 and size."""
+    unpacked `mmimdb/`) or downloaded from archive.org, verified against the item's md5 and size.
+    Returns the source and how its files were verified. Every run with `source` copies again what
+    changed there, so a re-run after fixing a source file picks it up."""
     raw = Path(folder) / "raw"
-    if (raw / "mmimdb" / "split.json").exists():
-        return {"source": "already unpacked"}
     if source is not None and (Path(source) / "mmimdb" / "split.json").exists():
         names = [str(p.relative_to(source)) for p in (Path(source) / "mmimdb").rglob("*") if p.is_file()]
+        (raw / UNPACKED).unlink(missing_ok=True)  # raw/mmimdb no longer holds one archive's contents
         common.copy_from(source, raw, names, "the unpacked MM-IMDb archive")
-        return {"source": str(source), "checksums": "not published for single files: every file is decoded"}
+        how = f"{common.FROM_UNCHECKED} (none is published for single files); every file used decoded"
+        return {"source": str(source), "verified": {"mmimdb/": how}}
     if source is not None:
         common.copy_from(source, raw, [ARCHIVE], "MM-IMDb's mmimdb.tar.gz or its unpacked mmimdb/ folder")
-        checked = {"source": str(source), "checksums": "archive not checked offline: every file is decoded"}
+        checked = {"source": str(source), "verified": {
+            ARCHIVE: f"{common.FROM_UNCHECKED} (archive.org's md5 needs the network); unpacked, every file used "
+                     "decoded"}}
+        origin = str(Path(source) / ARCHIVE)
     else:
+        unpacked = _unpacked(raw)
+        if unpacked is not None and (not (raw / ARCHIVE).exists() or unpacked["archive"] == _stat(raw / ARCHIVE)):
+            return unpacked["checked"]  # verified when unpacked (the archive may since be deleted, to save space)
+        if unpacked is None and (raw / "mmimdb" / "split.json").exists() and not (raw / ARCHIVE).exists():
+            return {"source": f"{raw / 'mmimdb'}, left by an earlier run", "verified": {
+                "mmimdb/": "not recorded (copied with --from or unpacked by an earlier version); every file used "
+                           "decoded"}}
         meta = fetch_json(f"https://archive.org/metadata/{ARCHIVE_ITEM}")
         info = next(f for f in meta["files"] if f["name"] == ARCHIVE)
         print(f"MM-IMDb licence (archive.org item): {meta.get('metadata', {}).get('licenseurl', 'not stated')}")
         print(f"downloading {ARCHIVE}, {int(info['size']) / 1e9:.1f} GB, into {raw}")
         download(f"https://archive.org/download/{ARCHIVE_ITEM}/{ARCHIVE}", raw / ARCHIVE, int(info["size"]),
                  info["md5"], progress)
-        checked = {"source": f"archive.org/details/{ARCHIVE_ITEM}", "md5": info["md5"]}
+        checked = {"source": f"archive.org/details/{ARCHIVE_ITEM}", "verified": {
+            ARCHIVE: f"size and md5 {info['md5']} from archive.org's metadata; unpacked, every file used decoded"}}
+        origin = None
+    unpacked = _unpacked(raw)
+    if unpacked is None or unpacked["archive"] != _stat(raw / ARCHIVE):
+        _unpack(raw)
+        record = {"archive": _stat(raw / ARCHIVE), "origin": origin, "checked": checked}
+        (raw / UNPACKED).write_text(json.dumps(record))
+    return checked
+
+
+def _stat(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _unpacked(raw: Path) -> dict | None:
+    """The record of the archive `raw/mmimdb` was unpacked from, if it holds one archive's contents."""
     try:
-        with tarfile.open(raw / ARCHIVE) as tar:
+        record = json.loads((raw / UNPACKED).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if (raw / "mmimdb" / "split.json").exists() else None
+
+
+def _unpack(raw: Path) -> None:
+    """Unpack `raw/mmimdb.tar.gz` to `raw/mmimdb`, replacing what is there only once it is complete."""
+    shutil.rmtree(raw / "unpacking", ignore_errors=True)
+    try:
+        with tarfile.open(raw / ARCHIVE, "r:gz") as tar:
             tar.extractall(raw / "unpacking", filter="data")
-    except (OSError, EOFError, tarfile.TarError) as error:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
         raise common.damaged(raw / ARCHIVE, error, SCRIPT) from None
     if not (raw / "unpacking" / "mmimdb" / "split.json").exists():
-        raise UserError(f"{raw / ARCHIVE} holds no mmimdb/split.json: not the MM-IMDb archive; delete it and "
-                        f"re-run {SCRIPT}")
+        raise UserError(f"{raw / ARCHIVE} holds no mmimdb/split.json: not the MM-IMDb archive; "
+                        f"{common.remedy(raw / ARCHIVE, SCRIPT)}")
+    (raw / UNPACKED).unlink(missing_ok=True)
+    if (raw / "mmimdb").exists():
+        shutil.rmtree(raw / "mmimdb")
     (raw / "unpacking" / "mmimdb").rename(raw / "mmimdb")  # only a complete unpacking gets the real name
-    return checked
+    shutil.rmtree(raw / "unpacking", ignore_errors=True)
 
 
 def words(text: str) -> list[str]:
@@ -109,6 +154,17 @@ def word_ids(texts, vocabulary: dict[str, int], max_tokens: int = MAX_TOKENS) ->
     return out
 
 
+def _fix(path: Path) -> str:
+    """What to do about a bad file of `raw/mmimdb` that was unpacked from an archive (a file copied from
+    an unpacked --from folder is named by `common.damaged` itself): deleting one file restores nothing."""
+    base = next(p for p in Path(path).parents if p.name == "mmimdb")
+    record = _unpacked(base.parent) or {}
+    if record.get("origin"):
+        return (f"it was unpacked from {record['origin']}: replace that archive if the file is damaged there too, "
+                f"else delete the folder {base}; then re-run {SCRIPT}")
+    return f"delete the folder {base} and re-run {SCRIPT} to unpack the archive again"
+
+
 def _poster(path: Path) -> np.ndarray:
     from PIL import Image
     try:
@@ -116,14 +172,14 @@ def _poster(path: Path) -> np.ndarray:
             image = image.convert("RGB").resize((POSTER[1], POSTER[0]), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
     except OSError as error:
-        raise common.damaged(path, error, SCRIPT) from None
+        raise common.damaged(path, error, SCRIPT, _fix(path)) from None
 
 
 def _movie(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise common.damaged(path, error, SCRIPT) from None
+        raise common.damaged(path, error, SCRIPT, _fix(path)) from None
 
 
 def build(raw: Path, max_tokens: int = MAX_TOKENS, progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:

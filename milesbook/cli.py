@@ -80,7 +80,7 @@ def _config(args, **overrides):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .methods import METHODS
+    from .methods import MAIN_METHODS, METHODS
     parser = argparse.ArgumentParser(prog="milesbook", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="the main job: methods × seeds + unimodal references, Table II style")
     _train_flags(p)
-    p.add_argument("--methods", default="vanilla,aux,miles",
-                   help="comma-separated method names, or 'all' (the three above and the seven baselines)")
+    p.add_argument("--methods", default=",".join(MAIN_METHODS),
+                   help="comma-separated method names, or 'all' (the four of the 2 × 2 and the seven baselines)")
     p.add_argument("--fusions", default="concat", help="comma-separated: concat,sum")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/compare")
@@ -157,6 +157,8 @@ def _run(args) -> int:
             print(result["markdown"])
             if result["decomposition"]:
                 print("\n" + result["decomposition"].replace("**", ""))
+            if result.get("factorial"):
+                print("\n" + result["factorial"])
         print(f"\nreport: {args.out}/results.md (figures beside it)")
         return 0
     if args.command == "notebooks":

@@ -6,12 +6,17 @@ where it stopped when the same command is given again.
 
 Layout under `out`: `<method>-<fusion>/seed<k>/` for multimodal methods and `unimodal-<m>/seed<k>/`
 for the unimodal references (shared by both fusions); `results.md`, `results.csv`, and per fusion
-`bars-<fusion>.png` and `dynamics-<fusion>.png` (vanilla vs MILES, seed 0).
+`bars-<fusion>.png` and `dynamics-<fusion>.png` (vanilla, miles-lab and MILES, seed 0).
+
+The default methods are the 2 × 2 {L_AB only, Eq. 3} × {no scheduling, MILES scheduling} — `vanilla`,
+`miles-lab`, `aux`, `miles` — so the report can say what the auxiliary losses do and what the
+scheduling does, with and without the other (`factorial`).
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +62,9 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
     """One row per method: mean and std over seeds of the test fusion metric (`fusion_*`), each
     modality's (`<m>_*`) and Δ = |M_A − M_B| (`delta_*`). `prefix` picks which epoch's test metrics:
     "" (selected), "strict_" or "last_". `metric` defaults to the runs' headline (accuracy, or
-    micro-F1 on multi-label data); "f1macro" reads the other F1. Unimodal rows fill only their modality."""
+    micro-F1 on multi-label data); "f1macro" reads the other F1. Unimodal rows fill only their modality.
+    Methods that read modalities from the fusion head's parts and train detached probes (`vanilla`,
+    `miles-lab`) also get each encoder's probe reading (`probe_<m>_*`; None for the others)."""
     rows = []
     for method, runs in summaries.items():
         name = metric or history_metric(runs[0])
@@ -70,6 +77,10 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
                 row[f"{m}_mean"], row[f"{m}_std"] = None, None
             else:
                 row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[f"{prefix}test_{name}_{m}"] for r in runs])
+        probed = not only and all(r.get("heads") == "probes" and r.get("modality_reading") == "part" for r in runs)
+        for m in modalities:
+            row[f"probe_{m}_mean"], row[f"probe_{m}_std"] = \
+                _mean_std([r[f"{prefix}test_{name}_head_{m}"] for r in runs]) if probed else (None, None)
         if only or len(modalities) != 2:
             row["delta_mean"], row["delta_std"] = None, None
         else:
@@ -85,11 +96,13 @@ def _cell(row: dict, key: str) -> str:
     return "–" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def markdown_table(rows: list[dict], modalities) -> str:
-    header = ["method", "multimodal", *modalities, "Δ"]
+def markdown_table(rows: list[dict], modalities, probes=()) -> str:
+    """The comparison table; `probes` adds a column of the encoder probe's reading for those modalities."""
+    header = ["method", "multimodal", *modalities, "Δ", *[f"{m} probe" for m in probes]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["method"], _cell(row, "fusion"), *[_cell(row, m) for m in modalities], _cell(row, "delta")]
+        cells = [row["method"], _cell(row, "fusion"), *[_cell(row, m) for m in modalities], _cell(row, "delta"),
+                 *[_cell(row, f"probe_{m}") for m in probes]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -110,11 +123,92 @@ def decomposition(rows: list[dict], modalities) -> str:
     aux, mil = by["aux"][f"{weak}_mean"], by["miles"][f"{weak}_mean"]
     gap = uni - van
     share = (lambda x: f" ({100 * x / gap:.0f} % of the gap)") if gap > 0 else (lambda x: "")
-    return (f"Weak modality: **{weak}** (unimodal {100 * uni:.1f} %). Vanilla's {weak} reading is "
-            f"{100 * van:.1f} %, {100 * gap:.1f} points below its unimodal model. The auxiliary losses "
-            f"alone (`aux` − `vanilla`) move it by {100 * (aux - van):+.1f} points{share(aux - van)}; the "
-            f"scheduling (`miles` − `aux`) by {100 * (mil - aux):+.1f} points{share(mil - aux)}; "
-            f"MILES ends {100 * (uni - mil):.1f} points below the unimodal model.")
+    opening = (f"Weak modality: **{weak}** (unimodal {100 * uni:.1f} %). Vanilla's {weak} reading is "
+               f"{100 * van:.1f} %, {100 * gap:.1f} points below its unimodal model. The auxiliary losses "
+               f"alone (`aux` − `vanilla`) move it by {100 * (aux - van):+.1f} points{share(aux - van)}")
+    ending = f"MILES ends {100 * (uni - mil):.1f} points below the unimodal model."
+    if "miles-lab" not in by:
+        return (f"{opening}; the scheduling (`miles` − `aux`) by {100 * (mil - aux):+.1f} points"
+                f"{share(mil - aux)}; {ending}")
+    lab = by["miles-lab"][f"{weak}_mean"]
+    probe_van, probe_lab = by["vanilla"].get(f"probe_{weak}_mean"), by["miles-lab"].get(f"probe_{weak}_mean")
+    probe = "" if probe_van is None or probe_lab is None else \
+        (f"; the {weak} encoder's probe by {100 * (probe_lab - probe_van):+.1f}, "
+         f"{100 * probe_van:.1f} → {100 * probe_lab:.1f} %")
+    return (f"{opening}. The scheduling moves it by {100 * (lab - van):+.1f} points without the auxiliary "
+            f"losses (`miles-lab` − `vanilla`{probe}) and by {100 * (mil - aux):+.1f} points with them "
+            f"(`miles` − `aux`){share(mil - aux)}; {ending}")
+
+
+def paired_difference(treated: list[dict], control: list[dict], key: str) -> dict | None:
+    """`key` of `treated` minus `control`, paired by seed (the same seed gives both runs the same data
+    order and initial draws): mean, std and the 95 % t-interval of the mean over the shared seeds."""
+    control_by_seed = {r["seed"]: r[key] for r in control}
+    diffs = [r[key] - control_by_seed[r["seed"]] for r in treated if r["seed"] in control_by_seed]
+    if not diffs:
+        return None
+    mean, std = _mean_std(diffs)
+    if len(diffs) < 2:
+        return {"mean": mean, "std": std, "n": 1, "low": None, "high": None}
+    from scipy.stats import t
+    half = t.ppf(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
+    return {"mean": mean, "std": std, "n": len(diffs), "low": mean - half, "high": mean + half}
+
+
+def _effect(diff: dict | None) -> str:
+    if diff is None:
+        return "–"
+    if diff["low"] is None:
+        return f"{100 * diff['mean']:+.1f} (one seed)"
+    return f"{100 * diff['mean']:+.1f} (95 % CI {100 * diff['low']:+.1f} to {100 * diff['high']:+.1f})"
+
+
+def _verdict(diff: dict | None) -> str:
+    if diff is None or diff["low"] is None:
+        return "cannot be told from noise with one seed"
+    if diff["low"] > 0 or diff["high"] < 0:
+        return "distinguishable from zero"
+    return "not distinguishable from zero"
+
+
+def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, metric: str) -> str:
+    """The 2 × 2 {L_AB only, Eq. 3} × {no scheduling, MILES scheduling} on the weak modality, as a
+    Markdown table with each effect paired by seed, and a sentence per scheduling effect saying whether
+    its 95 % interval excludes zero. Empty unless `vanilla`, `miles-lab`, `aux`, `miles` and both
+    unimodal references are in `summaries`."""
+    weak = weak_modality(rows, modalities)
+    cells = ("vanilla", "miles-lab", "aux", "miles")
+    if weak is None or not all(k in summaries for k in cells):
+        return ""
+    by = {r["method"]: r for r in rows}
+    label = METRIC_LABELS[metric]
+    reading, probe = f"test_{metric}_{weak}", f"test_{metric}_head_{weak}"
+    lab_effect = paired_difference(summaries["miles-lab"], summaries["vanilla"], reading)
+    probe_effect = paired_difference(summaries["miles-lab"], summaries["vanilla"], probe)
+    aux_effect = paired_difference(summaries["miles"], summaries["aux"], reading)
+    lines = [f"| {weak}, test {label} (%) | no scheduling | MILES scheduling | scheduling effect (paired by seed) |",
+             "|---|---|---|---|",
+             f"| L_AB only, read from the fusion head's {weak} part | vanilla {_cell(by['vanilla'], weak)} | "
+             f"miles-lab {_cell(by['miles-lab'], weak)} | {_effect(lab_effect)} |"]
+    has_probe = by["vanilla"].get(f"probe_{weak}_mean") is not None and \
+        by["miles-lab"].get(f"probe_{weak}_mean") is not None
+    if has_probe:
+        lines.append(f"| L_AB only, {weak} encoder read by a detached probe | vanilla "
+                     f"{_cell(by['vanilla'], f'probe_{weak}')} | miles-lab {_cell(by['miles-lab'], f'probe_{weak}')} | "
+                     f"{_effect(probe_effect)} |")
+    lines += [f"| Eq. 3 (L_AB + Σ L_m), read from the trained {weak} head | aux {_cell(by['aux'], weak)} | "
+              f"miles {_cell(by['miles'], weak)} | {_effect(aux_effect)} |",
+              f"| auxiliary-loss effect (Eq. 3 − L_AB, fusion-part reading, paired) | "
+              f"{_effect(paired_difference(summaries['aux'], summaries['vanilla'], reading))} | "
+              f"{_effect(paired_difference(summaries['miles'], summaries['miles-lab'], reading))} | |"]
+    n = min(len(summaries[k]) for k in cells)
+    text = [f"Scheduling effect on the {weak} side over {n} paired seed(s): without the auxiliary losses "
+            f"{_effect(lab_effect)} points read from the fusion part — {_verdict(lab_effect)}"]
+    if has_probe:
+        text[0] += f" — and {_effect(probe_effect)} on its encoder's probe — {_verdict(probe_effect)}"
+    text[0] += (f"; with them (`miles` − `aux`) {_effect(aux_effect)} — {_verdict(aux_effect)}. The fusion part "
+                f"understates what an L_AB-trained encoder has learnt; the probe reads the encoder itself.")
+    return "\n".join(lines) + "\n\n" + text[0]
 
 
 def expand_methods(methods) -> list[str]:
@@ -190,10 +284,15 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
                 summaries[method].append(run_or_reuse(config, run_dir(out, method, fusion, seed), data, progress))
                 bar.update()
         tables = {p: summarize(summaries, modalities, p) for p in ("", "strict_", "last_")}
-        text = markdown_table(tables[""], modalities)
+        weak = weak_modality(tables[""], modalities)
+        probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in tables[""]) else []
+        text = markdown_table(tables[""], modalities, probes)
         report[fusion] = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
-                          "markdown": text, "decomposition": decomposition(tables[""], modalities)}
+                          "markdown": text, "decomposition": decomposition(tables[""], modalities),
+                          "factorial": factorial(summaries, tables[""], modalities, task.headline)}
         md += [f"## {fusion} fusion", "", text, "", report[fusion]["decomposition"], ""]
+        if report[fusion]["factorial"]:
+            md += [report[fusion]["factorial"], ""]
         for other in task.metrics[1:]:  # multi-label: macro-F1 beside the headline micro-F1
             report[fusion][f"{other}_rows"] = summarize(summaries, modalities, "", other)
             md += [f"The same runs in {METRIC_LABELS[other]} (%):", "",
@@ -204,7 +303,6 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
             md += [f"G-Blend's weight estimation trained {int(max(extra))} extra epochs per run on top of "
                    f"the {base.epochs} counted above (mode {base.gblend_mode}, every {base.gblend_every} epochs, "
                    f"{base.gblend_epochs} per head).", ""]
-        weak = weak_modality(tables[""], modalities)
         if weak:
             md += [f"The weak modality ({weak}) at three choices of epoch:", "",
                    f"| method | selected (tolerance rule) | strict (highest val {label}) | last epoch |",
@@ -257,13 +355,13 @@ def _draw(out: Path, fusion: str, rows, modalities, base: TrainConfig) -> None:
     ax = plot_result_bars(rows, modalities, title=f"{base.dataset}, {fusion} fusion")
     ax.figure.savefig(out / f"bars-{fusion}.png", dpi=110)
     plt.close(ax.figure)
-    shown = [m for m in ("vanilla", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
+    shown = [m for m in ("vanilla", "miles-lab", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
     if not shown:
         return
     fig, axes = plt.subplots(len(shown), 3, figsize=(14, 3.4 * len(shown)), squeeze=False)
     for method, row_axes in zip(shown, axes):
         plot_learning_dynamics(read_history(run_dir(out, method, fusion, 0)), modalities,
-                               title=None, tau=base.tau if method == "miles" else None, axes=row_axes)
+                               title=None, tau=base.tau if method.startswith("miles") else None, axes=row_axes)
         row_axes[0].set_title(f"{method}: utilization")
     fig.tight_layout()
     fig.savefig(out / f"dynamics-{fusion}.png", dpi=110)

@@ -10,7 +10,9 @@ never leaves half a file; `last.pt` is written before the tables that mention it
 - `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
   they let the summary report the test score at any validation-chosen epoch without saving weights;
 - `summary.json`  — `best_epoch`, `test_acc_fusion`, `test_acc_<m>` at the best epoch, the same at
-  the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), and the run's totals;
+  the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), the run's totals, and which
+  logits its columns read: `modality_reading` ("head" or "part": what `_acc_<m>` is) and `heads`
+  ("trained", "probes" — detached linear probes on a method that trains no heads — or "untrained");
 - `last.pt` — the checkpoint after every epoch, for `resume`.
 
 Metric columns are named `<split>_<metric>_<who>`: the metric is `acc` on single-label data and
@@ -120,7 +122,8 @@ def save_epoch(folder: Path, checkpoint: dict, history: list[dict], test_history
 
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,
-           modalities, task: str, metric: str, metrics: tuple[str, ...], device: str) -> dict:
+           modalities, task: str, metric: str, metrics: tuple[str, ...], device: str,
+           modality_reading: str, heads: str) -> dict:
     """Choose the best epoch on validation (on the headline `metric`) and write summary.json with the
     test metrics at it, at the strict-rule epoch and at the last epoch."""
     tolerance = config["selection_tolerance"]
@@ -130,6 +133,7 @@ def finish(folder: Path, config: dict, history: list[dict], test_history: list[d
     summary = {"method": config["method"], "fusion": config["fusion"], "seed": config["seed"],
                "dataset": config["dataset"], "modalities": list(modalities),
                "task": task, "metric": metric, "metrics": list(metrics),
+               "modality_reading": modality_reading, "heads": heads,
                "epochs": len(history), "best_epoch": best, "strict_best_epoch": strict,
                "selection": f"val_{metric}_fusion within {tolerance} of the max, then "
                             "min val_loss_fusion, then later epoch",

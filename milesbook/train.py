@@ -267,7 +267,9 @@ class Trainer:
         """Choose the best epoch on validation and write summary.json (see `milesbook.runs.finish`)."""
         return runs.finish(self.out, self.config.to_dict(), self.history, self.test_history,
                            modalities=self.modalities, task=self.task.name, metric=self.metric,
-                           metrics=self.task.metrics, device=str(self.device))
+                           metrics=self.task.metrics, device=str(self.device), modality_reading=self.source,
+                           heads="trained" if self.method.trains_heads else
+                           "probes" if self.config.probes else "untrained")
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,

@@ -195,7 +195,7 @@ def test_mses_end_to_end_rate_stays_zero(tmp_path, toy):
 
 # ---- every method, end to end ---------------------------------------------------------------------
 
-ALL = ["vanilla", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend"]
+ALL = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend"]
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum"])

@@ -33,6 +33,37 @@ def test_decomposition_sentences():
     assert "+30.0 points (75 % of the gap)" in text and "+5.0 points (13 % of the gap)" in text
 
 
+def test_paired_difference_by_seed_with_t_interval():
+    treated = [{"seed": 0, "x": 0.5}, {"seed": 1, "x": 0.7}, {"seed": 2, "x": 0.9}]
+    control = [{"seed": 2, "x": 0.6}, {"seed": 0, "x": 0.4}, {"seed": 1, "x": 0.5}]  # paired by seed, not order
+    diff = compare_module.paired_difference(treated, control, "x")
+    assert diff["mean"] == pytest.approx(0.2) and diff["std"] == pytest.approx(0.1) and diff["n"] == 3
+    half = 4.302653 * 0.1 / 3 ** 0.5  # t(0.975, 2 degrees of freedom)
+    assert (diff["low"], diff["high"]) == pytest.approx((0.2 - half, 0.2 + half), abs=1e-6)
+    one = compare_module.paired_difference(treated[:1], control, "x")
+    assert one["n"] == 1 and one["low"] is None and one["mean"] == pytest.approx(0.1)
+
+
+def test_factorial_table_and_verdicts():
+    def runs(values, probes=None):
+        return [{"seed": s, "test_acc_b": v, "test_acc_head_b": (probes or values)[s]} for s, v in enumerate(values)]
+    summaries = {"vanilla": runs([0.20, 0.22, 0.18], [0.50, 0.52, 0.51]),
+                 "miles-lab": runs([0.30, 0.32, 0.28], [0.60, 0.61, 0.62]),
+                 "aux": runs([0.80, 0.70, 0.90]), "miles": runs([0.81, 0.72, 0.88])}
+    rows = [{"method": "unimodal-a", "a_mean": 0.9, "b_mean": None}, {"method": "unimodal-b", "a_mean": None, "b_mean": 0.8},
+            {"method": "vanilla", "b_mean": 0.20, "b_std": 0.02, "probe_b_mean": 0.51, "probe_b_std": 0.01},
+            {"method": "miles-lab", "b_mean": 0.30, "b_std": 0.01, "probe_b_mean": 0.61, "probe_b_std": 0.01},
+            {"method": "aux", "b_mean": 0.80, "b_std": 0.10}, {"method": "miles", "b_mean": 0.803, "b_std": 0.08}]
+    text = compare_module.factorial(summaries, rows, ("a", "b"), "acc")
+    assert "| L_AB only, read from the fusion head's b part | vanilla 20.0 ± 2.0 | miles-lab 30.0 ± 1.0 |" in text
+    assert "| L_AB only, b encoder read by a detached probe | vanilla 51.0 ± 1.0 | miles-lab 61.0 ± 1.0 | +10.0" in text
+    # scheduling effects: +10 on every seed (distinguishable); +1, +2, −2 with aux (not)
+    assert "without the auxiliary losses +10.0 (95 % CI +10.0 to +10.0) points read from the fusion part — " \
+           "distinguishable from zero" in text
+    assert "with them (`miles` − `aux`) +0.3 (95 % CI" in text and text.count("not distinguishable from zero") == 1
+    assert compare_module.factorial({k: v for k, v in summaries.items() if k != "miles-lab"}, rows, ("a", "b"), "acc") == ""
+
+
 def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkeypatch):
     base = mb.TrainConfig(epochs=2, dataset_options={"sizes": [200, 60, 60]})
     report = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
@@ -99,3 +130,6 @@ def test_compare_command_prints_table(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| method | multimodal | a | b | Δ |" in result.stdout
     assert "| miles |" in result.stdout and (tmp_path / "results.md").exists()
+    # the default methods are the 2 × 2, reported with the weak side's probe and both scheduling effects
+    assert "| miles-lab |" in result.stdout and "| aux |" in result.stdout and "| vanilla |" in result.stdout
+    assert "Scheduling effect on the" in result.stdout and "(one seed)" in result.stdout

@@ -64,6 +64,11 @@ def test_02_utilization_rates(executed):
     assert record["largest_difference"] < 1e-6  # by-hand Eq. 4/5 equal the logged columns
     assert record["u_image_mean"]["vanilla"] > record["u_audio_mean"]["vanilla"]  # image dominates
     assert record["delta_last"]["aux"] < record["delta_last"]["vanilla"]  # auxiliary losses shrink δ
+    cells = record["factorial"]  # the 2 × 2 and the unimodal reference, audio side
+    assert set(cells) == {"unimodal-audio", "vanilla", "miles-lab", "aux", "miles"}
+    assert all(_probability(v) for v in cells.values())
+    assert cells["aux"] > cells["vanilla"]  # the auxiliary losses lift the weak reading
+    assert set(record["probe"]) == {"vanilla", "miles-lab"} and all(_probability(v) for v in record["probe"].values())
 
 
 def test_03_miles_grid_and_slider_settings(executed):

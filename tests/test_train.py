@@ -86,6 +86,48 @@ def test_miles_rates_follow_algorithm_1_from_logged_utilization(tmp_path, digits
     assert slowed >= 1  # images dominate early on digits-av, so MILES must have acted
 
 
+def test_miles_lab_trains_exactly_what_vanilla_trains(tmp_path, toy):
+    """The scheduling-only cell: same losses as vanilla (L_AB, detached probes), so for the same batch
+    and rates the encoders get the same gradients, and a first epoch (rates not yet changed) ends
+    with the same weights."""
+    trainers = {name: Trainer(mb.TrainConfig(dataset="toy", method=name, epochs=1, seed=5), tmp_path / name, toy, False)
+                for name in ("vanilla", "miles-lab")}
+    x = {m: toy.splits["train"].inputs[m][:32] for m in toy.modalities}
+    y = toy.splits["train"].labels[:32]
+    grads = {}
+    for name, trainer in trainers.items():
+        assert not trainer.method.trains_heads and trainer.method.modality_source == "parts"
+        out = trainer._forward(x)
+        loss = trainer.method.loss(out, y, torch.nn.functional.cross_entropy)
+        probes = sum(torch.nn.functional.cross_entropy(h, y) for h in out.heads.values())
+        encoders = [p for m in toy.modalities for p in trainer.model.encoders[m].parameters()]
+        grads[name] = torch.autograd.grad(loss + probes, encoders)
+    assert all(torch.equal(a, b) for a, b in zip(grads["vanilla"], grads["miles-lab"]))
+    for trainer in trainers.values():
+        trainer.fit()
+    vanilla, lab = (trainers[n].model.state_dict() for n in ("vanilla", "miles-lab"))
+    assert all(torch.equal(vanilla[k], lab[k]) for k in vanilla)
+
+
+def test_miles_lab_rates_follow_algorithm_1_from_fusion_parts(tmp_path, digits):
+    summary = mb.train(mb.TrainConfig(method="miles-lab", epochs=4, lr=2e-3, tau=0.05, mu=0.25), tmp_path,
+                       dataset=digits, progress=False)
+    assert summary["modality_reading"] == "part" and summary["heads"] == "probes"
+    rows = mb.read_history(tmp_path)
+    slowed = 0
+    for row in rows:
+        assert row["val_acc_audio"] == row["val_acc_part_audio"]
+        u_image, u_audio = mb.conditional_utilization(row["val_acc_fusion"], row["val_acc_part_image"],
+                                                      row["val_acc_part_audio"])
+        assert row["u_image"] == pytest.approx(u_image) and row["u_audio"] == pytest.approx(u_audio)
+    for previous, row in zip(rows, rows[1:]):
+        factor_image, factor_audio = decide(previous["u_image"], previous["u_audio"], 0.05, 0.25)
+        assert (row["lr_image"], row["lr_audio"], row["lr_fusion"]) == \
+            pytest.approx((2e-3 * factor_image, 2e-3 * factor_audio, 2e-3))
+        slowed += factor_image < 1
+    assert slowed >= 1  # vanilla's fusion barely uses audio on digits-av, so the image side is slowed
+
+
 def test_aux_never_changes_rates_but_logs_utilization(tmp_path, toy):
     mb.train(mb.TrainConfig(dataset="toy", method="aux", epochs=3, lr=1e-3), tmp_path, dataset=toy, progress=False)
     rows = mb.read_history(tmp_path)

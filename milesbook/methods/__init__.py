@@ -2,7 +2,14 @@
 
     base.py    the hooks every method overrides, the knob declaration (`Hyperparameter`), the registry,
                and the plain recipes: vanilla (L_AB only), aux (Eq. 3), unimodal-<m> — imports no method
-    miles.py   MILES (Eq. 3 + the scheduler)
+    miles.py   MILES (Eq. 3 + the scheduler), and miles-lab (the scheduler on L_AB alone: our ablation)
+
+The 2 × 2 that separates what the auxiliary losses do from what the scheduling does:
+
+|                     | no scheduling | MILES scheduling |
+|---------------------|---------------|------------------|
+| L_AB only           | vanilla       | miles-lab        |
+| Eq. 3: L_AB + Σ L_m | aux           | miles            |
 
 The seven methods the MILES paper compares against:
 
@@ -25,5 +32,5 @@ from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, a
                    unimodal_modality)
 from . import miles, mses, mslr, ogm, gblend  # noqa: E402,F401  (each registers itself)
 
-MAIN_METHODS = ("vanilla", "aux", "miles")
+MAIN_METHODS = ("vanilla", "miles-lab", "aux", "miles")  # the 2 × 2, in reading order
 BASELINES = ("mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend")

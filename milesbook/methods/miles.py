@@ -1,8 +1,9 @@
 """MILES as a method: Eq. 3's losses plus the scheduler `milesbook.miles.MILES` after every epoch
-(Guerra-Manzanares & Shamout, IJCNN 2025)."""
+(Guerra-Manzanares & Shamout, IJCNN 2025); and `miles-lab`, the same scheduler on L_AB alone — our
+ablation, the fourth cell of the 2 × 2 {L_AB, Eq. 3} × {no scheduling, MILES}."""
 from __future__ import annotations
 
-from .base import Aux, EpochMetrics, Hyperparameter, SearchRange, register
+from .base import Aux, EpochMetrics, Hyperparameter, Method, SearchRange, register
 from ..miles import MILES, check_hyperparameters
 
 # The paper tunes τ and μ by random search but states no ranges; these are ours. δ seldom stays
@@ -16,8 +17,9 @@ MU = Hyperparameter("mu", 0.5, "MILES factor μ on the dominant encoder's rate, 
 
 
 class _Scheduled:
-    """The MILES hooks: the scheduler is built on the named param groups at setup and stepped with
-    the epoch's utilization metrics (read from whatever the method reads a modality from)."""
+    """The MILES hooks, shared by both cells that schedule: the scheduler is built on the named param
+    groups at setup and stepped with the epoch's utilization metrics (read from whatever the method
+    reads a modality from: its trained heads, or its fusion-head parts)."""
     hyperparameters = (TAU, MU)
 
     @classmethod
@@ -44,3 +46,15 @@ class Miles(_Scheduled, Aux):
     """Eq. 3 plus the MILES scheduler (Algorithm 1) after every validation."""
     name = "miles"
 
+
+@register
+class MilesLAB(_Scheduled, Method):
+    """MILES's scheduling on the multimodal loss L_AB alone — **our ablation, not the paper's method**
+    (the paper assumes the auxiliary unimodal losses of Eq. 3). It trains exactly what `vanilla`
+    trains, reads each modality from the fusion head's parts W_m z_m + b/M (so the utilization rates
+    that drive Algorithm 1 are vanilla's), and trains the same detached linear probes for the
+    diagnostic reading of each encoder (`val_acc_head_<m>`; they never move the encoders, but a
+    probe shares its encoder's param group, so a slowed encoder's probe trains slower too). With
+    `aux` and `miles` it completes the 2 × 2 that separates what the auxiliary losses do from what the
+    scheduling does, with and without the other."""
+    name = "miles-lab"

@@ -33,6 +33,7 @@ class TrainConfig:
     probes: bool = True              # train detached linear probes on methods that train no heads
     eval_batch_size: int = 1000
     selection_tolerance: float = 0.005  # val fusion accuracies this close to the best count as tied
+    test_split: bool = True          # evaluate test every epoch; False: test is never read (a search)
     method_options: dict = field(default_factory=dict)  # knobs of the methods, by name (see above)
 
     def __getattr__(self, name: str):
@@ -100,6 +101,7 @@ def relevant_config(config: dict) -> dict:
     retrains OGM and reuses every other method's runs."""
     config = {**config, **config.get("method_options", {})}
     config.pop("method_options", None)
+    config.setdefault("test_split", True)  # config.json written before the setting existed tested
     knobs = set(all_hyperparameters()) | (set(config) - {f.name for f in fields(TrainConfig)})
     own = {knob.name for knob in hyperparameters_of(config["method"])}
     return {k: v for k, v in config.items() if k != "device" and (k not in knobs or k in own)}

@@ -8,7 +8,9 @@ never leaves half a file; `last.pt` is written before the tables that mention it
   metric the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
   `delta` (end of the epoch, for every method), the method's own columns, `seconds`;
 - `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
-  they let the summary report the test score at any validation-chosen epoch without saving weights;
+  they let the summary report the test score at any validation-chosen epoch without saving weights.
+  A run with `TrainConfig.test_split` off (a search's trial) never evaluates test: no such file, and
+  no `test_*` keys in its summary;
 - `summary.json`  — `best_epoch`, `test_acc_fusion`, `test_acc_<m>` at the best epoch, the same at
   the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), the run's totals, and which
   logits its columns read: `modality_reading` ("head" or "part": what `_acc_<m>` is) and `heads`
@@ -118,7 +120,8 @@ def save_epoch(folder: Path, checkpoint: dict, history: list[dict], test_history
     """After an epoch: the checkpoint first, then the tables that now include that epoch."""
     atomic_write(folder / CHECKPOINT, lambda p: torch.save(checkpoint, p))
     write_history(folder / "history.csv", history)
-    write_history(folder / "test_history.csv", test_history)
+    if test_history:  # empty when the run never reads test (`TrainConfig.test_split` off)
+        write_history(folder / "test_history.csv", test_history)
 
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,
@@ -129,7 +132,8 @@ def finish(folder: Path, config: dict, history: list[dict], test_history: list[d
     tolerance = config["selection_tolerance"]
     best = select_best_epoch(history, tolerance, metric)
     strict = select_best_epoch(history, 0.0, metric)
-    at = {e: test_history[e - 1] for e in (best, strict, len(history))}
+    # Without a test split (a search's trial), the summary has no test_* keys at all.
+    at = {e: test_history[e - 1] if test_history else {} for e in (best, strict, len(history))}
     summary = {"method": config["method"], "fusion": config["fusion"], "seed": config["seed"],
                "dataset": config["dataset"], "modalities": list(modalities),
                "task": task, "metric": metric, "metrics": list(metrics),

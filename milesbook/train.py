@@ -58,15 +58,20 @@ class Trainer:
             else torch.optim.SGD(groups, momentum=0.9)
         self.generator = torch.Generator().manual_seed(config.seed)  # batch order and training noise
         self.splits = {name: ({m: s.inputs[m].to(self.device) for m in self.modalities}, s.labels.to(self.device))
-                       for name, s in self.data.splits.items()}
+                       for name, s in self.data.splits.items() if name in self._read_splits()}
         self.method.setup(self)
         self.history: list[dict] = []       # one row per epoch (history.csv)
         self.test_history: list[dict] = []  # one row per epoch (test_history.csv)
 
     # -- checks ------------------------------------------------------------------------------------
+    def _read_splits(self) -> list[str]:
+        """The splits this run touches: all of them, or all but test when `config.test_split` is off."""
+        return [name for name in self.data.splits if name != "test" or self.config.test_split]
+
     def _check_data(self) -> None:
         shapes = self.data.shapes
-        for name, split in self.data.splits.items():
+        for name in self._read_splits():
+            split = self.data.splits[name]
             for m in self.data.modalities:
                 x = split.inputs.get(m)
                 if x is None:
@@ -234,8 +239,9 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
-        """Train to `config.epochs` (continuing from `last.pt` when `resume`), testing every epoch, and
-        write the summary of the epoch chosen on validation. `on_epoch_end(row)` runs after each checkpoint."""
+        """Train to `config.epochs` (continuing from `last.pt` when `resume`), testing every epoch (unless
+        `config.test_split` is off), and write the summary of the epoch chosen on validation.
+        `on_epoch_end(row)` runs after each checkpoint."""
         state = runs.start(self.out, self.config.to_dict(), resume, self.device)
         start = self._restore(state) if state is not None else 0
         bar = tqdm(range(start + 1, self.config.epochs + 1), desc=f"{self.config.method}/{self.config.fusion}"
@@ -253,7 +259,8 @@ class Trainer:
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
             row["seconds"] = time.perf_counter() - began  # the method's own work + train + validation
             self.history.append(row)
-            self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
+            if self.config.test_split:
+                self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
             runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:

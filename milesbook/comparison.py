@@ -122,7 +122,12 @@ def decomposition(rows: list[dict], modalities) -> str:
     uni, van = by[f"unimodal-{weak}"][f"{weak}_mean"], by["vanilla"][f"{weak}_mean"]
     aux, mil = by["aux"][f"{weak}_mean"], by["miles"][f"{weak}_mean"]
     gap = uni - van
-    share = (lambda x: f" ({100 * x / gap:.0f} % of the gap)") if gap > 0 else (lambda x: "")
+    def percent(x: float) -> str:
+        return f"{100 * x / gap:.0f} % of the gap" if gap > 0 else ""
+
+    def share(x: float) -> str:
+        return f" ({percent(x)})" if gap > 0 else ""
+
     opening = (f"Weak modality: **{weak}** (unimodal {100 * uni:.1f} %). Vanilla's {weak} reading is "
                f"{100 * van:.1f} %, {100 * gap:.1f} points below its unimodal model. The auxiliary losses "
                f"alone (`aux` − `vanilla`) move it by {100 * (aux - van):+.1f} points{share(aux - van)}")
@@ -137,7 +142,7 @@ def decomposition(rows: list[dict], modalities) -> str:
          f"{100 * probe_van:.1f} → {100 * probe_lab:.1f} %")
     return (f"{opening}. The scheduling moves it by {100 * (lab - van):+.1f} points without the auxiliary "
             f"losses (`miles-lab` − `vanilla`{probe}) and by {100 * (mil - aux):+.1f} points with them "
-            f"(`miles` − `aux`){share(mil - aux)}; {ending}")
+            f"(`miles` − `aux`{', ' + percent(mil - aux) if gap > 0 else ''}); {ending}")
 
 
 def paired_difference(treated: list[dict], control: list[dict], key: str) -> dict | None:

@@ -217,7 +217,7 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
 
 
 def expand_methods(methods) -> list[str]:
-    """Method names, with "all" standing for vanilla, aux, miles and the seven baselines."""
+    """Method names, with "all" standing for the 2 × 2 (vanilla, miles-lab, aux, miles) and the seven baselines."""
     names = []
     for m in methods:
         for name in (ALL_METHODS if m == "all" else [m]):

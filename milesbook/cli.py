@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from .errors import UserError
 
@@ -99,6 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/compare")
 
+    p = sub.add_parser("search", help="the paper's protocol: the best of N random draws of a method's "
+                       "hyper-parameters on validation, as a resumable Optuna study (never reads test)")
+    _train_flags(p)
+    p.add_argument("--method", default="miles", help=" | ".join([*METHODS, "unimodal-<modality>"]))
+    p.add_argument("--trials", type=int, default=80, help="complete trials to reach (default 80, the paper's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the draws and every trial's training")
+    p.add_argument("--out", help="search folder: trials/<number>/ run folders, trials.csv, best.json, plots, "
+                                 "and the default storage search.journal")
+    p.add_argument("--sampler", default="random",
+                   help="random (default; draw k depends only on --seed and k) | tpe")
+    p.add_argument("--pruner", default="none", help="none (default) | median | hyperband")
+    p.add_argument("--workers", type=int, default=1, help="processes on this machine, each with cores/K threads")
+    p.add_argument("--storage", help="an Optuna RDB URL (sqlite:///search.db, postgresql://user:pw@host/db) "
+                                     "shared by workers on many machines; default: DIR/search.journal")
+    p.add_argument("--study-name", help="default: <dataset>-<method>-<fusion>-<epochs>ep-<hash of the settings>")
+    p.add_argument("--space", metavar="FILE", help="TOML (or YAML) ranges replacing the declared ones, "
+                                                  "e.g. [tau] low = 0.0  high = 0.3")
+    p.add_argument("--status", metavar="DIR", help="list the studies in DIR's storage (or --storage) and stop")
+
     sub.add_parser("datasets", help="which datasets exist and whether their data is present")
 
     p = sub.add_parser("notebooks", help="execute the tutorial notebooks headlessly (papermill)")
@@ -161,6 +181,8 @@ def _run(args) -> int:
                 print("\n" + result["factorial"])
         print(f"\nreport: {args.out}/results.md (figures beside it)")
         return 0
+    if args.command == "search":
+        return _search(args)
     if args.command == "notebooks":
         from . import notebooks
         parameters = {name: _json_or_text(value) for name, value in args.parameter}
@@ -169,3 +191,34 @@ def _run(args) -> int:
             print(f"executed: {path}")
         return 0
     raise AssertionError(args.command)
+
+
+def _search(args) -> int:
+    import optuna
+
+    from . import search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar and the report say it all
+    if args.status:
+        storage, studies = search.status(args.status, args.storage)
+        for study in studies:
+            print(search.format_status(study, storage) + "\n")
+        if not studies:
+            print(f"no studies in {storage}")
+        return 0
+    if not args.out:
+        raise UserError("search needs --out DIR (or --status DIR to list what a search folder holds)")
+    config = _config(args, method=args.method, seed=args.seed)
+    try:
+        result = search.search(config, args.out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
+                               workers=args.workers, storage=args.storage, study_name=args.study_name,
+                               space_file=args.space)
+    except KeyboardInterrupt:
+        print("milesbook: interrupted; finished trials are stored and the interrupted ones run again — "
+              "rerun the same command to continue the search", file=sys.stderr)
+        return 130
+    storage = args.storage and search.shown_url(args.storage) or f"{args.out}/{search.JOURNAL}"
+    print(search.format_status(result, storage))
+    written = [name for name in ("trials.csv", "best.json", "history.png", "params.png")
+               if (Path(args.out) / name).exists()]
+    print(f"files in {args.out}: {', '.join(written)}; each trial's run folder in {args.out}/trials/")
+    return 0

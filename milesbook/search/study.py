@@ -1,0 +1,171 @@
+"""Where a study lives and what makes it one: the storage (a journal file in DIR by default, or an RDB
+URL), the job a worker runs, the study's definition and default name, and the checks that keep one
+study per search folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from ..config import TrainConfig, relevant_config
+from ..errors import UserError
+from .draws import GRACE_S, HEARTBEAT_S
+from .sampler import make_pruner, make_sampler
+
+JOURNAL = "search.journal"
+POLL_S = 2.0  # how often an idle worker looks whether others' trials ended
+
+
+def open_storage(url: str | None, out: Path):
+    """Optuna storage: `url` (an RDB URL such as sqlite:///search.db or postgresql://…), else the
+    journal file `out/search.journal` (many processes on one machine, or a shared file system)."""
+    if url is None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        return JournalStorage(JournalFileBackend(str(Path(out) / JOURNAL)))
+    # SQLite serialises writers: wait for the lock instead of failing at once.
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as error:  # any driver's error: a bad URL, a missing folder or driver, no server
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot open --storage {shown_url(url)} ({reason}); give an SQLAlchemy URL that "
+                        "opens, e.g. sqlite:///DIR/search.db or postgresql://user:password@host/db") from None
+
+
+def shown_url(url: str | None) -> str:
+    """The storage for messages and study.json: the journal file's name, or the URL without its password."""
+    if url is None:
+        return JOURNAL
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to run a study's trials (picklable, for worker processes)."""
+    base: dict              # TrainConfig.to_dict() of what is not searched (test_split off)
+    out: str
+    trials: int
+    space: dict             # {name: SearchRange}
+    modalities: tuple
+    sampler: str = "random"
+    pruner: str = "none"
+    storage: str | None = None
+    study_name: str = ""
+    definition: dict = field(default_factory=dict)
+    workers: int = 1
+    stream: int = 0         # this worker's index among the command's workers
+    grace: float = GRACE_S
+    heartbeat: float = HEARTBEAT_S
+    poll: float = POLL_S
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.base)
+
+    def study(self):
+        storage = open_storage(self.storage, Path(self.out))
+        return optuna.load_study(study_name=self.study_name, storage=storage,
+                                 sampler=make_sampler(self.sampler, self.config.seed, self.stream),
+                                 pruner=make_pruner(self.pruner, self.config.epochs))
+
+
+def space_signature(space: dict) -> dict:
+    """The ranges without their sources (a study is the same whatever file named the same range)."""
+    return {name: {"low": r.low, "high": r.high, "log": r.log, "choices": list(r.choices)}
+            for name, r in space.items()}
+
+
+def definition_of(base: TrainConfig, space: dict, sampler: str, pruner: str) -> dict:
+    """What makes two searches the same study: the fixed settings that change results, the ranges,
+    the sampler and the pruner (not --trials, --workers or the device)."""
+    fixed = {k: v for k, v in relevant_config(base.to_dict()).items()
+             if k not in space and not (k == "mslr_lrs" and any(n.startswith("mslr_lr_") for n in space))}
+    # Through JSON, so that it compares equal to what the storage gives back (lists, not tuples).
+    return json.loads(json.dumps({"config": fixed, "space": space_signature(space),
+                                  "sampler": sampler, "pruner": pruner}))
+
+
+def default_study_name(base: TrainConfig, definition: dict) -> str:
+    """"<dataset>-<method>-<fusion>-<epochs>ep-<8 hex digits of the whole definition>"."""
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{base.dataset}-{base.method}-{base.fusion}-{base.epochs}ep-{digest}"
+
+
+def _differences(stored: dict, mine: dict, prefix: str = "") -> list[str]:
+    """"space.tau.high (stored 0.5, yours 0.3)" for every leaf that differs."""
+    out = []
+    for key in sorted(set(stored) | set(mine)):
+        a, b = stored.get(key), mine.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} (stored {a}, yours {b})")
+    return out
+
+
+def _refuse_other_study(out: Path, name: str, definition: dict, storage_url: str | None) -> None:
+    """DIR holds one study (its trial folders are numbered by it): refuse another, before writing."""
+    record = out / "study.json"
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved["study_name"] != name or saved["storage"] != shown_url(storage_url):
+            diff = _differences(saved.get("definition", {}), definition)
+            what = f"differs in: {'; '.join(diff)}" if diff else f"stored in {saved['storage']}"
+            raise UserError(f"{out} holds the search study {saved['study_name']!r} ({what}); continue it with "
+                            "the same flags (and --space, --storage, --study-name), or choose another --out")
+    if storage_url is None and (out / JOURNAL).exists():
+        others = [n for n in optuna.get_all_study_names(open_storage(None, out)) if n != name]
+        if others:
+            raise UserError(f"{out / JOURNAL} holds the study {others[0]!r}, made with other settings; "
+                            "continue it with the same flags, or choose another --out")
+    if not record.exists() and (out / "trials").exists() and any((out / "trials").iterdir()):
+        raise UserError(f"{out / 'trials'} holds runs of a search that is not in the storage; "
+                        "choose another --out (or give the --storage it used)")
+
+
+def open_study(job: Job):
+    """Create the job's study, or reopen it after checking it was made with the same definition."""
+    out = Path(job.out)
+    _refuse_other_study(out, job.study_name, job.definition, job.storage)
+    if job.storage is None:
+        out.mkdir(parents=True, exist_ok=True)  # the journal's folder (an RDB URL is opened first)
+    storage = open_storage(job.storage, out)
+    names = optuna.get_all_study_names(storage)
+    if job.study_name in names:
+        stored = optuna.load_study(study_name=job.study_name, storage=storage).user_attrs.get("definition")
+        if stored is not None and stored != job.definition:
+            raise UserError(f"study {job.study_name!r} in {shown_url(job.storage)} was made with other settings "
+                            f"({'; '.join(_differences(stored, job.definition))}); use the same flags, or "
+                            "another --study-name")
+    study = optuna.create_study(study_name=job.study_name, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    if "definition" not in study.user_attrs:  # a brand-new study (two workers may both write it)
+        study.set_user_attr("definition", job.definition)
+        study.set_user_attr("space_sources", {n: r.source for n, r in job.space.items()})
+    study.set_user_attr("trials_asked", job.trials)  # the latest command's --trials, for reports
+    write_json_atomic(out / "study.json", {"study_name": job.study_name, "storage": shown_url(job.storage),
+                                           "definition": job.definition})
+    return study
+
+
+def write_json_atomic(path: Path, value) -> None:
+    atomic_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def atomic_text(path: Path, text: str) -> None:
+    """Write through a temporary file of this process, then rename: several workers may write the
+    same file; each rename installs a whole one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)

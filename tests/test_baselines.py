@@ -232,7 +232,7 @@ def test_every_method_runs_and_resumes(tmp_path, digits, method, fusion):
     (["--method", "mslr-k", "--mslr-lrs", "image=-1,audio=1"], "--mslr-lrs must be > 0"),
     (["--method", "mslr-d", "--mslr-window", "1"], "--mslr-window must be ≥ 2"),
     (["--method", "mses", "--mses-patience", "0"], "--mses-patience must be ≥ 1"),
-    (["--method", "ogm-gee"], "unknown method 'ogm-gee'; choose one of: vanilla, aux, miles, mses, mslr-k"),
+    (["--method", "ogm-gee"], "unknown method 'ogm-gee'; choose one of: vanilla, aux, miles, miles-lab, mses, mslr-k"),
     (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose one of: adam, sgd"),
 ])
 def test_baseline_flag_errors(tmp_path, args, message):

@@ -255,12 +255,17 @@ class Trainer:
             lrs = {g["name"]: float(g["lr"]) for g in self.optimizer.param_groups}
             train = self.train_epoch(epoch)
             val = self.evaluate("val")
+            # Test now, on the weights validation just scored: `end_epoch` may change them (MSES puts a
+            # stopped modality's best weights back), and an epoch's val and test must describe one model.
+            testing = time.perf_counter()
+            test = self.evaluate("test") if self.config.test_split else None
+            testing = time.perf_counter() - testing
             row, util_metrics = self._row(epoch, lrs, train, val)
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
-            row["seconds"] = time.perf_counter() - began  # the method's own work + train + validation
+            row["seconds"] = time.perf_counter() - began - testing  # the method's work + train + validation
             self.history.append(row)
-            if self.config.test_split:
-                self.test_history.append({"epoch": epoch, **self._test_row(self.evaluate("test"))})
+            if test is not None:
+                self.test_history.append({"epoch": epoch, **self._test_row(test)})
             runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:

@@ -193,6 +193,26 @@ def test_mses_end_to_end_rate_stays_zero(tmp_path, toy):
         assert all(rows[-1][f"mses_stopped_{m}"] for m in ("a", "b"))
 
 
+def test_mses_scores_val_and_test_on_the_same_weights(tmp_path, toy):
+    """At a stopping epoch MSES puts the stopped modality's best weights back; that epoch's validation
+    and test must still score one and the same model (the review found test scored after the restore)."""
+    trainer = Trainer(mb.TrainConfig(dataset="toy", method="mses", epochs=12, mses_patience=1, lr=3e-3),
+                      tmp_path, toy, False)
+    scored = []  # (split, a fingerprint of every weight) at each evaluation
+    evaluate = trainer.evaluate
+
+    def recording(split):
+        scored.append((split, sum(p.double().sum().item() for p in trainer.model.parameters())))
+        return evaluate(split)
+    trainer.evaluate = recording
+    trainer.fit()
+    rows = mb.read_history(tmp_path)
+    assert any(rows[-1][f"mses_stopped_{m}"] for m in ("a", "b"))  # a restore happened
+    assert [split for split, _ in scored] == ["val", "test"] * len(rows)
+    for (_, val_weights), (_, test_weights) in zip(scored[::2], scored[1::2]):
+        assert test_weights == val_weights
+
+
 # ---- every method, end to end ---------------------------------------------------------------------
 
 ALL = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend"]

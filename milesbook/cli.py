@@ -1,4 +1,4 @@
-"""`milesbook …` / `python -m milesbook …`: train one run, compare methods, list datasets.
+"""`milesbook …` / `python -m milesbook …`: train one run, compare methods, search hyper-parameters, list datasets.
 
 User errors (an unknown name, a value out of range, a missing dataset, a NaN loss) print one line
 starting with "milesbook: error:" and exit with status 2; nothing already written is removed.

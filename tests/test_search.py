@@ -19,8 +19,10 @@ from optuna.trial import TrialState
 
 from milesbook import cli, search
 from milesbook.config import TrainConfig
+from milesbook.errors import UserError
 from milesbook.methods.miles import MU, TAU
 from milesbook.search.draws import BEAT, WORKER, recover, verdict, worker_identity
+from tests.test_layout import throwaway  # noqa: F401  (a fixture: a method registered for one test)
 
 TOY = ["--dataset", "toy", "--data-option", "sizes", "[200, 60, 60]", "--batch-size", "100"]
 # One thread per process: on a busy 2-core machine, spinning thread pools make an epoch 50× slower.
@@ -82,6 +84,14 @@ def test_space_file_overrides_a_range_in_toml_or_yaml(tmp_path):
     yaml_file.write_text("mu: {choices: [0.25, 0.5]}\n")
     space = search.search_space("miles", ("a", "b"), search.read_space_file(yaml_file), "y")
     assert space["mu"].choices == (0.25, 0.5) and space["mu"].low is None
+
+
+def test_a_new_methods_declared_range_is_searched_and_checked(throwaway):
+    space = search.search_space("throwaway", ("a", "b"))
+    assert list(space) == ["lr", "throwaway_gain"] and (space["throwaway_gain"].low, space["throwaway_gain"].high,
+                                                         space["throwaway_gain"].log) == (0.5, 2.0, True)
+    with pytest.raises(UserError, match=r"\[throwaway_gain\] high = 11.0 is outside .* \(in \(0, 10\]\)"):
+        search.search_space("throwaway", ("a", "b"), {"throwaway_gain": {"high": 11}}, "f.toml")
 
 
 @pytest.mark.parametrize("table, value", [("[tau]\nhigh = 1.5", "1.5"), ("[mu]\nlow = 0.0", "0.0"),
@@ -159,7 +169,7 @@ def test_interrupted_trial_is_given_back_and_its_draw_runs_again(tmp_path, refer
 
 def test_sigkill_mid_trial_then_the_same_command_finishes_the_study(tmp_path, reference):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "milesbook", "search", *TOY, "--epochs", "60", "--trials", "3", "--out", str(out)]
+    args = [sys.executable, "-m", "milesbook", "search", *TOY, "--epochs", "30", "--trials", "3", "--out", str(out)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     started = out / "trials" / "1" / "history.csv"
     deadline = time.time() + 120

@@ -84,6 +84,11 @@ def test_space_file_overrides_a_range_in_toml_or_yaml(tmp_path):
     yaml_file.write_text("mu: {choices: [0.25, 0.5]}\n")
     space = search.search_space("miles", ("a", "b"), search.read_space_file(yaml_file), "y")
     assert space["mu"].choices == (0.25, 0.5) and space["mu"].low is None
+    # a knob declared without a range is searched once the file gives its whole range
+    ogm = search.search_space("ogm", ("a", "b"), {"ogm_start": {"low": 1, "high": 5}}, "f")
+    assert list(ogm) == ["lr", "ogm_alpha", "ogm_start"] and (ogm["ogm_start"].low, ogm["ogm_start"].high) == (1, 5)
+    with pytest.raises(UserError, match="'ogm_foo' is not a parameter of ogm; it can search lr, ogm_alpha, ogm_start"):
+        search.search_space("ogm", ("a", "b"), {"ogm_foo": {"low": 1, "high": 2}}, "f")
 
 
 def test_a_new_methods_declared_range_is_searched_and_checked(throwaway):

@@ -3,7 +3,8 @@
 Every method searches the same global learning rate (`LR_RANGE`), plus each of its knobs declared
 with a `search` range beside the method (`milesbook.methods`, `Hyperparameter.search`); MSLR's
 per-modality rates (its `mslr_lrs` dict knob) are searched as one log-uniform rate per modality.
-`--space FILE` replaces ranges, each end checked against the parameter's valid domain.
+`--space FILE` replaces ranges (or gives one to a knob declared without), each end checked against
+the parameter's valid domain.
 """
 from __future__ import annotations
 
@@ -36,10 +37,13 @@ def search_space(method: str, modalities, overrides: dict | None = None, origin:
     space = {"lr": LR_RANGE, **{name: rate for name in _rate_names(method, modalities)}}
     space.update({k.name: k.search for k in hyperparameters_of(method) if k.search is not None})
     for name, fields_ in (overrides or {}).items():
-        if name not in space:
-            raise UserError(f"{origin}: {name!r} is not searched for {method}; its parameters are "
-                            f"{', '.join(space)} (a knob without a declared range is set by its flag)")
-        space[name] = _override(name, space[name], fields_, method, origin)
+        knob = _knob(name, method)
+        if name not in space and (knob is None or isinstance(knob.default, dict)):
+            others = [k.name for k in hyperparameters_of(method) if k.name not in space and not isinstance(k.default, dict)]
+            raise UserError(f"{origin}: {name!r} is not a parameter of {method}; it can search "
+                            f"{', '.join([*space, *others])}")
+        # A knob declared without a range may be searched too, once the file gives its whole range.
+        space[name] = _override(name, space.get(name, SearchRange()), fields_, method, origin)
     return space
 
 
@@ -77,7 +81,9 @@ def _override(name: str, declared: SearchRange, fields_: dict, method: str, orig
             rule = knob.rule if knob is not None and knob.rule else \
                 f"one of {', '.join(map(str, knob.choices))}" if knob is not None else "> 0"
             raise UserError(f"{origin}: [{name}] {end} = {value} is outside {name}'s valid domain ({rule}); "
-                            f"give a range inside it")
+                            f"give values inside it")
+    if not isinstance(merged["log"], bool):
+        raise UserError(f"{origin}: [{name}] log = {merged['log']!r} must be true or false")
     if merged["log"] and not merged["choices"] and merged["low"] <= 0:
         raise UserError(f"{origin}: [{name}] log = true needs low > 0, got {merged['low']}; raise low or drop log")
     return SearchRange(**merged)

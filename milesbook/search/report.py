@@ -72,10 +72,12 @@ def study_status(study) -> dict:
     best = chosen_trial(study)
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: -t.value)
+    tolerance = definition.get("config", {}).get("selection_tolerance", 0.0)
+    tied = sum(t.value >= complete[0].value - tolerance for t in complete) if complete else 0
     return {"study": study.study_name, "counts": counts, "trials_asked": study.user_attrs.get("trials_asked"),
             "sampler": definition.get("sampler", "?"), "pruner": definition.get("pruner", "?"),
             "seed": definition.get("config", {}).get("seed"),
-            "tolerance": definition.get("config", {}).get("selection_tolerance", 0.0),
+            "tolerance": tolerance, "tied": tied,
             "space": {n: (SearchRange(**{**r, "choices": tuple(r["choices"])}), sources.get(n, ""))
                       for n, r in definition.get("space", {}).items()},
             "chosen": best, "top": complete[:5]}
@@ -100,8 +102,9 @@ def format_status(status: dict, storage: str) -> str:
     params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
     lines += [f"  chosen: trial {best.number} (draw {draw_of(best)}) — validation {best.value:.4f} at epoch "
               f"{best.user_attrs.get('best_epoch')}, loss {best.user_attrs.get('val_loss_fusion', math.nan):.4f}; {params}",
-              f"  rule: among complete trials within {status['tolerance']} of the best validation fusion value, "
-              "the lowest validation fusion loss (at each trial's chosen epoch), then the earlier draw",
+              f"  rule: among complete trials within {status['tolerance']} of the best validation fusion value "
+              f"({status['tied']} here), the lowest validation fusion loss (at each one's chosen epoch), then the "
+              "earlier draw",
               "  top trials by validation fusion value (each modality's validation value beside it):"]
     for t in status["top"]:
         modal = ", ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in sorted(t.user_attrs.items())
@@ -121,14 +124,18 @@ def save_plots(study, out) -> list[Path]:
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
         return []
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     from optuna.visualization import matplotlib as oplt
     saved = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         for name, plot in (("history.png", oplt.plot_optimization_history), ("params.png", oplt.plot_slice)):
             try:
-                axes = plot(study)
-                figure = np.asarray(axes).flat[0].figure
+                axes = np.asarray(plot(study, target_name="validation fusion metric")).flat
+                for ax in axes:  # log axes: the minor tick labels (2×10⁻⁴, 3×10⁻⁴, …) overprint
+                    if ax.get_xscale() == "log":
+                        ax.xaxis.set_minor_formatter(NullFormatter())
+                figure = axes[0].figure
                 figure.savefig(Path(out) / name, dpi=100, bbox_inches="tight")
                 plt.close(figure)
                 saved.append(Path(out) / name)

@@ -135,14 +135,8 @@ class Trainer:
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for start in range(0, len(order), bs):
             idx = order[start:start + bs].to(self.device)
-            batch = {}
-            for m in self.modalities:
-                x = self._input(m, inputs[m][idx])
-                std = self.data.train_noise_std.get(m, 0.0)
-                if std > 0:
-                    noise = torch.randn(x.shape, generator=self.generator).to(self.device)
-                    x = x + std * noise
-                batch[m] = x
+            batch = {m: self._with_training_noise(m, self._input(m, inputs[m][idx]), self.generator)
+                     for m in self.modalities}
             y = labels[idx]
             out = self._forward(batch)
             loss = loss_override(out, y) if loss_override else self.method.loss(out, y, self.task.loss)
@@ -165,10 +159,20 @@ class Trainer:
                 f"{self.config.lr}); training stopped. Last good checkpoint: {last}. Try a lower --lr.")
         return {"train_loss": loss_sum.item() / len(order), **self._metrics(counts.cpu(), len(order))}
 
+    def _with_training_noise(self, m: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """x plus the dataset's training-time Gaussian noise for modality m, drawn from `generator`
+        (on the CPU, so a run draws the same numbers on any device)."""
+        std = self.data.train_noise_std.get(m, 0.0)
+        if std > 0:
+            x = x + std * torch.randn(x.shape, generator=generator).to(self.device)
+        return x
+
     @torch.no_grad()
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, training_noise: torch.Generator | None = None) -> dict[str, float]:
         """Metrics of every head on a whole split: loss_fusion, loss_head_<m> (mean task loss), and for
-        each metric of the task (in [0, 1]) <metric>_fusion, <metric>_head_<m>, <metric>_part_<m>."""
+        each metric of the task (in [0, 1]) <metric>_fusion, <metric>_head_<m>, <metric>_part_<m>.
+        With `training_noise` (a generator), the inputs get the noise training adds (G-Blend measures
+        its losses on the distribution it trains on)."""
         self.model.eval()
         inputs, labels = self.splits[split]
         losses = torch.zeros(1 + len(self.modalities), device=self.device)
@@ -176,7 +180,10 @@ class Trainer:
         for start in range(0, len(labels), self.config.eval_batch_size):
             sl = slice(start, start + self.config.eval_batch_size)
             y = labels[sl]
-            out = self.model({m: self._input(m, inputs[m][sl]) for m in self.modalities})
+            batch = {m: self._input(m, inputs[m][sl]) for m in self.modalities}
+            if training_noise is not None:
+                batch = {m: self._with_training_noise(m, x, training_noise) for m, x in batch.items()}
+            out = self.model(batch)
             losses += torch.stack([self.task.loss(out.fusion, y, reduction="sum")]
                                   + [self.task.loss(out.heads[m], y, reduction="sum") for m in self.modalities])
             counts = counts + self._counts(out, y)

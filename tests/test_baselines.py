@@ -94,19 +94,47 @@ def test_gblend_weights_hand_computed():
     after = {"fusion": (0.5, 0.9), "a": (0.9, 1.0), "b": (1.8, 2.1)}
     # fusion: ΔG = 0.3, ΔO = (0.9-0.5)-(1.2-1.0) = 0.2 → 0.3/0.04 = 7.5
     # a: ΔG = 0.1, ΔO = (1.0-0.9)-(1.1-1.0) = 0 → floored at 1e-3 → 0.1/1e-6 = 1e5
-    # b: ΔG = -0.1 → clipped to 0 → weight 0
+    # b: ΔG = -0.1, ΔO = (2.1-1.8)-(2.0-2.0) = 0.3 → |−0.1/0.09| = 1.111 (the references take |·|)
+    # normalised, fusion would get 7.5e-5 (the review's case): it is raised to 0.1, the others share 0.9
     w = gblend_weights(before, after)
-    assert w["b"] == 0.0
-    assert w["a"] == pytest.approx(1e5 / (1e5 + 7.5)) and w["fusion"] == pytest.approx(7.5 / (1e5 + 7.5))
+    b_raw = 0.1 / 0.09
+    assert w["fusion"] == pytest.approx(0.1)
+    assert w["a"] == pytest.approx(0.9 * 1e5 / (1e5 + b_raw)) and w["b"] == pytest.approx(0.9 * b_raw / (1e5 + b_raw))
     assert sum(w.values()) == pytest.approx(1.0)
     w = gblend_weights({"fusion": (1.0, 1.2), "a": (1.0, 1.5)}, {"fusion": (0.5, 0.9), "a": (0.8, 1.4)})
-    # fusion 0.3/0.2² = 7.5; a: ΔG 0.1, ΔO (1.4-0.8)-(1.5-1.0) = 0.1 → 0.1/0.01 = 10
+    # fusion 0.3/0.2² = 7.5; a: ΔG 0.1, ΔO (1.4-0.8)-(1.5-1.0) = 0.1 → 0.1/0.01 = 10; fusion above the floor
     assert w == {"fusion": pytest.approx(7.5 / 17.5), "a": pytest.approx(10 / 17.5)}
+    assert gblend_weights(before, after, min_fusion=0.0)["fusion"] == pytest.approx(7.5 / (7.5 + 1e5 + b_raw))
 
 
-def test_gblend_weights_uniform_when_nothing_generalizes():
-    w = gblend_weights({"fusion": (1, 1), "a": (1, 1)}, {"fusion": (0.5, 1.3), "a": (0.4, 1.1)})
+def test_gblend_weights_uniform_when_no_head_moved():
+    w = gblend_weights({"fusion": (1, 1), "a": (1, 1)}, {"fusion": (0.5, 1), "a": (0.4, 1)})
     assert w == {"fusion": 0.5, "a": 0.5}
+
+
+def test_gblend_estimation_defaults_to_the_super_epoch():
+    config = mb.TrainConfig()
+    assert config.gblend_epochs == config.gblend_every == 10  # one length for both, as the references
+
+
+def test_gblend_estimates_on_the_training_input_distribution(toy):
+    """The train/held-out losses G-Blend compares are measured with the noise training adds."""
+    import dataclasses
+    noisy = dataclasses.replace(toy, train_noise_std={"a": 1.0, "b": 1.0})
+    trainer = Trainer(mb.TrainConfig(dataset="toy", method="gblend", gblend_epochs=1), "/unused", noisy, False)
+    calls = []
+    evaluate = trainer.evaluate
+
+    def recording(split, **kwargs):
+        calls.append((split, kwargs.get("training_noise")))
+        return evaluate(split, **kwargs)
+    trainer.evaluate = recording
+    trainer.method.start_epoch(1)
+    assert len(calls) == 2 * 2 * 3  # (train, held-out) × (before, after) × 3 heads
+    assert all(noise is not None for _, noise in calls)
+    clean = evaluate("train")["loss_fusion"]
+    seeded = [evaluate("train", training_noise=torch.Generator().manual_seed(7))["loss_fusion"] for _ in range(2)]
+    assert seeded[0] == seeded[1] and seeded[0] != clean
 
 
 def test_gblend_holds_out_and_counts_estimation_epochs(tmp_path, toy):

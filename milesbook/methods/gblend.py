@@ -15,24 +15,31 @@ from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
 
 
 def gblend_weights(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]],
-                   min_overfit: float = 1e-3) -> dict[str, float]:
+                   min_overfit: float = 1e-3, min_fusion: float = 0.1) -> dict[str, float]:
     """G-Blend's loss weights from (train loss, held-out loss) of each head before and after n epochs.
 
-    ΔG_k = L^V_N − L^V_{N+n}, clipped at 0 (a head that got worse on V earns no weight);
-    ΔO_k = (L^V_{N+n} − L^T_{N+n}) − (L^V_N − L^T_N); w_k ∝ ΔG_k / ΔO_k², normalised to sum 1.
-    |ΔO| is floored at `min_overfit` so a head that did not overfit at all gets a large, finite weight.
-    If no head improved on V (every ΔG = 0) the weights are uniform."""
+    ΔG_k = L^V_N − L^V_{N+n}; ΔO_k = (L^V_{N+n} − L^T_{N+n}) − (L^V_N − L^T_N);
+    w_k ∝ |ΔG_k / ΔO_k²|, normalised to sum 1 — the formula as MultiBench (`gradient_blend.py`, its
+    `delta` mode) and BalanceBenchmark compute it. Two guards of ours: |ΔO| is floored at
+    `min_overfit` (a head that did not overfit at all would divide by zero), and the fusion head's
+    weight ("fusion") is raised to at least `min_fusion`, the others scaled to share the rest — the
+    fusion head learns only from its own term, and one head with ΔO ≈ 0 could otherwise leave it
+    untrained for a whole super-epoch (a review found w_fusion ≈ 7.5e-5). If every ΔG is 0 the
+    weights are uniform."""
     raw = {}
     for k in before:
         (train_n, held_n), (train_nn, held_nn) = before[k], after[k]
-        gain = max(held_n - held_nn, 0.0)
+        gain = held_n - held_nn
         overfit = (held_nn - train_nn) - (held_n - train_n)
-        raw[k] = gain / max(abs(overfit), min_overfit) ** 2
+        raw[k] = abs(gain) / max(abs(overfit), min_overfit) ** 2
     total = sum(raw.values())
     if total <= 0 or not math.isfinite(total):
         return {k: 1.0 / len(raw) for k in raw}
-    return {k: v / total for k, v in raw.items()}
-
+    weights = {k: v / total for k, v in raw.items()}
+    if "fusion" in weights and weights["fusion"] < min_fusion:
+        others = total - raw["fusion"]
+        weights = {k: min_fusion if k == "fusion" else (1 - min_fusion) * raw[k] / others for k in raw}
+    return weights
 
 
 GBLEND_KNOBS = (
@@ -41,10 +48,12 @@ GBLEND_KNOBS = (
     Hyperparameter("gblend_every", 10, "online re-estimation period (epochs, ≥ 1)",
                    valid=lambda v: v >= 1, rule="≥ 1 epoch",
                    search=SearchRange(5, 20, source="G-Blend paper: a super-epoch of 5–20 epochs online")),
-    Hyperparameter("gblend_epochs", 2, "n: epochs each head trains alone per estimation",
-                   valid=lambda v: v >= 1, rule="≥ 1"),
+    Hyperparameter("gblend_epochs", 10, "n: epochs each head trains alone per estimation (the references "
+                   "use the super-epoch length: keep it equal to --gblend-every)", valid=lambda v: v >= 1, rule="≥ 1"),
     Hyperparameter("gblend_holdout", 0.1, "held-out fraction of the training split, in (0, 0.5)",
                    valid=lambda v: 0 < v < 0.5, rule="in (0, 0.5) (a fraction of the training split)"),
+    Hyperparameter("gblend_min_fusion", 0.1, "lowest loss weight of the fusion head, in [0, 1) (our guard)",
+                   valid=lambda v: 0 <= v < 1, rule="in [0, 1)"),
 )
 
 @register
@@ -58,7 +67,14 @@ class GBlend(Method):
     (`"online"`), each head k ∈ {fusion, modalities} is trained alone for `gblend_epochs` epochs from
     the current weights and optimizer state (its own loss only), its train and V losses are measured
     before and after, and the model is put back. Those (M + 1)·n estimation epochs are extra work,
-    counted in history.csv (`gblend_extra_epochs`) and in `seconds`."""
+    counted in history.csv (`gblend_extra_epochs`) and in `seconds`. By default n equals the
+    super-epoch (`gblend_epochs` = `gblend_every` = 10), as in both references.
+
+    The losses are measured on the inputs training sees — with the dataset's training-time noise
+    (one fixed draw per estimation, the same before and after) — not on clean inputs: on `digits-av`
+    clean audio would make the audio head look far stronger to G-Blend than it is in training.
+    Deviations: MultiBench's estimation builds a fresh optimizer (SGD by default), ours continues from
+    the run's optimizer state; and the two guards of `gblend_weights`."""
     name = "gblend"
     hyperparameters = GBLEND_KNOBS
     trains_heads = True
@@ -80,9 +96,15 @@ class GBlend(Method):
         return self.weights["fusion"] * loss_fn(out.fusion, labels) + sum(
             self.weights[m] * loss_fn(out.heads[m], labels) for m in self.model.modalities)
 
-    def _losses(self, head: str) -> tuple[float, float]:
+    def _losses(self, head: str, epoch: int) -> tuple[float, float]:
+        """(train loss, held-out loss) of `head` on noisy inputs; the draw depends only on the run's seed,
+        the epoch and the split, so the measurements before and after training see the same inputs."""
         key = "loss_fusion" if head == "fusion" else f"loss_head_{head}"
-        return self.trainer.evaluate("train")[key], self.trainer.evaluate("gblend_holdout")[key]
+        losses = []
+        for index, split in enumerate(("train", "gblend_holdout")):
+            noise = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 2 + index)
+            losses.append(self.trainer.evaluate(split, training_noise=noise)[key])
+        return losses[0], losses[1]
 
     def start_epoch(self, epoch: int) -> None:
         due = epoch == 1 or (self.config.gblend_mode == "online" and (epoch - 1) % self.config.gblend_every == 0)
@@ -94,14 +116,14 @@ class GBlend(Method):
         for head in self.heads:
             def head_loss(out, labels, head=head):
                 return self.trainer.task.loss(out.fusion if head == "fusion" else out.heads[head], labels)
-            before[head] = self._losses(head)
+            before[head] = self._losses(head, epoch)
             for _ in range(self.config.gblend_epochs):
                 self.trainer.train_epoch(epoch, loss_override=head_loss)
-            after[head] = self._losses(head)
+            after[head] = self._losses(head, epoch)
             self.extra_epochs += self.config.gblend_epochs
             self.model.load_state_dict(model_state)
             self.optimizer.load_state_dict(optimizer_state)
-        self.weights = gblend_weights(before, after)
+        self.weights = gblend_weights(before, after, min_fusion=self.config.gblend_min_fusion)
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
         metrics.row.update({f"gblend_w_{k}": w for k, w in self.weights.items()})

@@ -3,7 +3,6 @@ status text, best.json and the plots."""
 from __future__ import annotations
 
 import csv
-import io
 import math
 import warnings
 from pathlib import Path
@@ -12,9 +11,10 @@ import numpy as np
 from optuna.trial import TrialState
 
 from ..methods import SearchRange
+from ..runs import atomic_write, write_json
 from .draws import FOLDER, NOTE, RETRY_OF, draw_numbers, draw_of, tally
 from .space import describe_range, trial_config
-from .study import Job, atomic_text, shown_url, write_json_atomic
+from .study import Job, shown_url
 
 
 def chosen_trial(study, tolerance: float | None = None):
@@ -57,9 +57,11 @@ def write_trials_csv(study, out) -> Path:
     path = Path(out) / "trials.csv"
     header = list(rows[0]) if rows else ["number", "state", "draw", "value", "run_folder"]
     lines = [header] + [[row[k] for k in header] for row in rows]
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(lines)
-    atomic_text(path, buffer.getvalue())
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(lines)
+    atomic_write(path, write)
     return path
 
 
@@ -158,5 +160,5 @@ def write_best(study, out, job: Job) -> dict | None:
               "rule": f"among complete trials within {config.selection_tolerance} of the best validation fusion value, "
                       "the lowest validation fusion loss, then the earlier draw",
               "config": config.to_dict()}
-    write_json_atomic(Path(out) / "best.json", record)
+    write_json(Path(out) / "best.json", record)
     return record

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 try:
     import fcntl
@@ -19,6 +18,7 @@ import optuna
 
 from ..config import TrainConfig, relevant_config
 from ..errors import UserError
+from ..runs import write_json
 from .draws import GRACE_S, HEARTBEAT_S
 from .sampler import make_pruner, make_sampler
 
@@ -178,20 +178,6 @@ def open_study(job: Job):
         study.set_user_attr("definition", job.definition)
         study.set_user_attr("space_sources", {n: r.source for n, r in job.space.items()})
     study.set_user_attr("trials_asked", job.trials)  # the latest command's --trials, for reports
-    write_json_atomic(out / "study.json", {"study_name": job.study_name, "storage": shown_url(job.storage),
+    write_json(out / "study.json", {"study_name": job.study_name, "storage": shown_url(job.storage),
                                            "definition": job.definition})
     return study
-
-
-def write_json_atomic(path: Path, value) -> None:
-    atomic_text(path, json.dumps(value, indent=2) + "\n")
-
-
-def atomic_text(path: Path, text: str) -> None:
-    """Write through a temporary file of this process, then rename: several workers may write the
-    same file; each rename installs a whole one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)

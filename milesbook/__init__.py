@@ -3,9 +3,9 @@ from .datasets import MultimodalDataset, list_datasets, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
 from .models import JointFusionModel, build_model
 from . import notebooks, plots
-from .comparison import compare, load_summaries, run_or_reuse, sweep
+from .comparison import compare, load_summaries, sweep
 from .config import TrainConfig
 from .runs import read_history
-from .train import train
+from .train import run_or_reuse, train
 
 __version__ = "0.1.0"

@@ -29,7 +29,7 @@ from .errors import UserError
 from .methods import BASELINES, MAIN_METHODS, METHODS
 from .metrics import METRIC_LABELS, task_of
 from .runs import finished_summary, history_metric, read_history
-from .train import train
+from .train import run_or_reuse
 
 ALL_METHODS = MAIN_METHODS + BASELINES
 
@@ -37,16 +37,6 @@ ALL_METHODS = MAIN_METHODS + BASELINES
 def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
     name = method if method.startswith("unimodal-") else f"{method}-{fusion}"
     return Path(out) / name / f"seed{seed}"
-
-
-def run_or_reuse(config: TrainConfig, folder: Path, dataset=None, progress: bool = True) -> dict:
-    """The summary of `config` in `folder`: read if finished with this configuration, else trained
-    (resuming a checkpoint if one is there)."""
-    folder = Path(folder)
-    summary = finished_summary(folder, config.to_dict())
-    if summary is not None:
-        return summary
-    return train(config, folder, resume=(folder / "last.pt").exists(), dataset=dataset, progress=progress)
 
 
 def load_summaries(out, method: str, fusion: str, seeds: int) -> list[dict]:

@@ -15,7 +15,11 @@ never leaves half a file; `last.pt` is written before the tables that mention it
   the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), the run's totals, and which
   logits its columns read: `modality_reading` ("head" or "part": what `_acc_<m>` is) and `heads`
   ("trained", "probes" — detached linear probes on a method that trains no heads — or "untrained");
-- `last.pt` — the checkpoint after every epoch, for `resume`.
+- `last.pt` — the checkpoint after every epoch, for `resume`;
+- `selected.pt` — the model's weights (`state_dict`) at the selected epoch: the model whose test
+  numbers the summary reports, and what a later run can start from (MSLR's published variant). While
+  training, `candidates/` holds the weights of every epoch that can still be selected (within the
+  tolerance of the best validation value so far); `finish` keeps the chosen one and removes the rest.
 
 Metric columns are named `<split>_<metric>_<who>`: the metric is `acc` on single-label data and
 `f1micro` / `f1macro` on multi-label data (`milesbook.metrics`; the first is the headline M used for
@@ -42,6 +46,8 @@ from .config import relevant_config
 from .errors import UserError
 
 CHECKPOINT = "last.pt"
+SELECTED = "selected.pt"
+CANDIDATES = "candidates"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -134,6 +140,47 @@ def save_epoch(folder: Path, checkpoint: dict, history: list[dict], test_history
         write_history(folder / "test_history.csv", test_history)
 
 
+def keep_candidates(folder: Path, epoch: int, weights: dict, history: list[dict], tolerance: float,
+                    metric: str) -> None:
+    """Save `weights` (epoch `epoch`'s model, the one validation scored) while that epoch can still be
+    selected, and drop the saved epochs that no longer can: an epoch more than `tolerance` below the
+    best validation value so far never comes back, since the best only rises. `history` ends with
+    `epoch`'s row. Call before `save_epoch`, so a checkpoint never names an epoch without its candidate."""
+    key = f"val_{metric}_fusion"
+    top = max(row[key] for row in history)
+    alive = {int(row["epoch"]) for row in history if row[key] >= top - tolerance}
+    place = Path(folder) / CANDIDATES
+    place.mkdir(exist_ok=True)
+    if epoch in alive:
+        atomic_write(place / f"epoch{epoch}.pt", lambda p: torch.save(weights, p))
+    for path in place.glob("epoch*.pt"):
+        if int(path.stem.removeprefix("epoch")) not in alive:
+            path.unlink(missing_ok=True)
+
+
+def _keep_selected(folder: Path, best: int) -> None:
+    """candidates/epoch<best>.pt becomes selected.pt; the other candidates go. A run from before
+    candidates existed (resumed across versions) may lack it: then no selected.pt."""
+    place = Path(folder) / CANDIDATES
+    if not place.is_dir():
+        return
+    chosen = place / f"epoch{best}.pt"
+    if chosen.exists():
+        os.replace(chosen, Path(folder) / SELECTED)
+    for path in place.glob("*"):
+        path.unlink(missing_ok=True)
+    place.rmdir()
+
+
+def selected_weights(folder, device="cpu") -> dict:
+    """The `state_dict` of a finished run's selected epoch (`selected.pt`)."""
+    path = Path(folder) / SELECTED
+    if not path.exists():
+        raise UserError(f"{folder} has no {SELECTED} (a run finished before milesbook kept selected "
+                        "weights); train it again into an empty folder")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,
            modalities, task: str, metric: str, metrics: tuple[str, ...], device: str,
            modality_reading: str, heads: str) -> dict:
@@ -156,5 +203,6 @@ def finish(folder: Path, config: dict, history: list[dict], test_history: list[d
                **{f"last_{k}": v for k, v in at[len(history)].items() if k != "epoch"},
                **{f"best_{k}": v for k, v in history[best - 1].items() if k.startswith("val_")},
                "train_seconds": sum(r["seconds"] for r in history), "device": device}
+    _keep_selected(folder, best)
     write_json(folder / "summary.json", summary)
     return summary

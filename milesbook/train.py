@@ -244,6 +244,13 @@ class Trainer:
         self.history, self.test_history = state["history"], state["test_history"]
         return state["epoch"]
 
+    def reference_weights(self, config: TrainConfig, name: str) -> dict:
+        """Train (or reuse) a run this run builds on — e.g. a unimodal model it starts from — in
+        `<out>/<name>/` on the same data, and return its selected epoch's weights (a `state_dict`)."""
+        folder = self.out / name
+        run_or_reuse(config, folder, self.data, progress=False)
+        return runs.selected_weights(folder, self.device)
+
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self, resume: bool = False, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
         """Train to `config.epochs` (continuing from `last.pt` when `resume`), testing every epoch (unless
@@ -268,11 +275,14 @@ class Trainer:
             test = self.evaluate("test") if self.config.test_split else None
             testing = time.perf_counter() - testing
             row, util_metrics = self._row(epoch, lrs, train, val)
+            scored = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
             row["seconds"] = time.perf_counter() - began - testing  # the method's work + train + validation
             self.history.append(row)
             if test is not None:
                 self.test_history.append({"epoch": epoch, **self._test_row(test)})
+            runs.keep_candidates(self.out, epoch, scored, self.history, self.config.selection_tolerance,
+                                 self.metric)
             runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:
@@ -289,6 +299,16 @@ class Trainer:
                            metrics=self.task.metrics, device=str(self.device), modality_reading=self.source,
                            heads="trained" if self.method.trains_heads else
                            "probes" if self.config.probes else "untrained")
+
+
+def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True) -> dict:
+    """The summary of `config` in `folder`: read if finished with this configuration, else trained
+    (resuming a checkpoint if one is there)."""
+    folder = Path(folder)
+    summary = runs.finished_summary(folder, config.to_dict())
+    if summary is not None:
+        return summary
+    return train(config, folder, resume=(folder / runs.CHECKPOINT).exists(), dataset=dataset, progress=progress)
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,

@@ -1,5 +1,6 @@
 """The seven baselines: each defining computation on hand-computed numbers, then every method end to
 end on the embedded dataset with both fusions, including resume after an interruption."""
+import json
 import math
 
 import pytest
@@ -187,6 +188,38 @@ def test_mslr_k_needs_rates(toy):
         Trainer(mb.TrainConfig(dataset="toy", method="mslr-k"), "/unused", toy, False)
     with pytest.raises(UserError, match="a rate for each of"):
         Trainer(mb.TrainConfig(dataset="toy", method="mslr-k", mslr_lrs={"a": 1e-3}), "/unused", toy, False)
+
+
+def test_mslr_published_variant_starts_from_the_unimodal_models(tmp_path, toy):
+    """--mslr-init unimodal: encoders and heads are the unimodal runs' selected weights, and the concat
+    fusion head is their additive late fusion, so at step 0 the fusion logits are the sum of the
+    unimodal models' logits."""
+    rates = {"a": 1e-3, "b": 3e-3}
+    config = mb.TrainConfig(dataset="toy", method="mslr-k", epochs=3, mslr_lrs=rates, mslr_init="unimodal")
+    trainer = Trainer(config, tmp_path / "run", toy, False)
+    inputs = {m: toy.splits["val"].inputs[m][:16] for m in ("a", "b")}
+    with torch.no_grad():
+        fused = trainer.model(inputs).fusion
+    expected = 0
+    for m, lr in rates.items():
+        folder = tmp_path / "run" / "init" / f"unimodal-{m}"
+        saved = json.loads((folder / "config.json").read_text())
+        assert (saved["method"], saved["lr"], saved["test_split"]) == (f"unimodal-{m}", lr, False)
+        weights = mb.runs.selected_weights(folder)
+        encoder = {k.removeprefix(f"encoders.{m}."): v for k, v in weights.items() if k.startswith(f"encoders.{m}.")}
+        assert all(torch.equal(trainer.model.encoders[m].state_dict()[k], v) for k, v in encoder.items())
+        assert torch.equal(trainer.model.heads[m].weight, weights["fusion_head.weight"])
+        unimodal = mb.build_model({m: toy.shapes[m]}, toy.num_classes)
+        unimodal.load_state_dict(weights)
+        unimodal.eval()
+        with torch.no_grad():
+            expected = expected + unimodal({m: inputs[m]}).fusion
+    assert torch.allclose(fused, expected, atol=1e-5)
+    scratch = Trainer(mb.TrainConfig(**{**config.to_dict(), "mslr_init": "scratch"}), tmp_path / "s", toy, False)
+    first = next(iter(trainer.model.encoders["a"].state_dict()))
+    assert not torch.equal(scratch.model.encoders["a"].state_dict()[first], trainer.model.encoders["a"].state_dict()[first])
+    summary = mb.train(config, tmp_path / "run", dataset=toy, progress=False)  # the init runs are reused
+    assert summary["epochs"] == 3 and (tmp_path / "run" / "selected.pt").exists()
 
 
 # ---- MSES ---------------------------------------------------------------------------------------

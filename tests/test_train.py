@@ -261,3 +261,36 @@ def test_relevant_config_ignores_other_methods_settings():
     assert relevant_config({**miles, "ogm_alpha": 0.9}) == relevant_config(miles)
     ogm = {**base, "method": "ogm"}
     assert relevant_config({**ogm, "ogm_alpha": 0.9}) != relevant_config(ogm)
+
+
+def test_candidates_keep_exactly_the_epochs_that_can_still_be_selected(tmp_path):
+    from milesbook.runs import keep_candidates
+    history = []
+    for epoch, acc in enumerate([0.90, 0.99, 0.993, 0.97, 1.0], start=1):
+        history.append({"epoch": epoch, "val_acc_fusion": acc, "val_loss_fusion": 0.1})
+        keep_candidates(tmp_path, epoch, {"w": torch.tensor([float(epoch)])}, history, 0.005, "acc")
+    # Best so far 1.0: only epochs ≥ 0.995 survive (epochs 1, 2 and 4 were dropped as the best rose).
+    assert sorted(p.name for p in (tmp_path / "candidates").iterdir()) == ["epoch5.pt"]
+    history[-1]["val_acc_fusion"] = 0.995  # an epoch-5 value that keeps epoch 3 alive
+    for p in (tmp_path / "candidates").iterdir():
+        p.unlink()
+    keep_candidates(tmp_path, 3, {"w": torch.tensor([3.0])}, history[:3], 0.005, "acc")
+    keep_candidates(tmp_path, 5, {"w": torch.tensor([5.0])}, history, 0.005, "acc")
+    assert sorted(p.name for p in (tmp_path / "candidates").iterdir()) == ["epoch3.pt", "epoch5.pt"]
+
+
+def test_selected_weights_are_the_selected_epochs_model(tmp_path, toy):
+    """selected.pt equals the model a run stopped at its selected epoch ends with (training is
+    deterministic on CPU), and the candidates are gone."""
+    config = mb.TrainConfig(dataset="toy", method="aux", epochs=5, selection_tolerance=0.05)
+    summary = mb.train(config, tmp_path / "long", dataset=toy, progress=False)
+    best = summary["best_epoch"]
+    assert not (tmp_path / "long" / "candidates").exists()
+    selected = mb.runs.selected_weights(tmp_path / "long")
+    mb.train(mb.TrainConfig(**{**config.to_dict(), "epochs": best}), tmp_path / "short", dataset=toy, progress=False)
+    short = torch.load(tmp_path / "short" / "last.pt", weights_only=False)["model"]
+    assert selected.keys() == short.keys()
+    assert all(torch.equal(selected[k], short[k]) for k in short)
+    if best != 5:  # another epoch's weights must differ: the check can fail
+        last = torch.load(tmp_path / "long" / "last.pt", weights_only=False)["model"]
+        assert not all(torch.equal(selected[k], last[k]) for k in last)

@@ -1,9 +1,26 @@
 """MSLR-K, MSLR-S, MSLR-D — Yao & Mihalcea, "Modality-specific Learning Rates for Effective
 Multimodal Additive Late-fusion", Findings of ACL 2022.
 
+Official code: none public (the paper's repository link is dead); the formulas follow the paper.
+
 Per-encoder learning rates (`setup`), rescaled every w epochs for MSLR-D (`end_epoch`).
+
+Deviations, and why:
+- By default (`--mslr-init scratch`) the multimodal model starts from scratch and is trained with
+  Eq. 3 (fusion loss + one loss per unimodal head), as the MILES paper compares it. The paper itself
+  builds the late-fusion model from unimodal models already trained at their own best rates;
+  `--mslr-init unimodal` does that: each encoder and its head start from the selected epoch of a
+  unimodal run (same seed and data, its modality's rate), trained or reused in `<run>/init/`, and
+  with concat fusion the fusion head starts as their sum (the paper's additive late fusion; our
+  fusion head then keeps learning, where the paper's sum has no weights of its own).
+- MSLR-S's smoothing is not given in a recoverable form: ours is the linear interpolation below.
+- Adam (the MILES paper's optimizer for every method) for all rates.
 """
 from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
 
 from ..errors import UserError
 from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
@@ -43,6 +60,9 @@ RATES = Hyperparameter("mslr_lrs", {}, "best unimodal rate per modality, M=LR,..
                        rule="> 0 for every modality", parse=parse_rates)
 SMOOTHING = Hyperparameter("mslr_lambda", 0.5, "MSLR-S smoothing λ in [0, 1]", valid=lambda v: 0 <= v <= 1,
                            rule="in [0, 1]", search=SearchRange(0.0, 1.0, source="ours (its whole domain)"))
+INIT = Hyperparameter("mslr_init", "scratch", "where the encoders start: scratch (default: the MILES paper's "
+                      "comparison) | unimodal (the MSLR paper: each encoder and head from its unimodal model's "
+                      "selected epoch, trained in <run>/init/)", choices=("scratch", "unimodal"))
 WINDOW = Hyperparameter("mslr_window", 5, "MSLR-D window w (epochs, ≥ 2)", valid=lambda v: v >= 2,
                         rule="≥ 2 epochs", search=SearchRange(2, 10, source="ours, around the paper's w ≈ 5"))
 
@@ -76,9 +96,33 @@ class MSLR(Method):
         rates = given or {m: self.config.lr for m in modalities}
         if self.variant == "s":
             rates = mslr_smoothed_rates(rates, self.config.mslr_lambda)
+        if self.config.mslr_init == "unimodal":
+            self._start_from_unimodal(trainer, given or {m: self.config.lr for m in modalities})
         for m, lr in rates.items():
             self.group(m)["lr"] = lr
         self.metric_history = {m: [] for m in modalities}
+
+    def _start_from_unimodal(self, trainer, unimodal_lrs: dict[str, float]) -> None:
+        """Start each encoder, and its unimodal head, from its unimodal run's selected epoch (trained
+        at that modality's unimodal rate, with this run's seed, epochs and settings, never reading
+        test). With concat fusion the fusion head starts as the sum of the unimodal heads
+        ([W_A | W_B], b_A + b_B): at step 0 the model is the paper's additive late fusion of its
+        unimodal models. Sum fusion cannot express that sum, so its fusion head starts fresh."""
+        weights = {}
+        for m, lr in unimodal_lrs.items():
+            config = replace(self.config, method=f"unimodal-{m}", lr=lr, test_split=False)
+            weights[m] = trainer.reference_weights(config, f"init/unimodal-{m}")
+            prefix = f"encoders.{m}."
+            self.model.encoders[m].load_state_dict(
+                {k.removeprefix(prefix): v for k, v in weights[m].items() if k.startswith(prefix)})
+            # The unimodal model's only trained head is its fusion head (see `Unimodal`).
+            self.model.heads[m].load_state_dict({"weight": weights[m]["fusion_head.weight"],
+                                                 "bias": weights[m]["fusion_head.bias"]})
+        if self.model.fusion_kind == "concat":
+            order = self.model.modalities
+            with torch.no_grad():
+                self.model.fusion_head.weight.copy_(torch.cat([weights[m]["fusion_head.weight"] for m in order], 1))
+                self.model.fusion_head.bias.copy_(sum(weights[m]["fusion_head.bias"] for m in order))
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
         if self.variant != "d":
@@ -98,16 +142,16 @@ class MSLR(Method):
 @register
 class MSLRKeep(MSLR):
     __doc__ = MSLR.__doc__
-    name, variant, hyperparameters = "mslr-k", "k", (RATES,)
+    name, variant, hyperparameters = "mslr-k", "k", (RATES, INIT)
 
 
 @register
 class MSLRSmooth(MSLR):
     __doc__ = MSLR.__doc__
-    name, variant, hyperparameters = "mslr-s", "s", (RATES, SMOOTHING)
+    name, variant, hyperparameters = "mslr-s", "s", (RATES, SMOOTHING, INIT)
 
 
 @register
 class MSLRDynamic(MSLR):
     __doc__ = MSLR.__doc__
-    name, variant, hyperparameters = "mslr-d", "d", (RATES, WINDOW)
+    name, variant, hyperparameters = "mslr-d", "d", (RATES, WINDOW, INIT)

@@ -97,13 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(MAIN_METHODS),
                    help="comma-separated method names, or 'all' (the four of the 2 × 2 and the seven baselines)")
     p.add_argument("--fusions", default="concat", help="comma-separated: concat,sum")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; 5 with --from-search)")
+    p.add_argument("--out", default=None, help="report folder (default runs/compare; DIR/compare with --from-search)")
+    p.add_argument("--from-search", metavar="DIR",
+                   help="the tuned comparison: retrain the setting each search in DIR chose (its best.json) over "
+                        "--seeds seeds the searches never used, beside the best trial's own test score; the "
+                        "methods, fusions and settings come from DIR")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes training at once, each with cores/K torch threads (default 1)")
 
     p = sub.add_parser("search", help="the paper's protocol: the best of N random draws of a method's "
                        "hyper-parameters on validation, as a resumable Optuna study (never reads test)")
     _train_flags(p)
-    p.add_argument("--method", default="miles", help=" | ".join([*METHODS, "unimodal-<modality>"]))
+    p.add_argument("--method", default="miles",
+                   help=" | ".join([*METHODS, "unimodal-<modality>"]) + "; several (comma-separated, 'all' for the "
+                        "2 × 2 and the baselines, 'unimodal' for every modality's reference) run one after another, "
+                        "each study in DIR/<method>-<fusion>/ (a unimodal one in DIR/unimodal-<modality>/)")
     p.add_argument("--trials", type=int, default=80, help="complete trials to reach (default 80, the paper's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the draws and every trial's training")
     p.add_argument("--out", help="search folder: trials/<number>/ run folders, trials.csv, best.json, plots, "
@@ -162,6 +171,8 @@ def _run(args) -> int:
         print(json.dumps({k: summary[k] for k in keys}))
         print(f"run folder: {args.out}")
         return 0
+    if args.command == "compare" and args.from_search:
+        return _compare_tuned(args)
     if args.command == "compare":
         from .comparison import compare
         from .metrics import METRIC_LABELS
@@ -170,6 +181,9 @@ def _run(args) -> int:
         for fusion in fusions:
             check_choice("fusion", fusion, ["concat", "sum"])
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        args.seeds, args.out = args.seeds or 3, args.out or "runs/compare"
+        if args.workers != 1:
+            raise UserError("--workers applies to compare --from-search; the plain compare trains one run at a time")
         report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args))
         for fusion, result in report.items():
             label = METRIC_LABELS[result["rows"][0]["metric"]]
@@ -193,32 +207,85 @@ def _run(args) -> int:
     raise AssertionError(args.command)
 
 
+def _compare_tuned(args) -> int:
+    from .tuned import compare_tuned
+    if args.workers < 1:
+        raise UserError(f"--workers must be ≥ 1, got {args.workers}")
+    out = Path(args.out) if args.out else Path(args.from_search) / "compare"
+    report = compare_tuned(args.from_search, args.seeds or 5, out, workers=args.workers)
+    for fusion, result in report.items():
+        print(f"\n{fusion} fusion\n\n{result['markdown']}")
+        if result["decomposition"]:
+            print("\n" + result["decomposition"].replace("**", ""))
+        if result["factorial"]:
+            print("\n" + result["factorial"])
+    print(f"\nreport: {out}/results.md")
+    return 0
+
+
 def _search(args) -> int:
     import optuna
 
     from . import search
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar and the report say it all
     if args.status:
-        storage, studies = search.status(args.status, args.storage)
-        for study in studies:
-            print(search.format_status(study, storage) + "\n")
-        if not studies:
-            print(f"no studies in {storage}")
+        top = Path(args.status)
+        # A search of several methods: one study per sub-folder.
+        folders = [top] if args.storage or (top / "study.json").exists() or (top / search.JOURNAL).exists() \
+            else sorted(p.parent for p in top.glob("*/study.json")) or [top]
+        for folder in folders:
+            storage, studies = search.status(folder, args.storage)
+            for study in studies:
+                print(search.format_status(study, storage) + "\n")
+            if not studies:
+                print(f"no studies in {storage}")
         return 0
     if not args.out:
         raise UserError("search needs --out DIR (or --status DIR to list what a search folder holds)")
-    config = _config(args, method=args.method, seed=args.seed)
-    try:
-        result = search.search(config, args.out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
-                               workers=args.workers, storage=args.storage, study_name=args.study_name,
-                               space_file=args.space)
-    except KeyboardInterrupt:
-        print("milesbook: interrupted; finished trials are stored and the interrupted ones run again — "
-              "rerun the same command to continue the search", file=sys.stderr)
-        return 130
-    storage = args.storage and search.shown_url(args.storage) or f"{args.out}/{search.JOURNAL}"
-    print(search.format_status(result, storage))
-    written = [name for name in ("trials.csv", "best.json", "history.png", "params.png")
-               if (Path(args.out) / name).exists()]
-    print(f"files in {args.out}: {', '.join(written)}; each trial's run folder in {args.out}/trials/")
+    methods = _search_methods(args.method, args.dataset)
+    if len(methods) > 1 and args.study_name:
+        raise UserError("--study-name names one study; leave it out when --method names several")
+    # Check every study before the first trial: a typo in the fourth method must not wait an hour.
+    plans = []
+    for method in methods:
+        config = _config(args, method=method, seed=args.seed)
+        out = Path(args.out) if len(methods) == 1 else Path(args.out) / search.folder_name(config)
+        search.prepare(config, out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
+                       workers=args.workers, storage=args.storage, study_name=args.study_name, space_file=args.space)
+        plans.append((config, out))
+    for config, out in plans:
+        try:
+            result = search.search(config, out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
+                                   workers=args.workers, storage=args.storage, study_name=args.study_name,
+                                   space_file=args.space)
+        except KeyboardInterrupt:
+            print("milesbook: interrupted; finished trials are stored and the interrupted ones run again — "
+                  "rerun the same command to continue the search", file=sys.stderr)
+            return 130
+        storage = args.storage and search.shown_url(args.storage) or f"{out}/{search.JOURNAL}"
+        print(search.format_status(result, storage))
+        written = [name for name in ("trials.csv", "best.json", "history.png", "params.png") if (out / name).exists()]
+        print(f"files in {out}: {', '.join(written)}; each trial's run folder in {out}/trials/\n")
     return 0
+
+
+def _search_methods(text: str, dataset: str) -> list[str]:
+    """--method's names: comma-separated, "all" for the 2 × 2 and the baselines, "unimodal" for each
+    modality's reference."""
+    from .comparison import expand_methods
+    from .datasets import REGISTRY
+    from .errors import check_choice
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("--method is empty; name a method, e.g. --method miles")
+    modalities = REGISTRY[check_choice("dataset", dataset, REGISTRY)].modalities
+    methods = []
+    for name in names:
+        if name == "unimodal":
+            expanded = [f"unimodal-{m}" for m in modalities]
+        elif name.startswith("unimodal-"):
+            expanded = [name]
+        else:
+            expanded = expand_methods([name]) if name == "all" else [name]
+        methods += [m for m in expanded if m not in methods]
+    return methods

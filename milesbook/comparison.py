@@ -121,7 +121,7 @@ def decomposition(rows: list[dict], modalities) -> str:
     opening = (f"Weak modality: **{weak}** (unimodal {100 * uni:.1f} %). Vanilla's {weak} reading is "
                f"{100 * van:.1f} %, {100 * gap:.1f} points below its unimodal model. The auxiliary losses "
                f"alone (`aux` − `vanilla`) move it by {100 * (aux - van):+.1f} points{share(aux - van)}")
-    ending = f"MILES ends {100 * (uni - mil):.1f} points below the unimodal model."
+    ending = f"MILES ends {100 * abs(uni - mil):.1f} points {'below' if mil <= uni else 'above'} the unimodal model."
     if "miles-lab" not in by:
         return (f"{opening}; the scheduling (`miles` − `aux`) by {100 * (mil - aux):+.1f} points"
                 f"{share(mil - aux)}; {ending}")

@@ -92,3 +92,48 @@ def plot_sweep(rows: list[dict], key: str, modalities, ax=None, label: str | Non
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return ax
+
+
+def plot_search_histories(searches: dict[str, list[dict]], ax=None):
+    """Each search's validation fusion value per complete trial (dots, in draw order) and the best so
+    far (a step line). `searches`: {method: rows of its trials.csv}."""
+    from matplotlib.ticker import MaxNLocator
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6))
+    for method, rows in searches.items():
+        done = sorted((int(r["draw"]), float(r["value"])) for r in rows if r["state"] == "COMPLETE")
+        if not done:
+            continue
+        draws, values = zip(*done)
+        best = [max(values[:i + 1]) for i in range(len(values))]
+        line, = ax.step(draws, [100 * v for v in best], where="post", label=method)
+        ax.plot(draws, [100 * v for v in values], ".", color=line.get_color(), alpha=0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="draw", ylabel="validation fusion metric (%)", title="search: each draw (dots), best so far (line)")
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_best_of_n(rows: list[dict], ax=None):
+    """Per method, the chosen trial's own test score (the paper's single number, ×) beside the test
+    mean over fresh seeds with its 95 % interval — how much best-of-N selection flatters one run.
+    `rows`: `tuned.compare_tuned`'s results.csv rows (multimodal methods)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.1 * len(rows) + 2, 3.6))
+    xs = range(len(rows))
+    means = [100 * float(r["test_mean"]) for r in rows]
+    have_ci = all(r.get("ci_low") not in (None, "") for r in rows)
+    if have_ci:
+        lows = [m - 100 * float(r["ci_low"]) for m, r in zip(means, rows)]
+        highs = [100 * float(r["ci_high"]) - m for m, r in zip(means, rows)]
+        ax.errorbar(xs, means, yerr=[lows, highs], fmt="o", color="black", capsize=3, label="fresh seeds: mean, 95 % CI")
+    else:
+        ax.plot(xs, means, "o", color="black", label="fresh seed")
+    ax.plot(xs, [100 * float(r["best_trial_test"]) for r in rows], "x", color="tab:red", ms=8,
+            label="best trial (paper's protocol)")
+    ax.set_xticks(list(xs), [r["method"] for r in rows], rotation=20)
+    ax.set(ylabel="test fusion metric (%)", title="one chosen run vs fresh seeds")
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax

@@ -1,5 +1,6 @@
 """The comparison (main job): tables from real runs, the run folder as cache, interrupted resumes."""
 import csv
+import importlib
 import json
 from dataclasses import replace
 
@@ -11,6 +12,8 @@ from milesbook.comparison import compare, decomposition, summarize
 from milesbook.errors import UserError
 
 from .conftest import run_cli
+
+train_module = importlib.import_module("milesbook.train")  # the module: `milesbook.train` is also the function
 
 
 def test_summarize_hand_computed():
@@ -82,15 +85,15 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
 
     # second call: nothing is trained again
     calls = []
-    monkeypatch.setattr(compare_module, "train", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: calls.append(a) or {})
     again = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
     assert calls == [] and again["sum"]["rows"] == report["sum"]["rows"]
     monkeypatch.undo()
 
     # a setting only MILES reads leaves vanilla's runs valid; MILES's folder refuses to be overwritten
     retrained = []
-    real = compare_module.train
-    monkeypatch.setattr(compare_module, "train", lambda c, *a, **k: retrained.append(c.method) or real(c, *a, **k))
+    real = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda c, *a, **k: retrained.append(c.method) or real(c, *a, **k))
     with pytest.raises(UserError, match="miles-concat/seed0 holds a run with a different configuration \\(mu\\)"):
         compare("toy", ("vanilla", "miles"), ("concat",), seeds=1, out=tmp_path, base=replace(base, mu=0.3),
                 progress=False)
@@ -102,8 +105,8 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     history_before = mb.read_history(folder)
     (folder / "summary.json").unlink()
     resumed = []
-    real_train = compare_module.train
-    monkeypatch.setattr(compare_module, "train", lambda *a, **k: resumed.append(k["resume"]) or real_train(*a, **k))
+    real_train = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: resumed.append(k["resume"]) or real_train(*a, **k))
     compare("toy", ("vanilla", "miles"), ("concat",), seeds=2, out=tmp_path, base=base, progress=False)
     assert resumed == [True]
     assert mb.read_history(folder) == history_before

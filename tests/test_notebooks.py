@@ -18,6 +18,7 @@ PARAMETERS = {
     "03_miles": COMMON | {"DATASET", "EPOCHS", "TAUS", "MUS", "DEFAULT_TAU", "DEFAULT_MU"},
     "04_gpu_training": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
     "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
+    "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
 }
 
 
@@ -100,6 +101,21 @@ def test_05_ablation_sweeps(executed):
     assert list(record["utilization_split"]) == ["val", "train"]
     for sweep in ("tau", "mu", "utilization_split"):
         assert all(_probability(v) for row in record[sweep].values() for v in row.values())
+
+
+def test_06_fair_comparison(executed):
+    record = read_record(executed, "06")
+    assert record["searched_here"] and record["trials"] == {"aux-concat": 3, "miles-concat": 3, "vanilla-concat": 3}
+    assert record["seeds"] == [1, 2]  # the searches trained with seed 0
+    assert set(record["tuned_mean"]) == {"vanilla", "aux", "miles"}
+    assert all(_probability(v) for v in [*record["tuned_mean"].values(), *record["best_trial_test"].values()])
+    # The best trial retrained with the search's seed is the search's own run: same validation value.
+    assert record["best_trial_val"] == pytest.approx(record["search_val"], abs=1e-12)
+    summaries = {m: [json.loads((executed / "06-digits-av-search" / "compare" / f"{m}-concat" / f"seed{s}" /
+                                 "summary.json").read_text()) for s in (1, 2)] for m in ("aux", "miles")}
+    weak = record["weak"]
+    expected = sum(m[f"test_acc_{weak}"] - a[f"test_acc_{weak}"] for m, a in zip(summaries["miles"], summaries["aux"])) / 2
+    assert record["miles_minus_aux"][f"test_acc_{weak}"] == pytest.approx(expected)
 
 
 def test_failing_cell_names_its_error(tmp_path):

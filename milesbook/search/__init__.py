@@ -39,7 +39,7 @@ from .study import JOURNAL, Job, default_study_name, definition_of, open_storage
 from .worker import run_worker, spawned_worker
 
 __all__ = ["GRACE_S", "HEARTBEAT_S", "JOURNAL", "LR_RANGE", "PRUNERS", "SAMPLERS", "DrawSampler", "Job",
-           "chosen_trial", "default_study_name", "describe_range", "format_status", "is_lost", "make_pruner",
+           "chosen_trial", "default_study_name", "folder_name", "describe_range", "format_status", "is_lost", "make_pruner",
            "make_sampler", "prepare", "read_space_file", "run_worker", "search", "search_space", "shown_url",
            "stable_hash", "status", "study_status", "tally", "trial_config", "trial_rows", "write_trials_csv"]
 
@@ -69,6 +69,12 @@ def prepare(base: TrainConfig, out, *, trials: int = 80, sampler: str = "random"
     return Job(base=base.to_dict(), out=str(out), trials=trials, space=space, modalities=tuple(entry.modalities),
                sampler=sampler, pruner=pruner, storage=storage, definition=definition, workers=workers,
                study_name=study_name or default_study_name(base, definition))
+
+
+def folder_name(config: TrainConfig) -> str:
+    """A study's folder inside a search of several methods: "<method>-<fusion>", or
+    "unimodal-<modality>" (one modality: the fusion does not matter) — the names `compare` uses."""
+    return config.method if config.method.startswith("unimodal-") else f"{config.method}-{config.fusion}"
 
 
 def _refuse_fixed(base: TrainConfig, space: dict) -> None:

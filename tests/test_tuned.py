@@ -1,0 +1,89 @@
+"""`milesbook compare --from-search`: each search's chosen setting retrained over seeds the search
+never used, the best trial's own test score beside it, and the paired decomposition at tuned settings."""
+import csv
+import json
+import statistics
+
+import pytest
+
+from milesbook.comparison import paired_difference
+from milesbook.tuned import compare_tuned, fresh_seeds, run_many, t_interval
+from milesbook.config import TrainConfig
+
+from .test_search import TOY, run_main
+
+
+@pytest.fixture(scope="module")
+def searches(tmp_path_factory):
+    """Searches of vanilla, aux and miles (3 trials of 2 epochs each), one folder per method, made by
+    one `milesbook search --method a,b,c` command."""
+    import milesbook.cli as cli
+    out = tmp_path_factory.mktemp("tuned") / "search"
+    code = cli.main(["search", *TOY, "--epochs", "2", "--trials", "3", "--method", "vanilla,aux,miles",
+                     "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_a_search_of_several_methods_writes_one_study_per_folder(searches, capsys):
+    assert sorted(p.name for p in searches.iterdir()) == ["aux-concat", "miles-concat", "vanilla-concat"]
+    for folder in searches.iterdir():
+        best = json.loads((folder / "best.json").read_text())
+        assert best["config"]["method"] == folder.name.removesuffix("-concat") and best["trials_complete"] == 3
+    code, out, err = run_main(capsys, "search", "--status", searches)
+    assert code == 0, err
+    assert [line.split()[1].split("-")[1] for line in out.splitlines() if line.startswith("study ")] == \
+        ["aux", "miles", "vanilla"]
+
+
+def test_tuned_comparison_retrains_each_chosen_setting_on_fresh_seeds(searches, tmp_path):
+    report = compare_tuned(searches, seeds=2, out=tmp_path / "cmp", progress=False)["concat"]
+    assert json.loads((tmp_path / "cmp" / "seeds.json").read_text())["retrained"] == [1, 2]
+    with open(tmp_path / "cmp" / "results.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    for method in ("vanilla", "aux", "miles"):
+        best = json.loads((searches / f"{method}-concat" / "best.json").read_text())
+        runs = [json.loads((tmp_path / "cmp" / f"{method}-concat" / f"seed{s}" / "summary.json").read_text())
+                for s in (1, 2)]
+        for run in runs:  # the chosen setting, a fresh seed, test read
+            saved = json.loads((tmp_path / "cmp" / f"{method}-concat" / f"seed{run['seed']}" / "config.json").read_text())
+            assert saved["lr"] == best["config"]["lr"] and saved["test_split"] is True
+        assert float(rows[method]["test_mean"]) == pytest.approx(statistics.fmean(r["test_acc_fusion"] for r in runs))
+        # The paper-style number: the chosen trial itself (its seed), which reproduces the search's value.
+        assert float(rows[method]["best_trial_val"]) == pytest.approx(best["value"], abs=1e-12)
+        paper = json.loads((tmp_path / "cmp" / f"{method}-concat" / "search-seed0" / "summary.json").read_text())
+        assert float(rows[method]["best_trial_test"]) == paper["test_acc_fusion"]
+        low, high = t_interval([r["test_acc_fusion"] for r in runs])
+        assert float(rows[method]["ci_low"]) == pytest.approx(low) and low <= float(rows[method]["test_mean"]) <= high
+    # miles − aux paired by seed, from the same runs the table reads.
+    diff = paired_difference(report["summaries"]["miles"], report["summaries"]["aux"], "test_acc_b")
+    by_seed = {r["seed"]: r["test_acc_b"] for r in report["summaries"]["aux"]}
+    assert diff["mean"] == pytest.approx(statistics.fmean(r["test_acc_b"] - by_seed[r["seed"]]
+                                                          for r in report["summaries"]["miles"]))
+    text = (tmp_path / "cmp" / "results.md").read_text()
+    assert "retrained over 2 seed(s) the searches never used (1, 2)" in text
+    assert "reproduce the search's validation values exactly" in text
+    assert "(`aux` − `vanilla`)" in report["decomposition"]
+
+
+def test_fresh_seeds_skip_every_search_seed():
+    records = [{"config": {"seed": 0}}, {"config": {"seed": 2}}]
+    assert fresh_seeds(records, 3) == [1, 3, 4]
+
+
+def test_run_many_in_worker_processes(tmp_path):
+    base = TrainConfig(dataset="toy", dataset_options={"sizes": [200, 60, 60]}, batch_size=100, epochs=1,
+                       method="aux")
+    jobs = [(TrainConfig(**{**base.to_dict(), "seed": s}), tmp_path / f"seed{s}") for s in (3, 4)]
+    summaries = run_many(jobs, workers=2, progress=False)
+    assert [s["seed"] for s in summaries] == [3, 4]
+    for summary, (_, folder) in zip(summaries, jobs):
+        assert summary == json.loads((folder / "summary.json").read_text())
+    assert run_many(jobs, workers=1, progress=False) == summaries  # finished runs are read back
+
+
+def test_from_search_bad_input(tmp_path, capsys):
+    code, out, err = run_main(capsys, "compare", "--from-search", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "holds no finished search" in err
+    code, out, err = run_main(capsys, "compare", "--from-search", tmp_path / "nowhere")
+    assert code == 2 and "no such folder" in err

@@ -181,7 +181,8 @@ def _run(args) -> int:
         for fusion in fusions:
             check_choice("fusion", fusion, ["concat", "sum"])
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        args.seeds, args.out = args.seeds or 3, args.out or "runs/compare"
+        args.seeds = 3 if args.seeds is None else args.seeds
+        args.out = args.out or "runs/compare"
         if args.workers != 1:
             raise UserError("--workers applies to compare --from-search; the plain compare trains one run at a time")
         report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args))
@@ -211,8 +212,15 @@ def _compare_tuned(args) -> int:
     from .tuned import compare_tuned
     if args.workers < 1:
         raise UserError(f"--workers must be ≥ 1, got {args.workers}")
+    defaults = vars(build_parser().parse_args(["compare"]))
+    ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+               if k not in ("from_search", "seeds", "out", "workers", "device") and defaults.get(k) != v]
+    if ignored:
+        raise UserError(f"compare --from-search takes the methods, fusions and settings from the searches in "
+                        f"{args.from_search}; leave out {', '.join(ignored)}")
     out = Path(args.out) if args.out else Path(args.from_search) / "compare"
-    report = compare_tuned(args.from_search, args.seeds or 5, out, workers=args.workers)
+    report = compare_tuned(args.from_search, 5 if args.seeds is None else args.seeds, out, workers=args.workers,
+                           device=None if args.device == defaults["device"] else args.device)
     for fusion, result in report.items():
         print(f"\n{fusion} fusion\n\n{result['markdown']}")
         if result["decomposition"]:
@@ -249,6 +257,8 @@ def _search(args) -> int:
     plans = []
     for method in methods:
         config = _config(args, method=method, seed=args.seed)
+        if method.startswith("unimodal-"):  # one modality: concat and sum are the same model
+            config = replace(config, fusion="concat")
         out = Path(args.out) if len(methods) == 1 else Path(args.out) / search.folder_name(config)
         search.prepare(config, out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
                        workers=args.workers, storage=args.storage, study_name=args.study_name, space_file=args.space)

@@ -104,4 +104,6 @@ def relevant_config(config: dict) -> dict:
     config.setdefault("test_split", True)  # config.json written before the setting existed tested
     knobs = set(all_hyperparameters()) | (set(config) - {f.name for f in fields(TrainConfig)})
     own = {knob.name for knob in hyperparameters_of(config["method"])}
+    for knob in hyperparameters_of(config["method"]):  # a knob declared after the run was made
+        config.setdefault(knob.name, knob.default)
     return {k: v for k, v in config.items() if k != "device" and (k not in knobs or k in own)}

@@ -43,6 +43,8 @@ def run(names=NOTEBOOKS, quick: bool = True, out="runs/notebooks", parameters: d
         source = find(name)
         target = out / source.name
         params = {"QUICK": quick, "OUT_DIR": str(out / "work"), **(parameters or {})}
+        if "WIDGETS" in papermill.inspect_notebook(str(source)):  # no one to move a slider here
+            params.setdefault("WIDGETS", False)
         papermill.execute_notebook(str(source), str(target), parameters=params, kernel_name="python3",
                                    cwd=str(source.parent), progress_bar=False, execution_timeout=timeout)
         executed.append(target)

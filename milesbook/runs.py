@@ -48,6 +48,8 @@ from .errors import UserError
 CHECKPOINT = "last.pt"
 SELECTED = "selected.pt"
 CANDIDATES = "candidates"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -58,6 +60,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should read like any other
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -140,33 +143,53 @@ def save_epoch(folder: Path, checkpoint: dict, history: list[dict], test_history
         write_history(folder / "test_history.csv", test_history)
 
 
-def keep_candidates(folder: Path, epoch: int, weights: dict, history: list[dict], tolerance: float,
-                    metric: str) -> None:
-    """Save `weights` (epoch `epoch`'s model, the one validation scored) while that epoch can still be
-    selected, and drop the saved epochs that no longer can: an epoch more than `tolerance` below the
-    best validation value so far never comes back, since the best only rises. `history` ends with
-    `epoch`'s row. Call before `save_epoch`, so a checkpoint never names an epoch without its candidate."""
+def can_be_selected(history: list[dict], tolerance: float, metric: str) -> set[int]:
+    """The epochs of `history` that the selection rule may still choose however training goes on:
+    those within `tolerance` of the best validation fusion value so far (the best only rises)."""
     key = f"val_{metric}_fusion"
     top = max(row[key] for row in history)
-    alive = {int(row["epoch"]) for row in history if row[key] >= top - tolerance}
-    place = Path(folder) / CANDIDATES
-    place.mkdir(exist_ok=True)
-    if epoch in alive:
-        atomic_write(place / f"epoch{epoch}.pt", lambda p: torch.save(weights, p))
-    for path in place.glob("epoch*.pt"):
+    return {int(row["epoch"]) for row in history if row[key] >= top - tolerance}
+
+
+def save_candidate(folder: Path, epoch: int, weights: dict) -> None:
+    """candidates/epoch<e>.pt: the weights validation scored at `epoch`, which may yet be selected.
+    Written before `save_epoch`, so a checkpoint never names an epoch whose candidate is missing."""
+    atomic_write(Path(folder) / CANDIDATES / f"epoch{epoch}.pt", lambda p: torch.save(weights, p))
+
+
+def prune_candidates(folder: Path, history: list[dict], tolerance: float, metric: str) -> None:
+    """Drop the candidates no epoch of the (checkpointed) `history` can bring back. Called after
+    `save_epoch`: a run killed before it re-trains that epoch and still finds every candidate."""
+    alive = can_be_selected(history, tolerance, metric)
+    for path in (Path(folder) / CANDIDATES).glob("epoch*.pt"):
         if int(path.stem.removeprefix("epoch")) not in alive:
             path.unlink(missing_ok=True)
 
 
+def reopen_selected(folder: Path) -> None:
+    """A finished run resumed for more epochs: its selected epoch becomes a candidate again."""
+    path = Path(folder) / SELECTED
+    if path.exists():
+        epoch = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+        (Path(folder) / CANDIDATES).mkdir(exist_ok=True)
+        os.replace(path, Path(folder) / CANDIDATES / f"epoch{epoch}.pt.selected")
+
+
 def _keep_selected(folder: Path, best: int) -> None:
-    """candidates/epoch<best>.pt becomes selected.pt; the other candidates go. A run from before
-    candidates existed (resumed across versions) may lack it: then no selected.pt."""
+    """The chosen epoch's candidate becomes selected.pt ({"epoch", "model"}); the rest go. When it is
+    missing (a run extended after finishing, whose new choice is an older epoch no longer kept),
+    there is no selected.pt rather than another epoch's weights."""
     place = Path(folder) / CANDIDATES
     if not place.is_dir():
         return
     chosen = place / f"epoch{best}.pt"
+    if not chosen.exists() and (place / f"epoch{best}.pt.selected").exists():
+        chosen = place / f"epoch{best}.pt.selected"
     if chosen.exists():
-        os.replace(chosen, Path(folder) / SELECTED)
+        weights = torch.load(chosen, map_location="cpu", weights_only=True)
+        if chosen.suffix == ".selected":  # a former selected.pt: {"epoch", "model"}
+            weights = weights["model"]
+        atomic_write(Path(folder) / SELECTED, lambda p: torch.save({"epoch": best, "model": weights}, p))
     for path in place.glob("*"):
         path.unlink(missing_ok=True)
     place.rmdir()
@@ -176,9 +199,9 @@ def selected_weights(folder, device="cpu") -> dict:
     """The `state_dict` of a finished run's selected epoch (`selected.pt`)."""
     path = Path(folder) / SELECTED
     if not path.exists():
-        raise UserError(f"{folder} has no {SELECTED} (a run finished before milesbook kept selected "
-                        "weights); train it again into an empty folder")
-    return torch.load(path, map_location=device, weights_only=True)
+        raise UserError(f"{folder} has no {SELECTED} (its selected epoch's weights were not kept: a run from "
+                        "before milesbook kept them, or one extended after finishing); train it into an empty folder")
+    return torch.load(path, map_location=device, weights_only=True)["model"]
 
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,

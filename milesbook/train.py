@@ -258,6 +258,8 @@ class Trainer:
         `on_epoch_end(row)` runs after each checkpoint."""
         state = runs.start(self.out, self.config.to_dict(), resume, self.device)
         start = self._restore(state) if state is not None else 0
+        if start:
+            runs.reopen_selected(self.out)
         bar = tqdm(range(start + 1, self.config.epochs + 1), desc=f"{self.config.method}/{self.config.fusion}"
                    f"/seed{self.config.seed}", leave=False, initial=start, total=self.config.epochs,
                    **({} if self.progress else {"disable": True}))  # else TQDM_DISABLE decides
@@ -275,15 +277,19 @@ class Trainer:
             test = self.evaluate("test") if self.config.test_split else None
             testing = time.perf_counter() - testing
             row, util_metrics = self._row(epoch, lrs, train, val)
-            scored = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            # The weights validation just scored (before `end_epoch` may change them), while they can be chosen.
+            tolerance = self.config.selection_tolerance
+            scored = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} \
+                if epoch in runs.can_be_selected([*self.history, row], tolerance, self.metric) else None
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
             row["seconds"] = time.perf_counter() - began - testing  # the method's work + train + validation
             self.history.append(row)
             if test is not None:
                 self.test_history.append({"epoch": epoch, **self._test_row(test)})
-            runs.keep_candidates(self.out, epoch, scored, self.history, self.config.selection_tolerance,
-                                 self.metric)
+            if scored is not None:
+                runs.save_candidate(self.out, epoch, scored)
             runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
+            runs.prune_candidates(self.out, self.history, tolerance, self.metric)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)

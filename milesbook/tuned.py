@@ -47,9 +47,17 @@ def find_searches(folder) -> list[dict]:
     for path in paths:
         record = json.loads(path.read_text())
         records.append({**record, "folder": str(path.parent)})
-    datasets = sorted({r["config"]["dataset"] for r in records})
-    if len(datasets) > 1:
-        raise UserError(f"--from-search {folder} mixes datasets {datasets}; give one dataset's searches")
+    settings = {json.dumps([r["config"]["dataset"], r["config"]["dataset_options"]], sort_keys=True) for r in records}
+    if len(settings) > 1:
+        raise UserError(f"--from-search {folder} mixes datasets or dataset options ({', '.join(sorted(settings))}); "
+                        "give one dataset's searches")
+    seen = {}
+    for r in records:
+        key = (r["config"]["method"], "" if r["config"]["method"].startswith("unimodal-") else r["config"]["fusion"])
+        if key in seen:
+            raise UserError(f"--from-search {folder} holds two searches of {'/'.join(filter(None, key))} "
+                            f"({seen[key]} and {r['folder']}); keep one")
+        seen[key] = r["folder"]
     order = {m: i for i, m in enumerate(ALL_METHODS)}
     return sorted(records, key=lambda r: (not r["config"]["method"].startswith("unimodal-"),
                                           order.get(r["config"]["method"], len(order)), r["config"]["method"],
@@ -124,10 +132,12 @@ def _setting(params: dict) -> str:
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
 
 
-def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progress: bool = True) -> dict:
+def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progress: bool = True,
+                  device: str | None = None) -> dict:
     """Retrain each search's chosen configuration in `search_dir` over `seeds` fresh seeds (and once
     with the search's seed, reading test: the paper-style number), write `results.md` and
-    `results.csv` in `out` (default `search_dir/compare`) and return {fusion: report}."""
+    `results.csv` in `out` (default `search_dir/compare`) and return {fusion: report}. `device`
+    overrides where the runs train (it does not change their results' cache key)."""
     from .datasets import load_dataset
     if seeds < 1:
         raise UserError(f"--seeds must be ≥ 1, got {seeds}")
@@ -140,16 +150,17 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     label = METRIC_LABELS[metric]
     retrain = fresh_seeds(records, seeds)
     searched = {r["config"]["method"]: r for r in records if r["config"]["method"].startswith("unimodal-")}
-    references = {}
-    for m in modalities:
-        name = f"unimodal-{m}"
-        config = TrainConfig.from_dict(searched[name]["config"]) if name in searched else \
-            TrainConfig(dataset=dataset, dataset_options=records[0]["config"]["dataset_options"], method=name,
-                        epochs=records[0]["config"]["epochs"])
-        references[name] = replace(config, test_split=True)
     multimodal = [r for r in records if not r["config"]["method"].startswith("unimodal-")]
     if not multimodal:
         raise UserError(f"--from-search {search_dir} holds only unimodal searches; search a multimodal method too")
+    where_to = {} if device is None else {"device": device}
+    references = {}
+    for m in modalities:
+        name = f"unimodal-{m}"
+        # Without a unimodal search: the searches' fixed settings (epochs, batch, encoder, …), default rate.
+        config = TrainConfig.from_dict(searched[name]["config"]) if name in searched else \
+            replace(TrainConfig.from_dict(multimodal[0]["config"]), method=name, lr=TrainConfig().lr)
+        references[name] = replace(config, test_split=True, **where_to)
 
     jobs, where = [], []  # where: (method, fusion, kind) per job, kind "seed" or "paper"
     for name, config in references.items():
@@ -157,7 +168,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             jobs.append((replace(config, seed=s), out / name / f"seed{s}"))
             where.append((name, None, "seed"))
     for r in multimodal:
-        config = replace(TrainConfig.from_dict(r["config"]), test_split=True)
+        config = replace(TrainConfig.from_dict(r["config"]), test_split=True, **where_to)
         tag = f"{config.method}-{config.fusion}"
         for s in retrain:
             jobs.append((replace(config, seed=s), out / tag / f"seed{s}"))
@@ -179,8 +190,10 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
           f"mean ± std and the 95 % t-interval of the mean. *Best trial* is the paper's protocol — the one "
           f"chosen run itself (retrained with the search's seed, now reading test) — for comparison.", "",
           "Unimodal references: " + ", ".join(
-              f"{n} {'at its searched setting (' + _setting(searched[n]['params']) + ')' if n in searched else 'at the default setting (no unimodal search in the folder)'}"
-              for n in references) + ".", ""]
+              f"{n} {'at its searched setting (' + _setting(searched[n]['params']) + ')' if n in searched else f'at the default rate {TrainConfig().lr} (no unimodal search in the folder)'}"
+              for n in references) + ".", "",
+          "Each method runs at its own chosen setting, so a difference between two rows (e.g. `miles` − `aux`) "
+          "is between the two methods *as tuned* — their learning rates differ too — paired by seed.", ""]
     for fusion in fusions:
         by_method = {name: [] for name in references}
         paper = {}

@@ -15,7 +15,7 @@ COMMON = {"QUICK", "DEVICE", "OUT_DIR"}
 PARAMETERS = {
     "01_modality_competition": COMMON | {"DATASET", "EPOCHS", "SEEDS", "STRENGTH_A", "STRENGTH_B"},
     "02_utilization_rates": COMMON | {"DATASET", "EPOCHS"},
-    "03_miles": COMMON | {"DATASET", "EPOCHS", "TAUS", "MUS", "DEFAULT_TAU", "DEFAULT_MU"},
+    "03_miles": COMMON | {"DATASET", "EPOCHS", "TAUS", "MUS", "DEFAULT_TAU", "DEFAULT_MU", "WIDGETS"},
     "04_gpu_training": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
     "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
     "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
@@ -111,7 +111,7 @@ def test_06_fair_comparison(executed):
     assert all(_probability(v) for v in [*record["tuned_mean"].values(), *record["best_trial_test"].values()])
     # The best trial retrained with the search's seed is the search's own run: same validation value.
     assert record["best_trial_val"] == pytest.approx(record["search_val"], abs=1e-12)
-    summaries = {m: [json.loads((executed / "06-digits-av-search" / "compare" / f"{m}-concat" / f"seed{s}" /
+    summaries = {m: [json.loads((executed / "06-digits-av-search-2ep" / "compare" / f"{m}-concat" / f"seed{s}" /
                                  "summary.json").read_text()) for s in (1, 2)] for m in ("aux", "miles")}
     weak = record["weak"]
     expected = sum(m[f"test_acc_{weak}"] - a[f"test_acc_{weak}"] for m, a in zip(summaries["miles"], summaries["aux"])) / 2

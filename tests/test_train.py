@@ -264,19 +264,19 @@ def test_relevant_config_ignores_other_methods_settings():
 
 
 def test_candidates_keep_exactly_the_epochs_that_can_still_be_selected(tmp_path):
-    from milesbook.runs import keep_candidates
-    history = []
-    for epoch, acc in enumerate([0.90, 0.99, 0.993, 0.97, 1.0], start=1):
+    from milesbook.runs import can_be_selected, prune_candidates, save_candidate
+    accuracies = [0.90, 0.99, 0.993, 0.97, 0.996, 1.0]
+    history, kept = [], []
+    for epoch, acc in enumerate(accuracies, start=1):
         history.append({"epoch": epoch, "val_acc_fusion": acc, "val_loss_fusion": 0.1})
-        keep_candidates(tmp_path, epoch, {"w": torch.tensor([float(epoch)])}, history, 0.005, "acc")
-    # Best so far 1.0: only epochs ≥ 0.995 survive (epochs 1, 2 and 4 were dropped as the best rose).
-    assert sorted(p.name for p in (tmp_path / "candidates").iterdir()) == ["epoch5.pt"]
-    history[-1]["val_acc_fusion"] = 0.995  # an epoch-5 value that keeps epoch 3 alive
-    for p in (tmp_path / "candidates").iterdir():
-        p.unlink()
-    keep_candidates(tmp_path, 3, {"w": torch.tensor([3.0])}, history[:3], 0.005, "acc")
-    keep_candidates(tmp_path, 5, {"w": torch.tensor([5.0])}, history, 0.005, "acc")
-    assert sorted(p.name for p in (tmp_path / "candidates").iterdir()) == ["epoch3.pt", "epoch5.pt"]
+        if epoch in can_be_selected(history, 0.005, "acc"):
+            save_candidate(tmp_path, epoch, {"w": torch.tensor([float(epoch)])})
+        prune_candidates(tmp_path, history, 0.005, "acc")
+        kept.append(sorted(int(p.stem[5:]) for p in (tmp_path / "candidates").iterdir()))
+    # by hand: within 0.005 of the best so far
+    assert kept == [[1], [2], [2, 3], [2, 3], [3, 5], [5, 6]]
+    for epochs in range(1, 7):  # whichever epoch training stops at, its choice was kept
+        assert select_best_epoch(history[:epochs], 0.005) in kept[epochs - 1]
 
 
 def test_selected_weights_are_the_selected_epochs_model(tmp_path, toy):
@@ -287,6 +287,7 @@ def test_selected_weights_are_the_selected_epochs_model(tmp_path, toy):
     best = summary["best_epoch"]
     assert not (tmp_path / "long" / "candidates").exists()
     selected = mb.runs.selected_weights(tmp_path / "long")
+    assert torch.load(tmp_path / "long" / "selected.pt", weights_only=True)["epoch"] == best
     mb.train(mb.TrainConfig(**{**config.to_dict(), "epochs": best}), tmp_path / "short", dataset=toy, progress=False)
     short = torch.load(tmp_path / "short" / "last.pt", weights_only=False)["model"]
     assert selected.keys() == short.keys()
@@ -294,3 +295,24 @@ def test_selected_weights_are_the_selected_epochs_model(tmp_path, toy):
     if best != 5:  # another epoch's weights must differ: the check can fail
         last = torch.load(tmp_path / "long" / "last.pt", weights_only=False)["model"]
         assert not all(torch.equal(selected[k], last[k]) for k in last)
+
+
+def test_selected_weights_follow_a_finished_run_that_is_extended(tmp_path, toy):
+    config = mb.TrainConfig(dataset="toy", method="aux", epochs=2, selection_tolerance=0.0)
+    mb.train(config, tmp_path / "run", dataset=toy, progress=False)
+    longer = mb.TrainConfig(**{**config.to_dict(), "epochs": 4})
+    summary = mb.train(longer, tmp_path / "run", dataset=toy, progress=False, resume=True)
+    saved = torch.load(tmp_path / "run" / "selected.pt", weights_only=True)
+    assert saved["epoch"] == summary["best_epoch"] and not (tmp_path / "run" / "candidates").exists()
+    mb.train(mb.TrainConfig(**{**config.to_dict(), "epochs": summary["best_epoch"]}), tmp_path / "short",
+             dataset=toy, progress=False)
+    short = torch.load(tmp_path / "short" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(saved["model"][k], short[k]) for k in short)
+
+
+def test_a_knob_declared_after_a_run_reads_as_its_default():
+    from milesbook.config import relevant_config
+    now = mb.TrainConfig(method="mslr-k", mslr_lrs={"image": 1e-3, "audio": 1e-3}).to_dict()
+    older = {k: v for k, v in now.items() if k != "mslr_init"}
+    assert relevant_config(older) == relevant_config(now)
+    assert relevant_config({**older, "mslr_init": "unimodal"}) != relevant_config(now)

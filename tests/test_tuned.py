@@ -82,6 +82,27 @@ def test_run_many_in_worker_processes(tmp_path):
     assert run_many(jobs, workers=1, progress=False) == summaries  # finished runs are read back
 
 
+def test_from_search_refuses_duplicates_and_flags_it_ignores(searches, tmp_path, capsys):
+    import shutil
+    shutil.copytree(searches, tmp_path / "s")
+    shutil.copytree(tmp_path / "s" / "aux-concat", tmp_path / "s" / "aux-again")
+    code, out, err = run_main(capsys, "compare", "--from-search", tmp_path / "s")
+    assert code == 2 and "holds two searches of aux/concat" in err
+    code, out, err = run_main(capsys, "compare", "--from-search", searches, "--methods", "vanilla")
+    assert code == 2 and "leave out --methods" in err
+    code, out, err = run_main(capsys, "compare", "--from-search", searches, "--seeds", "0")
+    assert code == 2 and "--seeds must be ≥ 1, got 0" in err
+
+
+def test_unimodal_references_share_the_searches_settings(searches, tmp_path):
+    compare_tuned(searches, seeds=1, out=tmp_path / "cmp", progress=False)
+    reference = json.loads((tmp_path / "cmp" / "unimodal-a" / "seed1" / "config.json").read_text())
+    searched = json.loads((searches / "aux-concat" / "best.json").read_text())["config"]
+    assert (reference["epochs"], reference["batch_size"], reference["dataset_options"]) == \
+        (searched["epochs"], searched["batch_size"], searched["dataset_options"]) == (2, 100, {"sizes": [200, 60, 60]})
+    assert reference["lr"] == TrainConfig().lr
+
+
 def test_from_search_bad_input(tmp_path, capsys):
     code, out, err = run_main(capsys, "compare", "--from-search", tmp_path)
     assert code == 2 and err.count("\n") == 1 and "holds no finished search" in err

@@ -283,7 +283,7 @@ def test_status_lists_counts_best_and_space(capsys, reference):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"study toy-miles-concat-1ep-") and lines[0].endswith(f"in {reference}/search.journal")
-    assert "4 complete (of --trials 4), 0 pruned, 0 failed, 0 running, 0 queued" in lines[1]
+    assert "4 complete (of --trials 4), 0 pruned, 0 failed, 0 running, 0 queued; 4 epochs trained in all" in lines[1]
     assert "tau  uniform [0, 0.5]             ours (the paper states no range)" in out
     best = json.loads((reference / "best.json").read_text())
     assert f"chosen: trial {best['trial']} (draw {best['draw']}) — validation {best['value']:.4f}" in out

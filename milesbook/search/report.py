@@ -76,7 +76,10 @@ def study_status(study) -> dict:
                       key=lambda t: -t.value)
     tolerance = definition.get("config", {}).get("selection_tolerance", 0.0)
     tied = sum(t.value >= complete[0].value - tolerance for t in complete) if complete else 0
+    # One reported value per trained epoch: what a pruner saves shows here, whatever else the machine did.
+    epochs = sum(len(t.intermediate_values) for t in trials)
     return {"study": study.study_name, "counts": counts, "trials_asked": study.user_attrs.get("trials_asked"),
+            "epochs_trained": epochs,
             "sampler": definition.get("sampler", "?"), "pruner": definition.get("pruner", "?"),
             "seed": definition.get("config", {}).get("seed"),
             "tolerance": tolerance, "tied": tied,
@@ -92,7 +95,8 @@ def format_status(status: dict, storage: str) -> str:
     lines = [f"study {status['study']} in {storage}",
              f"  sampler {status['sampler']} (seed {status['seed']}), pruner {status['pruner']}; trials: "
              f"{c['complete']} complete (of --trials {status['trials_asked']}), {c['pruned']} pruned, "
-             f"{c['fail']} failed, {c['running']} running, {c['waiting']} queued",
+             f"{c['fail']} failed, {c['running']} running, {c['waiting']} queued; "
+             f"{status.get('epochs_trained', 0)} epochs trained in all",
              "  space:"]
     width = max([len(n) for n in status["space"]] + [2])
     for name, (r, source) in status["space"].items():

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=" | ".join([*METHODS, "unimodal-<modality>"]) + "; several (comma-separated, 'all' for the "
                         "2 × 2 and the baselines, 'unimodal' for every modality's reference) run one after another, "
                         "each study in DIR/<method>-<fusion>/ (a unimodal one in DIR/unimodal-<modality>/)")
-    p.add_argument("--trials", type=int, default=80, help="complete trials to reach (default 80, the paper's)")
+    p.add_argument("--trials", type=int, default=80, help="draws to finish — complete, or pruned by --pruner (default 80, the paper's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the draws and every trial's training")
     p.add_argument("--out", help="search folder: trials/<number>/ run folders, trials.csv, best.json, plots, "
                                  "and the default storage search.journal")

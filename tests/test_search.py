@@ -197,7 +197,7 @@ def test_sigkill_mid_trial_then_the_same_command_finishes_the_study(tmp_path, re
     assert rows[1]["note"].startswith("lost: its worker stopped")
     ref = complete_params(reference)
     assert complete_params(out) == {k: ref[k] for k in range(3)}  # the kill changed no draw
-    assert "3 complete (of --trials 3), 0 pruned, 1 failed, 0 running" in again.stdout
+    assert "3 complete, 0 pruned (of --trials 3), 1 failed, 0 running" in again.stdout
 
 
 def test_two_commands_and_two_workers_share_one_study_exactly(tmp_path, reference):
@@ -243,6 +243,21 @@ def test_the_last_slot_is_given_once_and_a_lost_trial_is_redrawn_once():
     assert [t.state for t in study.get_trials()][:3] == [TrialState.FAIL, TrialState.RUNNING, TrialState.FAIL]
 
 
+def test_a_pruned_draw_counts_towards_trials():
+    """With a pruner, --trials counts the draws judged (complete or pruned), as Optuna does: a pruner
+    that stops most draws early must make the search cheaper, not run more draws."""
+    study = optuna.create_study(direction="maximize", sampler=search.DrawSampler(3))
+    first, second, third = _asked(study, 3)
+    study.tell(first, 0.9)
+    study.tell(second, state=TrialState.PRUNED)
+    t = search.tally(study.get_trials())
+    assert (t.complete, t.pruned, t.finished) == ({0}, {1}, {0, 1})
+    assert verdict(study, third, 2).startswith("not run: 2 lower draws")  # two draws finished already
+    study.tell(third, state=TrialState.FAIL)
+    fourth, = _asked(study, 1)
+    assert verdict(study, fourth, 3) == ""  # with --trials 3, a third draw is still due
+
+
 def test_only_a_gone_worker_makes_a_trial_lost():
     me, now = worker_identity(), time.time()
 
@@ -267,7 +282,7 @@ def test_sqlite_storage_and_status(tmp_path, capsys):
                               "--storage", url, "--pruner", "median", "--out", tmp_path / "s")
     assert code == 0, err
     assert f"in {url}" in out and "sampler random (seed 0), pruner median" in out
-    assert "2 complete (of --trials 2)" in out and "lr  log-uniform [0.0001, 0.01]" in out
+    assert "2 complete, 0 pruned (of --trials 2)" in out and "lr  log-uniform [0.0001, 0.01]" in out
     code, status, err = run_main(capsys, "search", "--status", tmp_path / "s")
     assert code == 0, err
     study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
@@ -283,7 +298,7 @@ def test_status_lists_counts_best_and_space(capsys, reference):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"study toy-miles-concat-1ep-") and lines[0].endswith(f"in {reference}/search.journal")
-    assert "4 complete (of --trials 4), 0 pruned, 0 failed, 0 running, 0 queued; 4 epochs trained in all" in lines[1]
+    assert "4 complete, 0 pruned (of --trials 4), 0 failed, 0 running, 0 queued; 4 epochs trained in all" in lines[1]
     assert "tau  uniform [0, 0.5]             ours (the paper states no range)" in out
     best = json.loads((reference / "best.json").read_text())
     assert f"chosen: trial {best['trial']} (draw {best['draw']}) — validation {best['value']:.4f}" in out

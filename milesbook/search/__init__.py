@@ -112,7 +112,7 @@ def search(base: TrainConfig, out, *, trials: int = 80, sampler: str = "random",
 
     def show(study) -> None:
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        bar.n = min(len(complete), trials)
+        bar.n = min(len(tally(study.get_trials(deepcopy=False)).finished), trials)
         if complete:
             bar.set_postfix(best=f"{max(t.value for t in complete):.4f}")  # redraws the bar
         else:

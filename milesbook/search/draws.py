@@ -133,15 +133,22 @@ def _duplicates(trials) -> set[int]:
 
 @dataclass
 class Tally:
-    """Draws by state: complete, running (not complete), waiting (a retry queued, not complete)."""
+    """Draws by state: complete, pruned, running (not finished), waiting (a retry queued, not finished).
+    A pruned draw is finished: the pruner judged it, and it counts towards `--trials` as in Optuna —
+    else a pruner that stops most draws early would make the search run more of them, not fewer."""
     draws: dict[int, int]
     complete: set[int] = field(default_factory=set)
+    pruned: set[int] = field(default_factory=set)
     running: set[int] = field(default_factory=set)
     waiting: set[int] = field(default_factory=set)
 
+    @property
+    def finished(self) -> set[int]:
+        return self.complete | self.pruned
+
     def claimed_below(self, draw: int) -> int:
-        """Draws under `draw` that are complete or under way (running, or queued to run again)."""
-        return len({d for d in self.complete | self.running | self.waiting if d < draw})
+        """Draws under `draw` that are finished or under way (running, or queued to run again)."""
+        return len({d for d in self.finished | self.running | self.waiting if d < draw})
 
 
 def tally(trials) -> Tally:
@@ -152,10 +159,10 @@ def tally(trials) -> Tally:
         d = result.draws[t.number]
         if t.number in skip:
             continue
-        {TrialState.COMPLETE: result.complete, TrialState.RUNNING: result.running,
+        {TrialState.COMPLETE: result.complete, TrialState.PRUNED: result.pruned, TrialState.RUNNING: result.running,
          TrialState.WAITING: result.waiting}.get(t.state, set()).add(d)
-    result.running -= result.complete
-    result.waiting -= result.complete | result.running
+    result.running -= result.finished
+    result.waiting -= result.finished | result.running
     return result
 
 
@@ -184,7 +191,7 @@ def recover(study, trials, grace: float = GRACE_S) -> bool:
 
 def verdict(study, trial, trials_asked: int) -> str:
     """"" when `trial` (just asked for) should run, else why not: a fresh draw beyond what `--trials`
-    needs, a retry made twice, or a retry of a draw that completed after all. Decided from trials
+    needs (finished — complete or pruned — or under way), a retry made twice, or a retry of a draw that completed after all. Decided from trials
     numbered before it, so two workers asking at once never both take the last slot."""
     trials = study.get_trials(deepcopy=False)
     t = tally(trials)
@@ -199,6 +206,6 @@ def verdict(study, trial, trials_asked: int) -> str:
     if source.state == TrialState.RUNNING:  # queued as lost by a worker that has not failed it yet
         give_back(study, source, "lost: its worker stopped (killed?) — the draw runs again as a new trial")
         source = study._storage.get_trial(source._trial_id)
-    if source.state in (TrialState.COMPLETE, TrialState.PRUNED) or draw in tally(study.get_trials()).complete:
+    if source.state in (TrialState.COMPLETE, TrialState.PRUNED) or draw in tally(study.get_trials()).finished:
         return f"not run: draw {draw} finished in trial {source.number} after all"
     return ""

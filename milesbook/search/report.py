@@ -94,7 +94,7 @@ def format_status(status: dict, storage: str) -> str:
     c = status["counts"]
     lines = [f"study {status['study']} in {storage}",
              f"  sampler {status['sampler']} (seed {status['seed']}), pruner {status['pruner']}; trials: "
-             f"{c['complete']} complete (of --trials {status['trials_asked']}), {c['pruned']} pruned, "
+             f"{c['complete']} complete, {c['pruned']} pruned (of --trials {status['trials_asked']}), "
              f"{c['fail']} failed, {c['running']} running, {c['waiting']} queued; "
              f"{status.get('epochs_trained', 0)} epochs trained in all",
              "  space:"]
@@ -158,6 +158,7 @@ def write_best(study, out, job: Job) -> dict | None:
     config = trial_config(job.config, best.params, job.modalities)
     record = {"study": study.study_name, "storage": shown_url(job.storage), "sampler": job.sampler,
               "pruner": job.pruner, "trials_complete": len(tally(study.get_trials()).complete),
+              "trials_pruned": len(tally(study.get_trials()).pruned),
               "trial": best.number, "draw": draw_of(best), "value": best.value,
               "val_loss_fusion": best.user_attrs.get("val_loss_fusion"), "best_epoch": best.user_attrs.get("best_epoch"),
               "params": best.params, "run_folder": best.user_attrs.get(FOLDER),

@@ -23,7 +23,7 @@ class _Lost(Exception):
 
 
 def run_worker(job: Job, data=None, on_trial_end=None) -> None:
-    """Run trials of the job's study until `job.trials` draws are complete: give back lost trials,
+    """Run trials of the job's study until `job.trials` draws are finished (complete or pruned): give back lost trials,
     wait while others run the last draws, else ask for a trial (a queued retry first) and run it.
     `on_trial_end(study)` runs after each trial this worker finished."""
     from ..datasets import load_dataset
@@ -35,9 +35,9 @@ def run_worker(job: Job, data=None, on_trial_end=None) -> None:
         if recover(study, trials, job.grace):
             continue
         t = tally(trials)
-        if len(t.complete) >= job.trials:
+        if len(t.finished) >= job.trials:
             return
-        if not t.waiting and len(t.complete) + len(t.running) >= job.trials:
+        if not t.waiting and len(t.finished) + len(t.running) >= job.trials:
             time.sleep(job.poll)  # the last draws are running elsewhere; one may still fail
             continue
         trial = study.ask()

@@ -100,17 +100,19 @@ def plot_search_histories(searches: dict[str, list[dict]], ax=None):
     from matplotlib.ticker import MaxNLocator
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
-    for method, rows in searches.items():
+    # The default cycle has ten colours: with more searches, two would share one.
+    colours = plt.get_cmap("tab20").colors if len(searches) > 10 else [None] * len(searches)
+    for (method, rows), colour in zip(searches.items(), colours):
         done = sorted((int(r["draw"]), float(r["value"])) for r in rows if r["state"] == "COMPLETE")
         if not done:
             continue
         draws, values = zip(*done)
         best = [max(values[:i + 1]) for i in range(len(values))]
-        line, = ax.step(draws, [100 * v for v in best], where="post", label=method)
+        line, = ax.step(draws, [100 * v for v in best], where="post", label=method, color=colour)
         ax.plot(draws, [100 * v for v in values], ".", color=line.get_color(), alpha=0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="draw", ylabel="validation fusion metric (%)", title="search: each draw (dots), best so far (line)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the dots
     ax.figure.tight_layout()
     return ax
 
@@ -126,7 +128,7 @@ def plot_best_of_n(rows: list[dict], ax=None):
     have_ci = all(r.get("ci_low") not in (None, "") for r in rows)
     if have_ci:
         lows = [m - 100 * float(r["ci_low"]) for m, r in zip(means, rows)]
-        highs = [100 * float(r["ci_high"]) - m for m, r in zip(means, rows)]
+        highs = [100 * min(float(r["ci_high"]), 1.0) - m for m, r in zip(means, rows)]  # no interval above 100 %
         ax.errorbar(xs, means, yerr=[lows, highs], fmt="o", color="black", capsize=3, label="fresh seeds: mean, 95 % CI")
     else:
         ax.plot(xs, means, "o", color="black", label="fresh seed")

@@ -167,12 +167,13 @@ def prune_candidates(folder: Path, history: list[dict], tolerance: float, metric
 
 
 def reopen_selected(folder: Path) -> None:
-    """A finished run resumed for more epochs: its selected epoch becomes a candidate again."""
+    """A finished run resumed for more epochs: its selected epoch becomes a candidate again, like
+    any other (pruned if the new epochs put it out of reach)."""
     path = Path(folder) / SELECTED
     if path.exists():
-        epoch = torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-        (Path(folder) / CANDIDATES).mkdir(exist_ok=True)
-        os.replace(path, Path(folder) / CANDIDATES / f"epoch{epoch}.pt.selected")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        save_candidate(folder, saved["epoch"], saved["model"])
+        path.unlink()
 
 
 def _keep_selected(folder: Path, best: int) -> None:
@@ -183,12 +184,8 @@ def _keep_selected(folder: Path, best: int) -> None:
     if not place.is_dir():
         return
     chosen = place / f"epoch{best}.pt"
-    if not chosen.exists() and (place / f"epoch{best}.pt.selected").exists():
-        chosen = place / f"epoch{best}.pt.selected"
     if chosen.exists():
         weights = torch.load(chosen, map_location="cpu", weights_only=True)
-        if chosen.suffix == ".selected":  # a former selected.pt: {"epoch", "model"}
-            weights = weights["model"]
         atomic_write(Path(folder) / SELECTED, lambda p: torch.save({"epoch": best, "model": weights}, p))
     for path in place.glob("*"):
         path.unlink(missing_ok=True)

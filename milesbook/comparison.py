@@ -81,9 +81,13 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
     return rows
 
 
-def _cell(row: dict, key: str) -> str:
+def cell(row: dict, key: str) -> str:
+    """A table cell in %: "mean ± std" over seeds, the mean alone with one seed (no spread to show),
+    "–" where the row has no such value."""
     mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
-    return "–" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f}" if row.get("seeds", 2) < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def markdown_table(rows: list[dict], modalities, probes=()) -> str:
@@ -91,8 +95,8 @@ def markdown_table(rows: list[dict], modalities, probes=()) -> str:
     header = ["method", "multimodal", *modalities, "Δ", *[f"{m} probe" for m in probes]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["method"], _cell(row, "fusion"), *[_cell(row, m) for m in modalities], _cell(row, "delta"),
-                 *[_cell(row, f"probe_{m}") for m in probes]]
+        cells = [row["method"], cell(row, "fusion"), *[cell(row, m) for m in modalities], cell(row, "delta"),
+                 *[cell(row, f"probe_{m}") for m in probes]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -183,16 +187,16 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
     aux_effect = paired_difference(summaries["miles"], summaries["aux"], reading)
     lines = [f"| {weak}, test {label} (%) | no scheduling | MILES scheduling | scheduling effect (paired by seed) |",
              "|---|---|---|---|",
-             f"| L_AB only, read from the fusion head's {weak} part | vanilla {_cell(by['vanilla'], weak)} | "
-             f"miles-lab {_cell(by['miles-lab'], weak)} | {_effect(lab_effect)} |"]
+             f"| L_AB only, read from the fusion head's {weak} part | vanilla {cell(by['vanilla'], weak)} | "
+             f"miles-lab {cell(by['miles-lab'], weak)} | {_effect(lab_effect)} |"]
     has_probe = by["vanilla"].get(f"probe_{weak}_mean") is not None and \
         by["miles-lab"].get(f"probe_{weak}_mean") is not None
     if has_probe:
         lines.append(f"| L_AB only, {weak} encoder read by a detached probe | vanilla "
-                     f"{_cell(by['vanilla'], f'probe_{weak}')} | miles-lab {_cell(by['miles-lab'], f'probe_{weak}')} | "
+                     f"{cell(by['vanilla'], f'probe_{weak}')} | miles-lab {cell(by['miles-lab'], f'probe_{weak}')} | "
                      f"{_effect(probe_effect)} |")
-    lines += [f"| Eq. 3 (L_AB + Σ L_m), read from the trained {weak} head | aux {_cell(by['aux'], weak)} | "
-              f"miles {_cell(by['miles'], weak)} | {_effect(aux_effect)} |",
+    lines += [f"| Eq. 3 (L_AB + Σ L_m), read from the trained {weak} head | aux {cell(by['aux'], weak)} | "
+              f"miles {cell(by['miles'], weak)} | {_effect(aux_effect)} |",
               f"| auxiliary-loss effect (Eq. 3 − L_AB, fusion-part reading, paired) | "
               f"{_effect(paired_difference(summaries['aux'], summaries['vanilla'], reading))} | "
               f"{_effect(paired_difference(summaries['miles'], summaries['miles-lab'], reading))} | |"]
@@ -259,7 +263,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         base_mslr = base
     report, csv_rows = {}, []
     md = [f"# Results on {dataset}", "",
-          f"Test {label} (%), mean ± std over {seeds} seeds, at the epoch chosen on validation "
+          f"Test {label} (%), {'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}, at the "
+          "epoch chosen on validation "
           f"({base.selection_tolerance} tolerance rule, see `milesbook.runs`). {base.epochs} epochs, "
           f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
           f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |M_{modalities[0]} − "
@@ -304,11 +309,11 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
                    "|---|---|---|---|"]
             for sel, strict, last in zip(tables[""], tables["strict_"], tables["last_"]):
                 if sel.get(f"{weak}_mean") is not None:
-                    md.append(f"| {sel['method']} | {_cell(sel, weak)} | {_cell(strict, weak)} | {_cell(last, weak)} |")
+                    md.append(f"| {sel['method']} | {cell(sel, weak)} | {cell(strict, weak)} | {cell(last, weak)} |")
             if "vanilla" in summaries:
                 probe = _mean_std([r[f"test_{task.headline}_head_{weak}"] for r in summaries["vanilla"]])
                 md += ["", f"Vanilla's {weak} encoder read by a detached linear probe (trained on its features, "
-                           f"never moving it): {100 * probe[0]:.1f} ± {100 * probe[1]:.1f} % — the encoder "
+                           f"never moving it): {cell({'probe_mean': probe[0], 'probe_std': probe[1], 'seeds': seeds}, 'probe')} % — the encoder "
                            "itself is starved, not only the fusion head's use of it."]
             md.append("")
         for prefix, rows in tables.items():

@@ -25,7 +25,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from .comparison import ALL_METHODS, decomposition, factorial, markdown_table, summarize, weak_modality
+from .comparison import ALL_METHODS, cell, decomposition, factorial, markdown_table, summarize, weak_modality
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
@@ -229,7 +229,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             cells = [method, setting, best_text, f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1
                      else f"{100 * mean:.1f}", "–" if interval is None else
                      f"{100 * max(interval[0], 0):.1f} to {100 * min(interval[1], 1):.1f}",
-                     *[_cell(row, m) for m in modalities], _cell(row, "delta")]
+                     *[cell(row, m) for m in modalities], cell(row, "delta")]
             lines.append("| " + " | ".join(cells) + " |")
             csv_rows.append({"fusion": fusion, "method": method, "setting": setting, "seeds": len(values),
                              "test_mean": mean, "test_std": std,
@@ -268,9 +268,3 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     write_json(out / "seeds.json", {"retrained": retrain, "searches": [r["folder"] for r in records]})
     return report
 
-
-def _cell(row: dict, key: str) -> str:
-    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
-    if mean is None:
-        return "–"
-    return f"{100 * mean:.1f}" if row.get("seeds", 2) < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"

@@ -133,7 +133,8 @@ def save_plots(study, out) -> list[Path]:
     from matplotlib.ticker import NullFormatter
     from optuna.visualization import matplotlib as oplt
     saved = []
-    with warnings.catch_warnings():
+    # Optuna switches matplotlib to its ggplot style globally; rc_context puts the caller's style back.
+    with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         for name, plot in (("history.png", oplt.plot_optimization_history), ("params.png", oplt.plot_slice)):
             try:

@@ -1,0 +1,132 @@
+"""The shared figure style: integer epoch axes, rates as steps between epoch boundaries, a visible
+τ = 0 line, one colour per modality everywhere, bars centred on their method, and no error bars
+where there is one seed."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.container import BarContainer  # noqa: E402
+from matplotlib.patches import StepPatch  # noqa: E402
+
+from milesbook import plots  # noqa: E402
+
+MODALITIES = ["image", "audio"]
+
+
+def _history(epochs=5):
+    rows = []
+    for e in range(1, epochs + 1):
+        slowed = e in (2, 3)  # MILES slowed the image encoder in epochs 2 and 3
+        rows.append({"epoch": e, "u_image": 0.5 / e, "u_audio": 0.01 * e, "delta": 0.5 / e - 0.01 * e,
+                     "lr_image": 5e-4 if slowed else 1e-3, "lr_audio": 1e-3, "lr_fusion": 1e-3,
+                     "val_acc_fusion": 0.8 + 0.02 * e, "val_acc_image": 0.7 + 0.02 * e, "val_acc_audio": 0.2 + 0.01 * e})
+    return rows
+
+
+def _row(method, seeds, fusion=None, image=None, audio=None):
+    def pair(value):
+        return (None, None) if value is None else (value, 0.02)
+    row = {"method": method, "seeds": seeds, "metric": "acc"}
+    for key, value in (("fusion", fusion), ("image", image), ("audio", audio)):
+        row[f"{key}_mean"], row[f"{key}_std"] = pair(value)
+    return row
+
+
+def _bars(ax):
+    return [c for c in ax.containers if isinstance(c, BarContainer)]
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def test_epoch_axes_have_integer_ticks_and_rates_step_at_epoch_boundaries():
+    axes = plots.plot_learning_dynamics(_history(), MODALITIES, tau=0.2)
+    axes[0].figure.canvas.draw()
+    for ax in axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    steps = {p.get_label(): p for p in axes[1].patches if isinstance(p, StepPatch)}
+    image = steps["lr image"].get_data()
+    assert list(image.edges) == [0, 1, 2, 3, 4, 5]  # epoch e trains between e − 1 and e
+    assert list(image.values) == [1e-3, 5e-4, 5e-4, 1e-3, 1e-3]
+
+
+def test_tau_zero_line_is_drawn_above_the_zero_line():
+    ax = plots.plot_learning_dynamics(_history(), MODALITIES, tau=0.0)[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    tau = lines["τ = 0"]
+    zero = next(line for line in ax.get_lines() if line.get_label().startswith("_") and list(line.get_ydata()) == [0, 0])
+    assert list(tau.get_ydata()) == [0, 0] and tau.get_zorder() > zero.get_zorder()
+    assert tau.get_linestyle() != zero.get_linestyle()
+
+
+def test_one_colour_per_modality_in_every_figure():
+    dynamics = plots.plot_learning_dynamics(_history(), MODALITIES)
+    utilization = plots.plot_utilization({"vanilla": _history(), "aux": _history()}, MODALITIES)
+    bars = plots.plot_result_bars([_row("vanilla", 3, 0.9, 0.85, 0.3)], MODALITIES)
+    for m in MODALITIES:
+        expected = to_hex(plots.colour(m))
+        assert to_hex(next(line for line in dynamics[0].get_lines() if line.get_label() == f"u_{m}").get_color()) == expected
+        assert to_hex(next(line for line in dynamics[2].get_lines() if line.get_label() == m).get_color()) == expected
+        for ax in utilization:
+            assert to_hex(next(line for line in ax.get_lines() if line.get_label() == f"u_{m}").get_color()) == expected
+        bar = next(c for c in _bars(bars) if c.get_label() == m)
+        assert to_hex(bar.patches[0].get_facecolor()) == expected
+    assert to_hex(next(line for line in dynamics[2].get_lines() if line.get_label() == "fusion").get_color()) == "#000000"
+    assert plots.colour("image") != plots.colour("audio")
+    assert plots.colour("depth") == plots.colour("depth")  # an unknown modality keeps its colour
+
+
+def test_bars_are_centred_on_their_method_and_have_no_error_bars_with_one_seed():
+    table = [_row("unimodal-image", 1, image=0.9), _row("unimodal-audio", 1, audio=0.6),
+             _row("vanilla", 1, 0.95, 0.9, 0.3)]
+    ax = plots.plot_result_bars(table, MODALITIES)
+    centres = {}
+    for container in _bars(ax):
+        assert container.errorbar is None  # one seed: no spread to draw
+        for patch in container.patches:
+            centres.setdefault(round(patch.get_x() + patch.get_width() / 2), []).append(patch.get_x() + patch.get_width() / 2)
+    assert centres[0] == [pytest.approx(0.0)] and centres[1] == [pytest.approx(1.0)]  # a lone bar sits on its tick
+    assert sum(centres[2]) / 3 == pytest.approx(2.0)  # the three bars of vanilla are centred on its tick
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1  # beside the axes, not over bars
+
+
+def test_bars_and_sweeps_draw_the_spread_with_several_seeds():
+    ax = plots.plot_result_bars([_row("vanilla", 3, 0.95, 0.9, 0.3)], MODALITIES)
+    assert all(c.errorbar is not None for c in _bars(ax))
+    rows = [{"tau": t, **_row("miles", 3, 0.9, 0.9, 0.5)} for t in (0.0, 0.2)]
+    with_spread = plots.plot_sweep(rows, "tau", MODALITIES)
+    assert with_spread.get_xlabel() == "τ"
+    assert all(c.has_yerr for c in with_spread.containers)
+    one_seed = plots.plot_sweep([{**r, "seeds": 1} for r in rows], "tau", MODALITIES)
+    assert not any(c.has_yerr for c in one_seed.containers)
+
+
+def test_sweep_point_title_uses_greek_letters_and_plain_numbers(tmp_path):
+    import csv
+    history = _history()
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    row = {"tau": 0.2, "mu": 0.5, "runs": [str(run)], "metric": "acc", "fusion_mean": 0.9, "image_mean": 0.88,
+           "audio_mean": 0.31}
+    axes = plots.plot_sweep_point(row, MODALITIES)
+    title = axes[0].figure._suptitle.get_text()
+    assert title.startswith("τ = 0.2, μ = 0.5 — test accuracy: fusion 90.0 %, image 88.0 %, audio 31.0 %"), title
+
+
+def test_figures_keep_the_book_style_after_another_library_switched_styles():
+    with plt.style.context("ggplot"):  # as Optuna's plots do, globally
+        ax = plots.plot_result_bars([_row("vanilla", 3, 0.9, 0.85, 0.3)], MODALITIES)
+        assert plt.rcParams["axes.facecolor"] == "#E5E5E5"  # the caller's style is left as it was
+    assert to_hex(ax.get_facecolor()) == "#ffffff"
+    assert ax.spines["top"].get_visible() is False

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test tuned clean
+.PHONY: demo test tuned book clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ tuned: $(VENV)/.installed
 		--workers 2 --out runs/tuned
 	$(BIN)/milesbook compare --from-search runs/tuned --seeds 5 --workers 2
 
+# The book: every notebook as an HTML page with its figures, from the executed full-setting copies
+# cached in docs/book/ (seconds). `milesbook book --execute` re-runs them (about an hour on 2 cores).
+book: $(VENV)/.installed
+	$(BIN)/milesbook book
+	@echo "open build/book/index.html"
+
 test: $(VENV)/.installed
 	MPLBACKEND=Agg TQDM_DISABLE=1 $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build

@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this notebook (repeatable)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a notebook parameter, e.g. -p EPOCHS 10 (repeatable; values read as JSON)")
+
+    p = sub.add_parser("book", help="the notebooks as a browsable HTML book, from executed copies")
+    p.add_argument("--execute", action="store_true",
+                   help="execute the notebooks into --source first (the full setting: hours)")
+    p.add_argument("--quick", action="store_true",
+                   help="the CI setting, always executed (minutes on a 2-core CPU); nothing quick is cached")
+    p.add_argument("--source", help="folder of the executed notebooks (default docs/book, the cached full "
+                                    "setting; build/book-quick/notebooks with --quick)")
+    p.add_argument("--out", help="folder for the HTML pages (default build/book; build/book-quick with --quick)")
     return parser
 
 
@@ -188,7 +197,8 @@ def _run(args) -> int:
         report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args))
         for fusion, result in report.items():
             label = METRIC_LABELS[result["rows"][0]["metric"]]
-            print(f"\n{args.dataset}, {fusion} fusion — test {label} (%), mean ± std over {args.seeds} seeds\n")
+            spread = f"mean ± std over {args.seeds} seeds" if args.seeds > 1 else "one seed"
+            print(f"\n{args.dataset}, {fusion} fusion — test {label} (%), {spread}\n")
             print(result["markdown"])
             if result["decomposition"]:
                 print("\n" + result["decomposition"].replace("**", ""))
@@ -204,6 +214,15 @@ def _run(args) -> int:
         names = [notebooks.find(n).stem for n in args.only] if args.only else notebooks.NOTEBOOKS
         for path in notebooks.run(names, quick=args.quick, out=args.out, parameters=parameters):
             print(f"executed: {path}")
+        return 0
+    if args.command == "book":
+        from . import book
+        source = args.source or ("build/book-quick/notebooks" if args.quick else book.source_dir())
+        out = args.out or ("build/book-quick" if args.quick else "build/book")
+        if args.execute or args.quick:
+            book.execute(source, quick=args.quick)
+        index = book.render(source, out)
+        print(f"book: {index} ({len(book.NOTEBOOKS)} chapters, {book.setting(source)})")
         return 0
     raise AssertionError(args.command)
 

@@ -1,0 +1,202 @@
+"""The tutorial notebooks as a book: executed copies rendered to self-contained HTML pages (figures
+embedded) with an index, the code path of `milesbook book`. The full-setting executed notebooks are
+cached in docs/book/ (training them takes hours); the quick setting is executed on demand."""
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+from pathlib import Path
+
+from . import notebooks
+from .errors import UserError
+from .notebooks import NOTEBOOKS
+
+TITLE = "milesbook — balanced multimodal learning, the book"
+FULL = "full setting"
+QUICK = "quick (CI) setting — figures from tiny runs"
+DEFAULT_OUT_DIR = "../runs/notebooks"  # the notebooks' own OUT_DIR, relative to notebooks/
+
+
+def source_dir() -> Path:
+    """The cached full-setting executed notebooks: docs/book/ in the source checkout."""
+    return notebooks.notebooks_dir().parent / "docs" / "book"
+
+
+def execute(source, quick: bool, work: str | None = None) -> list[Path]:
+    """Execute every notebook into `source` (papermill), then copy the records of its runs into
+    `source`/records/ so the book carries its numbers. `work` is the notebooks' OUT_DIR (relative to
+    notebooks/ or absolute); by default the notebooks' own ../runs/notebooks in the full setting, so the
+    executed copies show no absolute paths, and `source`/work in the quick one."""
+    from papermill.exceptions import PapermillExecutionError
+
+    source = Path(source)
+    if work is None and not quick:
+        work = DEFAULT_OUT_DIR
+    parameters = {} if work is None else {"OUT_DIR": work}
+    executed = []
+    for name in NOTEBOOKS:  # one at a time, so that a failure can name its notebook
+        try:
+            executed += notebooks.run([name], quick=quick, out=source, parameters=parameters)
+        except PapermillExecutionError as error:
+            raise UserError(f"{name} failed in cell {error.cell_index} ({error.ename}: "
+                            f"{_first_line(error.evalue)}); {source / name}.ipynb shows the traceback") from None
+    work_dir = source.resolve() / "work" if work is None else notebooks.notebooks_dir() / work
+    records = source / "records"
+    records.mkdir(parents=True, exist_ok=True)
+    for record in sorted(work_dir.glob("record-*.json")):
+        shutil.copy2(record, records / record.name)
+    return executed
+
+
+def render(executed_dir, out_dir) -> Path:
+    """Convert the executed notebooks in `executed_dir` to `out_dir`/<name>.html, one self-contained
+    page per chapter with a navigation bar, and write `out_dir`/index.html; returns the index's path."""
+    from nbconvert import HTMLExporter
+
+    chapters = _read_all(executed_dir)  # every notebook checked before any page is written
+    titles = [_title(name, notebook) for name, notebook in chapters]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")  # outputs' images are base64 already: pages stand alone
+    for number, (name, notebook) in enumerate(chapters):
+        page, _ = exporter.from_notebook_node(notebook)
+        nav = _nav(number, titles)
+        page = re.sub(r"<body\b[^>]*>", lambda body: body.group(0) + nav, page, count=1)
+        head, tag, tail = page.rpartition("</body>")
+        _write(out_dir / f"{name}.html", head + nav + tag + tail)
+    items = []
+    for (name, notebook), title in zip(chapters, titles):
+        bullets = "".join(f"<li>{_inline(b)}</li>" for b in _learn_bullets(notebook))
+        items.append(f'<li><a href="{name}.html">{html.escape(title)}</a>'
+                     + (f"<ul>{bullets}</ul>" if bullets else "") + "</li>")
+    index = out_dir / "index.html"
+    _write(index, _INDEX.format(title=html.escape(TITLE), setting=html.escape(_setting(chapters)),
+                                items="\n".join(items)))
+    return index
+
+
+def setting(executed_dir) -> str:
+    """FULL or QUICK: which setting the executed notebooks in `executed_dir` were run in."""
+    return _setting(_read_all(executed_dir))
+
+
+def _read_all(executed_dir) -> list:
+    """(name, notebook) for each of NOTEBOOKS in `executed_dir`; a missing one, or one holding an error
+    output, is a UserError."""
+    import nbformat
+
+    chapters = []
+    for name in NOTEBOOKS:
+        path = Path(executed_dir) / f"{name}.ipynb"
+        if not path.is_file():
+            raise UserError(f"no executed notebook {path}; run `milesbook book --execute` to execute the notebooks "
+                            f"(the full setting: hours), or `milesbook book --quick` for the CI setting (minutes)")
+        notebook = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(notebook.cells):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    raise UserError(f"{name}: cell {index} (counting from 0) failed ({output.get('ename')}: "
+                                    f"{_first_line(output.get('evalue', ''))}); fix it and run "
+                                    f"`milesbook book --execute` again")
+        chapters.append((name, notebook))
+    return chapters
+
+
+def _setting(chapters) -> str:
+    quick = any(notebook.metadata.get("papermill", {}).get("parameters", {}).get("QUICK")
+                for _, notebook in chapters)
+    return QUICK if quick else FULL
+
+
+def _title(name: str, notebook) -> str:
+    """The first `# ` heading of the notebook's markdown, else its file name."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return name
+
+
+def _learn_bullets(notebook) -> list[str]:
+    """The bullets under "You will learn" in the first markdown cell (a wrapped bullet's next lines
+    are indented and joined to it)."""
+    first = next((c for c in notebook.cells if c.cell_type == "markdown"), None)
+    lines = first.source.splitlines() if first else []
+    start = next((i + 1 for i, line in enumerate(lines) if "you will learn" in line.lower()), len(lines))
+    bullets = []
+    for line in lines[start:]:
+        if line.startswith(("- ", "* ")):
+            bullets.append(line[2:].strip())
+        elif bullets and line.startswith(" ") and line.strip():
+            bullets[-1] += " " + line.strip()
+        elif bullets or line.strip():  # the list ends at its first other line; blank lines may precede it
+            break
+    return bullets
+
+
+def _inline(text: str) -> str:
+    """Simple markdown to HTML: `code`, **bold** and *italic*; $math$ is left as written; all else escaped."""
+    parts = []
+    for piece in re.split(r"(`[^`]+`|\$[^$]+\$)", text):  # code and math first: no emphasis inside them
+        if piece.startswith("`") and piece.endswith("`") and len(piece) > 1:
+            parts.append(f"<code>{html.escape(piece[1:-1])}</code>")
+        elif piece.startswith("$") and piece.endswith("$") and len(piece) > 1:
+            parts.append(html.escape(piece))
+        else:
+            piece = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(piece))
+            parts.append(re.sub(r"\*(.+?)\*", r"<em>\1</em>", piece))
+    return "".join(parts)
+
+
+def _nav(number: int, titles: list[str]) -> str:
+    """Links to the index and the previous and next chapters (none before the first, after the last)."""
+    links = ['<a rel="index" href="index.html">Contents</a>']
+    if number > 0:
+        links.append(f'<a rel="prev" href="{NOTEBOOKS[number - 1]}.html">← {html.escape(titles[number - 1])}</a>')
+    if number < len(NOTEBOOKS) - 1:
+        links.append(f'<a rel="next" href="{NOTEBOOKS[number + 1]}.html">{html.escape(titles[number + 1])} →</a>')
+    return ('<nav class="milesbook-nav" style="font: 15px sans-serif; padding: 0.6em 1em; '
+            'border-bottom: 1px solid #ddd; border-top: 1px solid #ddd; margin: 0.5em 0">'
+            + " &nbsp;·&nbsp; ".join(links) + "</nav>")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write then rename: a reader never sees half a page."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _first_line(text: str) -> str:
+    return (str(text).strip().splitlines() or [""])[0]
+
+
+_INDEX = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+  body {{ font: 17px/1.55 Georgia, serif; max-width: 46em; margin: 2em auto; padding: 0 1em; color: #222; }}
+  h1 {{ font-size: 1.6em; line-height: 1.25; }}
+  .setting {{ color: #555; font-style: italic; }}
+  ol > li {{ margin: 1.1em 0; }}
+  ol > li > a {{ font-size: 1.15em; font-weight: bold; }}
+  ul {{ margin: 0.3em 0; }}
+  code {{ font: 0.9em monospace; background: #f3f3f3; padding: 0 0.2em; }}
+  a {{ color: #1a5fb4; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p class="setting">These pages show the {setting}.</p>
+<ol>
+{items}
+</ol>
+</body>
+</html>
+"""

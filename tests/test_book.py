@@ -1,0 +1,137 @@
+"""The book: executed notebooks rendered to HTML pages and an index (small stand-in notebooks, no kernel)."""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from milesbook import book, notebooks
+from milesbook.errors import UserError
+from milesbook.notebooks import NOTEBOOKS
+
+from .conftest import run_cli
+
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")  # 1×1
+
+
+def write_notebook(folder, number, quick=False, bullets="- one thing\n- `code` thing", outputs=None):
+    name = NOTEBOOKS[number - 1]
+    notebook = new_notebook(cells=[
+        new_markdown_cell(f"# {number} · Title {number}\n\nText.\n\n**You will learn**\n{bullets}"),
+        new_code_cell("plot()", execution_count=1,
+                      outputs=outputs or [new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]),
+    ])
+    notebook.metadata["papermill"] = {"parameters": {"QUICK": quick}}
+    nbformat.write(notebook, folder / f"{name}.ipynb")
+
+
+@pytest.fixture
+def executed(tmp_path):
+    folder = tmp_path / "executed"
+    folder.mkdir()
+    for number in range(1, len(NOTEBOOKS) + 1):
+        write_notebook(folder, number)
+    return folder
+
+
+def test_index_lists_every_chapter_in_order(executed, tmp_path):
+    index = book.render(executed, tmp_path / "html")
+    assert index == tmp_path / "html" / "index.html"
+    text = index.read_text()
+    links = [text.index(f'href="{name}.html"') for name in NOTEBOOKS]
+    assert links == sorted(links)
+    assert "<title>milesbook — balanced multimodal learning, the book</title>" in text
+    assert "full setting" in text and "quick" not in text
+    for number in range(1, len(NOTEBOOKS) + 1):
+        assert f">{number} · Title {number}</a>" in text
+    assert text.count("<li>one thing</li>") == len(NOTEBOOKS)
+    assert text.count("<li><code>code</code> thing</li>") == len(NOTEBOOKS)
+    assert "**" not in text and "- one" not in text
+
+
+def test_pages_embed_figures_and_link_neighbours(executed, tmp_path):
+    book.render(executed, tmp_path / "html")
+    pages = [(tmp_path / "html" / f"{name}.html").read_text() for name in NOTEBOOKS]
+    for number, page in enumerate(pages):
+        assert f"data:image/png;base64,{PNG}" in page
+        assert page.count('<a rel="index" href="index.html">') == 2  # top and bottom
+        body = page.index("<body")
+        assert body < page.index('<nav class="milesbook-nav"') and page.rindex("</nav>") < page.rindex("</body>")
+        if number + 1 < len(NOTEBOOKS):
+            assert page.count(f'rel="next" href="{NOTEBOOKS[number + 1]}.html"') == 2
+        if number > 0:
+            assert page.count(f'rel="prev" href="{NOTEBOOKS[number - 1]}.html"') == 2
+    assert 'rel="prev"' not in pages[0] and 'rel="next"' in pages[0]
+    assert 'rel="next"' not in pages[-1] and 'rel="prev"' in pages[-1]
+    assert not list((tmp_path / "html").glob("*.tmp"))
+
+
+def test_one_quick_notebook_makes_the_book_quick(executed, tmp_path):
+    write_notebook(executed, 3, quick=True)
+    text = book.render(executed, tmp_path / "html").read_text()
+    assert "quick (CI) setting — figures from tiny runs" in text and "full setting" not in text
+    assert book.setting(executed) == book.QUICK
+
+
+def test_bullets_render_simple_markdown_and_escape_the_rest(executed, tmp_path):
+    write_notebook(executed, 2, bullets="\n- **bold**, *italic* and $a*b<c$\n- a <script> tag\n  wrapped on\n\nAfter.")
+    text = book.render(executed, tmp_path / "html").read_text()
+    assert "<li><strong>bold</strong>, <em>italic</em> and $a*b&lt;c$</li>" in text
+    assert "<li>a &lt;script&gt; tag wrapped on</li>" in text
+    assert "After." not in text
+
+
+def test_missing_notebook_names_it(executed, tmp_path):
+    (executed / f"{NOTEBOOKS[4]}.ipynb").unlink()
+    with pytest.raises(UserError) as error:
+        book.render(executed, tmp_path / "html")
+    message = str(error.value)
+    assert f"{NOTEBOOKS[4]}.ipynb" in message and "milesbook book --execute" in message and "\n" not in message
+    assert not (tmp_path / "html").exists()  # nothing written before every notebook is checked
+
+
+def test_error_output_names_notebook_and_cell(executed, tmp_path):
+    failed = new_output("error", ename="ValueError", evalue="bad value\nmore", traceback=["..."])
+    write_notebook(executed, 2, outputs=[failed])
+    with pytest.raises(UserError) as error:
+        book.render(executed, tmp_path / "html")
+    assert str(error.value).startswith(f"{NOTEBOOKS[1]}: cell 1 (counting from 0) failed (ValueError: bad value);")
+
+
+@pytest.mark.parametrize("quick,parameters", [(False, {"OUT_DIR": "../runs/notebooks"}), (True, {})])
+def test_execute_copies_records_into_the_source(tmp_path, monkeypatch, quick, parameters):
+    checkout = tmp_path / "checkout"
+    (checkout / "notebooks").mkdir(parents=True)
+    calls = []
+
+    def fake_run(names, quick, out, parameters):  # notebooks.run's OUT_DIR: the parameter, else out/work
+        calls.append((list(names), quick, parameters))
+        work = checkout / "notebooks" / parameters["OUT_DIR"] if "OUT_DIR" in parameters else out.resolve() / "work"
+        notebooks.record(work, names[0], {"accuracy": 0.5})
+        return [out / f"{names[0]}.ipynb"]
+
+    monkeypatch.setattr(notebooks, "notebooks_dir", lambda: checkout / "notebooks")
+    monkeypatch.setattr(notebooks, "run", fake_run)
+    source = tmp_path / "source"
+    executed = book.execute(source, quick=quick)
+    assert executed == [source / f"{name}.ipynb" for name in NOTEBOOKS]
+    assert calls == [([name], quick, parameters) for name in NOTEBOOKS]
+    copied = sorted(p.name for p in (source / "records").iterdir())
+    assert copied == sorted(f"record-{name}.json" for name in NOTEBOOKS)
+    assert json.loads((source / "records" / copied[0]).read_text()) == {"accuracy": 0.5}
+
+
+def test_cli_without_executed_notebooks_is_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("book", "--source", empty, "--out", tmp_path / "html")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"milesbook: error: no executed notebook {empty / NOTEBOOKS[0]}.ipynb;")
+
+
+def test_cli_renders_and_says_what(executed, tmp_path):
+    result = run_cli("book", "--source", executed, "--out", tmp_path / "html")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"book: {tmp_path / 'html' / 'index.html'} ({len(NOTEBOOKS)} chapters, full setting)"

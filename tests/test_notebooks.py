@@ -70,16 +70,28 @@ def test_02_utilization_rates(executed):
     assert all(_probability(v) for v in cells.values())
     assert cells["aux"] > cells["vanilla"]  # the auxiliary losses lift the weak reading
     assert set(record["probe"]) == {"vanilla", "miles-lab"} and all(_probability(v) for v in record["probe"].values())
+    # the sentence about aux is computed from this run: it says "rises"/"shrinks" exactly when the numbers do
+    claims = record["claims"]
+    assert claims["aux_raises_u_audio"] == (record["u_audio_mean"]["aux"] > record["u_audio_mean"]["vanilla"])
+    assert claims["aux_shrinks_delta"] == (record["delta_last"]["aux"] < record["delta_last"]["vanilla"])
+    sentence = next(t for t in _markdown_outputs(executed.parent / "02_utilization_rates.ipynb") if "u_audio averages" in t)
+    assert ("does **not** rise" in sentence) == (not claims["aux_raises_u_audio"])
+    assert ("it **shrinks**" in sentence) == claims["aux_shrinks_delta"]
+    assert f"{record['u_audio_mean']['aux']:+.3f}" in sentence and f"{record['u_audio_mean']['vanilla']:+.3f}" in sentence
 
 
 def test_03_miles_grid_and_slider_settings(executed):
     record = read_record(executed, "03")
-    grid = [[t, m] for t in (0.0, 0.2, 0.5) for m in (0.5, 1.0)]
-    assert record["settings"] == grid
-    assert record["slowed_epochs"]["0.0,1.0"] == 0 and record["slowed_epochs"]["0.2,1.0"] == 0  # μ = 1: off
-    assert record["slowed_epochs"]["0.0,0.5"] >= 1  # τ = 0 acts whenever the heads differ
+    taus = (0.0, 0.5, 0.6)
+    assert record["settings"] == [[t, m] for t in taus for m in (0.5, 1.0)]
+    slowed = record["slowed_epochs"]
+    assert all(slowed[f"{t},1.0"] == 0 for t in taus)  # μ = 1: MILES off, whatever τ
+    # every τ of the quick slider changes the run: fewer slowed epochs with each larger τ
+    at_half = [slowed[f"{t},0.5"] for t in taus]
+    assert at_half[0] > at_half[1] > at_half[2] >= 1, at_half
+    assert record["distinct_runs"] == 4  # three τ at μ = 0.5, and one run for all of μ = 1
     default = record["default"]
-    assert (default["tau"], default["mu"]) == (0.2, 0.5)
+    assert (default["tau"], default["mu"]) == (0.5, 0.5)
     assert all(_probability(default[k]) for k in ("audio", "image", "fusion"))
 
 
@@ -97,7 +109,7 @@ def test_04_every_method_both_fusions(executed):
 
 def test_05_ablation_sweeps(executed):
     record = read_record(executed, "05")
-    assert list(record["tau"]) == ["0.0", "0.2", "0.5"] and list(record["mu"]) == ["0.25", "1.0"]
+    assert list(record["tau"]) == ["0.0", "0.5", "0.6"] and list(record["mu"]) == ["0.25", "1.0"]
     assert list(record["utilization_split"]) == ["val", "train"]
     for sweep in ("tau", "mu", "utilization_split"):
         assert all(_probability(v) for row in record[sweep].values() for v in row.values())
@@ -116,6 +128,37 @@ def test_06_fair_comparison(executed):
     weak = record["weak"]
     expected = sum(m[f"test_acc_{weak}"] - a[f"test_acc_{weak}"] for m, a in zip(summaries["miles"], summaries["aux"])) / 2
     assert record["miles_minus_aux"][f"test_acc_{weak}"] == pytest.approx(expected)
+
+
+def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):
+    """CI builds the book in the quick setting: a broken notebook breaks it."""
+    from milesbook import book
+    index = book.render(executed.parent, tmp_path / "book")
+    text = index.read_text()
+    assert book.QUICK in text
+    for name in NOTEBOOKS:
+        assert f'href="{name}.html"' in text
+        page = (tmp_path / "book" / f"{name}.html").read_text()
+        assert page.count("data:image/png;base64") >= 1, f"{name} shows no figure"
+        assert "What you saw" in page
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_notebook_says_what_it_teaches_and_what_was_seen(name):
+    """Opens with a "You will learn" list (the book's index shows it) and closes with "What you saw"."""
+    import nbformat
+    from milesbook import book
+    notebook = nbformat.read(notebooks.find(name), as_version=4)
+    assert len(book._learn_bullets(notebook)) >= 2
+    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    assert any(m.startswith("## What you saw") for m in markdown)
+    assert notebook.cells[-1].cell_type == "code" and "display(Markdown(" in notebook.cells[-1].source
+
+
+def _markdown_outputs(path) -> list[str]:
+    notebook = json.loads(path.read_text())
+    return ["".join(o["data"]["text/markdown"]) for c in notebook["cells"] for o in c.get("outputs", [])
+            if "text/markdown" in o.get("data", {})]
 
 
 def test_failing_cell_names_its_error(tmp_path):

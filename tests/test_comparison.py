@@ -136,3 +136,13 @@ def test_compare_command_prints_table(tmp_path):
     # the default methods are the 2 × 2, reported with the weak side's probe and both scheduling effects
     assert "| miles-lab |" in result.stdout and "| aux |" in result.stdout and "| vanilla |" in result.stdout
     assert "Scheduling effect on the" in result.stdout and "(one seed)" in result.stdout
+
+
+def test_cells_show_a_spread_only_with_several_seeds():
+    assert compare_module.cell({"seeds": 3, "b_mean": 0.5, "b_std": 0.012}, "b") == "50.0 ± 1.2"
+    assert compare_module.cell({"seeds": 1, "b_mean": 0.998, "b_std": 0.0}, "b") == "99.8"  # not "99.8 ± 0.0"
+    assert compare_module.cell({"seeds": 1, "b_mean": None, "b_std": None}, "b") == "–"
+    table = compare_module.markdown_table([{"method": "vanilla", "seeds": 1, "metric": "acc", "fusion_mean": 0.99,
+                                            "fusion_std": 0.0, "a_mean": 0.98, "a_std": 0.0, "b_mean": 0.41,
+                                            "b_std": 0.0, "delta_mean": 0.57, "delta_std": 0.0}], ("a", "b"))
+    assert "| vanilla | 99.0 | 98.0 | 41.0 | 57.0 |" in table and "±" not in table

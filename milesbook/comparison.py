@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
-from .methods import BASELINES, MAIN_METHODS, METHODS
+from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS
 from .metrics import METRIC_LABELS, task_of
 from .runs import finished_summary, history_metric, read_history
 from .train import run_or_reuse
 
-ALL_METHODS = MAIN_METHODS + BASELINES
+ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS
 
 
 def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:

@@ -23,6 +23,12 @@ The seven methods the MILES paper compares against:
 | mslr-d  | mslr.py   | Eq. 3                    | rates rescaled every w epochs (`end_epoch`)              |
 | mses    | mses.py   | Eq. 3                    | per-modality early stopping (`end_epoch`, `should_stop`) |
 
+Recent methods (not in the MILES paper's comparison):
+
+| method   | module      | trains | hook                                                                 |
+|----------|-------------|--------|----------------------------------------------------------------------|
+| mmpareto | mmpareto.py | Eq. 3  | per-encoder Pareto combination of ∇L_AB and ∇L_m (`loss`, `after_backward`) |
+
 Each class docstring says which published variant it implements and where we had to choose. Adding
 a method is adding a module whose class is `@register`-ed with its `hyperparameters`, and one import
 line here: its flags, range checks, cache key and search space follow from the declaration.
@@ -30,7 +36,8 @@ line here: its flags, range checks, cache key and search space follow from the d
 from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, all_hyperparameters,
                    build_method, check_method_options, hyperparameters_of, method_names, register,
                    unimodal_modality)
-from . import miles, mses, mslr, ogm, gblend  # noqa: E402,F401  (each registers itself)
+from . import miles, mses, mslr, ogm, gblend, mmpareto  # noqa: E402,F401  (each registers itself)
 
 MAIN_METHODS = ("vanilla", "miles-lab", "aux", "miles")  # the 2 × 2, in reading order
 BASELINES = ("mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend")
+RECENT_METHODS = ("mmpareto",)  # balancing methods published after the MILES paper's baselines

@@ -25,29 +25,39 @@ def source_dir() -> Path:
 
 
 def execute(source, quick: bool, work: str | None = None) -> list[Path]:
-    """Execute every notebook into `source` (papermill), then copy the records of its runs into
-    `source`/records/ so the book carries its numbers. `work` is the notebooks' OUT_DIR (relative to
-    notebooks/ or absolute); by default the notebooks' own ../runs/notebooks in the full setting, so the
-    executed copies show no absolute paths, and `source`/work in the quick one."""
+    """Execute every notebook (papermill) and put the executed copies in `source`, with the records of
+    their runs in `source`/records/, so the book carries its numbers. The notebooks run in a staging
+    folder beside `source` and replace the cached copies only once all of them have succeeded: a
+    failure leaves the cached book as it was. `work` is the notebooks' OUT_DIR (relative to notebooks/
+    or absolute); by default the notebooks' own ../runs/notebooks in the full setting, so the executed
+    copies show no absolute paths, and `source`/work in the quick one."""
     from papermill.exceptions import PapermillExecutionError
 
-    source = Path(source)
-    if work is None and not quick:
-        work = DEFAULT_OUT_DIR
-    parameters = {} if work is None else {"OUT_DIR": work}
+    source = Path(source).resolve()
+    staging = source.parent / f".{source.name}-executing"
+    if work is None:
+        work = DEFAULT_OUT_DIR if not quick else str(source / "work")
     executed = []
     for name in NOTEBOOKS:  # one at a time, so that a failure can name its notebook
         try:
-            executed += notebooks.run([name], quick=quick, out=source, parameters=parameters)
+            executed += notebooks.run([name], quick=quick, out=staging, parameters={"OUT_DIR": work})
         except PapermillExecutionError as error:
             raise UserError(f"{name} failed in cell {error.cell_index} ({error.ename}: "
-                            f"{_first_line(error.evalue)}); {source / name}.ipynb shows the traceback") from None
-    work_dir = source.resolve() / "work" if work is None else notebooks.notebooks_dir() / work
+                            f"{_first_line(error.evalue)}); {staging / name}.ipynb shows the traceback; "
+                            f"the book in {source} is unchanged") from None
     records = source / "records"
     records.mkdir(parents=True, exist_ok=True)
-    for record in sorted(work_dir.glob("record-*.json")):
-        shutil.copy2(record, records / record.name)
-    return executed
+    work_dir = notebooks.notebooks_dir() / work  # an absolute `work` stays itself
+    for name in NOTEBOOKS:
+        record = work_dir / f"record-{name[:2]}.json"
+        if record.exists():
+            shutil.copy2(record, records / record.name)
+    placed = []
+    for path in executed:
+        os.replace(path, source / path.name)
+        placed.append(source / path.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return placed
 
 
 def render(executed_dir, out_dir) -> Path:

@@ -211,7 +211,8 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
 
 
 def expand_methods(methods) -> list[str]:
-    """Method names, with "all" standing for the 2 × 2 (vanilla, miles-lab, aux, miles) and the seven baselines."""
+    """Method names, with "all" standing for the 2 × 2 (vanilla, miles-lab, aux, miles), the seven baselines
+    and the recent methods (`RECENT_METHODS`)."""
     names = []
     for m in methods:
         for name in (ALL_METHODS if m == "all" else [m]):
@@ -351,14 +352,15 @@ def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progr
 def _draw(out: Path, fusion: str, rows, modalities, base: TrainConfig) -> None:
     import matplotlib.pyplot as plt
 
-    from .plots import plot_learning_dynamics, plot_result_bars
+    from .plots import STYLE, plot_learning_dynamics, plot_result_bars
     ax = plot_result_bars(rows, modalities, title=f"{base.dataset}, {fusion} fusion")
     ax.figure.savefig(out / f"bars-{fusion}.png", dpi=110)
     plt.close(ax.figure)
     shown = [m for m in ("vanilla", "miles-lab", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
     if not shown:
         return
-    fig, axes = plt.subplots(len(shown), 3, figsize=(14, 3.4 * len(shown)), squeeze=False)
+    with plt.style.context(["default", STYLE]):  # the book's style for axes made here
+        fig, axes = plt.subplots(len(shown), 3, figsize=(14, 3.4 * len(shown)), squeeze=False)
     for method, row_axes in zip(shown, axes):
         plot_learning_dynamics(read_history(run_dir(out, method, fusion, 0)), modalities,
                                title=None, tau=base.tau if method.startswith("miles") else None, axes=row_axes)

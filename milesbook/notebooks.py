@@ -30,10 +30,14 @@ def find(name: str) -> Path:
 
 
 def run(names=NOTEBOOKS, quick: bool = True, out="runs/notebooks", parameters: dict | None = None,
-        timeout: int = 900) -> list[Path]:
+        timeout: int | None = None) -> list[Path]:
     """Execute notebooks in order with papermill; executed copies go to `out`, and their training runs
     and records to `out/work` (the notebooks' OUT_DIR). Returns the executed copies' paths. A failing
-    cell raises papermill's PapermillExecutionError, which names the cell and its error."""
+    cell raises papermill's PapermillExecutionError, which names the cell and its error. `timeout`:
+    seconds per cell; by default 900 in the quick setting (a hung cell fails CI) and none in the full
+    one, whose comparison cells train for tens of minutes."""
+    if timeout is None and quick:
+        timeout = 900
     import papermill
 
     out = Path(out).resolve()

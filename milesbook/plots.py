@@ -84,7 +84,7 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
         _, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     epochs = [row["epoch"] for row in history]
     _plot_utilization(axes[0], history, modalities, tau)
-    axes[0].set_title("utilization (validation)")
+    axes[0].set_title("utilization")
     axes[0].legend()
     ax = axes[1]
     edges = [epochs[0] - 1, *epochs]  # epoch e trains between e − 1 and e on this axis
@@ -119,7 +119,7 @@ def plot_utilization(histories: dict[str, list[dict]], modalities):
         ax.set_title(label)
     for ax in axes[0][1:]:
         ax.set_ylabel("")
-    axes[0][0].set_ylabel("conditional utilization (validation)")
+    axes[0][0].set_ylabel("conditional utilization")
     axes[0][0].legend()
     fig.tight_layout()
     return axes[0]
@@ -195,13 +195,13 @@ def plot_search_histories(searches: dict[str, list[dict]], ax=None):
         _, ax = plt.subplots(figsize=(7, 3.6))
     # The default cycle has ten colours: with more searches, two would share one.
     colours = plt.get_cmap("tab20").colors if len(searches) > 10 else [None] * len(searches)
-    for (method, rows), colour in zip(searches.items(), colours):
+    for (method, rows), search_colour in zip(searches.items(), colours):
         done = sorted((int(r["draw"]), float(r["value"])) for r in rows if r["state"] == "COMPLETE")
         if not done:
             continue
         draws, values = zip(*done)
         best = [max(values[:i + 1]) for i in range(len(values))]
-        line, = ax.step(draws, [100 * v for v in best], where="post", label=method, color=colour)
+        line, = ax.step(draws, [100 * v for v in best], where="post", label=method, color=search_colour)
         ax.plot(draws, [100 * v for v in values], ".", color=line.get_color(), alpha=0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="draw", ylabel="validation fusion metric (%)", title="search: each draw (dots), best so far (line)")
@@ -228,8 +228,8 @@ def plot_best_of_n(rows: list[dict], ax=None):
         ax.plot(xs, means, "o", color="black", label="fresh seed")
     ax.plot(xs, [100 * float(r["best_trial_test"]) for r in rows], "x", color="tab:red", ms=8,
             label="best trial (paper's protocol)")
-    ax.set_xticks(list(xs), [r["method"] for r in rows], rotation=20)
+    ax.set_xticks(list(xs), [r["method"] for r in rows], rotation=20, ha="right")
     ax.set(ylabel="test fusion metric (%)", title="one chosen run vs fresh seeds")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.figure.tight_layout()
     return ax

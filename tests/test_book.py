@@ -1,5 +1,6 @@
 """The book: executed notebooks rendered to HTML pages and an index (small stand-in notebooks, no kernel)."""
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -98,27 +99,42 @@ def test_error_output_names_notebook_and_cell(executed, tmp_path):
     assert str(error.value).startswith(f"{NOTEBOOKS[1]}: cell 1 (counting from 0) failed (ValueError: bad value);")
 
 
-@pytest.mark.parametrize("quick,parameters", [(False, {"OUT_DIR": "../runs/notebooks"}), (True, {})])
-def test_execute_copies_records_into_the_source(tmp_path, monkeypatch, quick, parameters):
+@pytest.mark.parametrize("quick", [False, True])
+def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monkeypatch, quick):
     checkout = tmp_path / "checkout"
     (checkout / "notebooks").mkdir(parents=True)
-    calls = []
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / f"{NOTEBOOKS[0]}.ipynb").write_text("cached")
+    calls, fail = [], {"at": NOTEBOOKS[2]}
 
-    def fake_run(names, quick, out, parameters):  # notebooks.run's OUT_DIR: the parameter, else out/work
+    def fake_run(names, quick, out, parameters):  # writes the executed copy into `out`, the record into OUT_DIR
         calls.append((list(names), quick, parameters))
-        work = checkout / "notebooks" / parameters["OUT_DIR"] if "OUT_DIR" in parameters else out.resolve() / "work"
-        notebooks.record(work, names[0], {"accuracy": 0.5})
-        return [out / f"{names[0]}.ipynb"]
+        if names[0] == fail["at"]:
+            from papermill.exceptions import PapermillExecutionError
+            raise PapermillExecutionError(3, 4, "source", "trace", "ValueError", "bad value")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / f"{names[0]}.ipynb").write_text(f"new {names[0]}")
+        notebooks.record(checkout / "notebooks" / parameters["OUT_DIR"], names[0][:2], {"accuracy": 0.5})
+        return [Path(out) / f"{names[0]}.ipynb"]
 
     monkeypatch.setattr(notebooks, "notebooks_dir", lambda: checkout / "notebooks")
     monkeypatch.setattr(notebooks, "run", fake_run)
-    source = tmp_path / "source"
+    with pytest.raises(UserError, match=f"{NOTEBOOKS[2]} failed in cell 3 .*the book in .* is unchanged"):
+        book.execute(source, quick=quick)
+    assert (source / f"{NOTEBOOKS[0]}.ipynb").read_text() == "cached"  # a failure changes nothing cached
+    assert not (source / f"{NOTEBOOKS[1]}.ipynb").exists()
+
+    fail["at"], calls[:] = None, []
     executed = book.execute(source, quick=quick)
-    assert executed == [source / f"{name}.ipynb" for name in NOTEBOOKS]
-    assert calls == [([name], quick, parameters) for name in NOTEBOOKS]
+    assert executed == [source.resolve() / f"{name}.ipynb" for name in NOTEBOOKS]
+    assert (source / f"{NOTEBOOKS[0]}.ipynb").read_text() == f"new {NOTEBOOKS[0]}"
+    work = str(source.resolve() / "work") if quick else "../runs/notebooks"
+    assert calls == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
     copied = sorted(p.name for p in (source / "records").iterdir())
-    assert copied == sorted(f"record-{name}.json" for name in NOTEBOOKS)
+    assert copied == sorted(f"record-{name[:2]}.json" for name in NOTEBOOKS)
     assert json.loads((source / "records" / copied[0]).read_text()) == {"accuracy": 0.5}
+    assert not (tmp_path / ".source-executing").exists()
 
 
 def test_cli_without_executed_notebooks_is_one_line(tmp_path):

@@ -33,6 +33,7 @@ def test_mmpareto_weights_are_the_min_norm_point_at_a_conflict():
 def test_mmpareto_weights_edge_cases_follow_the_official_solver():
     assert pareto_weights(_t(0.0, 0.0), _t(1.0, -1.0))[0].item() == pytest.approx(0.999)  # ⟨,⟩ ≥ ‖g_mm‖²
     assert pareto_weights(_t(1.0, -1.0), _t(0.0, 0.0))[0].item() == pytest.approx(0.001)  # ⟨,⟩ ≥ ‖g_u‖²
+    assert pareto_weights(_t(0.0, 0.0), _t(0.0, 0.0))[0].item() == pytest.approx(0.999)  # both hold: the first wins
 
 
 def test_mmpareto_gradient_keeps_the_larger_norm_times_gamma():
@@ -41,30 +42,40 @@ def test_mmpareto_gradient_keeps_the_larger_norm_times_gamma():
     combined = _t(0.4, 0.8)  # 2 (0.6 g_mm + 0.4 g_u); ‖s‖ = ‖(0, 1)‖ = 1 > ‖h‖ = 0.894
     assert new.norm().item() == pytest.approx(1.5 * 1.0)
     assert torch.allclose(new / new.norm(), combined / combined.norm())
+    # the rescale only ever enlarges: ‖h‖ = 0.4 > ‖s‖ = 0 keeps h, times γ
+    opposite = pareto_gradient(_t(1.0, 0.0), _t(-1.0, 0.0), torch.tensor(0.6, dtype=torch.float64),
+                               torch.tensor(0.4, dtype=torch.float64), 1.5)
+    assert torch.allclose(opposite, 1.5 * _t(0.4, 0.0))
     # no conflict: h = g_mm + g_u = s, so the gradient is γ·s
     same = pareto_gradient(_t(1.0, 2.0), _t(3.0, 1.0), torch.tensor(0.5), torch.tensor(0.5), 1.5)
     assert torch.allclose(same, 1.5 * _t(4.0, 3.0))
 
 
 def test_mmpareto_hook_sets_encoder_gradients_from_independent_per_loss_gradients(digits):
-    config = mb.TrainConfig(method="mmpareto", epochs=1, mmpareto_gamma=1.5)
+    gamma = 1.25  # not the default, so a hard-coded γ would fail
+    config = mb.TrainConfig(method="mmpareto", epochs=1, mmpareto_gamma=gamma)
     from milesbook.models import build_model
     torch.manual_seed(0)
     model = build_model({m: digits.shapes[m] for m in digits.modalities}, digits.num_classes)
+    model.heads["audio"].weight.data.neg_()  # audio's own head now pulls against the fusion head: a conflict
     inputs = {m: digits.splits["train"].inputs[m][:32] for m in digits.modalities}
     labels = digits.splits["train"].labels[:32]
     loss_fn = torch.nn.functional.cross_entropy
 
     # expected: each encoder's g_mm and g_u by separate backward passes, combined by the two formulas
     out = model(inputs)
-    expected = {}
+    expected, alphas = {}, {}
     for m in digits.modalities:
         params = list(model.encoders[m].parameters())
         g_mm = torch.autograd.grad(loss_fn(out.fusion, labels), params, retain_graph=True)
         g_u = torch.autograd.grad(loss_fn(out.heads[m], labels), params, retain_graph=True)
         alpha_mm, alpha_u = pareto_weights(torch.cat([g.flatten() for g in g_mm]), torch.cat([g.flatten() for g in g_u]))
-        expected[m] = [pareto_gradient(a, b, alpha_mm, alpha_u, 1.5) for a, b in zip(g_mm, g_u)]
-    head_expected = torch.autograd.grad(loss_fn(out.fusion, labels), list(model.fusion_head.parameters()), retain_graph=True)
+        alphas[m] = alpha_mm.item()
+        expected[m] = [pareto_gradient(a, b, alpha_mm, alpha_u, gamma) for a, b in zip(g_mm, g_u)]
+    assert alphas["audio"] != pytest.approx(0.5) and alphas["image"] == 0.5  # both branches are exercised
+    plain = {name: torch.autograd.grad(loss_fn(out.fusion, labels) + sum(loss_fn(h, labels) for h in out.heads.values()),
+                                       list(module.parameters()), retain_graph=True)
+             for name, module in (("fusion", model.fusion_head), *[(m, model.heads[m]) for m in digits.modalities])}
 
     method = mb.methods.build_method(config, digits.modalities)
 
@@ -80,8 +91,10 @@ def test_mmpareto_hook_sets_encoder_gradients_from_independent_per_loss_gradient
     for m in digits.modalities:
         for p, want in zip(model.encoders[m].parameters(), expected[m]):
             assert torch.allclose(p.grad, want, atol=1e-6)
-    for p, want in zip(model.fusion_head.parameters(), head_expected):  # heads keep their plain gradient
-        assert torch.allclose(p.grad, want, atol=1e-7)
+    heads = {"fusion": model.fusion_head, **{m: model.heads[m] for m in digits.modalities}}
+    for name, module in heads.items():  # the heads keep their plain gradients
+        for p, want in zip(module.parameters(), plain[name]):
+            assert torch.allclose(p.grad, want, atol=1e-7)
 
 
 def test_mmpareto_logs_cosine_and_conflict_share_per_modality(tmp_path, digits):

@@ -22,7 +22,9 @@ def pareto_weights(multimodal: torch.Tensor, unimodal: torch.Tensor) -> tuple[to
     dot = multimodal @ unimodal
     mm, uu = multimodal @ multimodal, unimodal @ unimodal
     cosine = dot / (mm.sqrt() * uu.sqrt() + EPS)
-    min_norm = (uu - dot) / (mm + uu - 2 * dot + EPS)
+    distance = mm + uu - 2 * dot  # ‖g_mm − g_u‖²; zero only when the two are equal (then they agree)
+    min_norm = torch.where(distance > 0, (uu - dot) / torch.where(distance > 0, distance, torch.ones_like(distance)),
+                           torch.full_like(dot, 0.5))
     min_norm = torch.where(dot >= uu, torch.full_like(min_norm, 0.001), min_norm)
     min_norm = torch.where(dot >= mm, torch.full_like(min_norm, 0.999), min_norm)
     alpha_mm = torch.where(cosine > 0, torch.full_like(min_norm, 0.5), min_norm)
@@ -46,8 +48,8 @@ class MMPareto(Method):
     the whole encoder's flattened gradient, `pareto_gradient` per tensor). Heads keep their plain
     gradients. Prediction: the fusion head, as the official code.
 
-    The two gradients per encoder come from `torch.autograd.grad` in `loss` (two extra partial
-    backward passes per modality, as the official code's retain_graph passes); `after_backward`
+    The two gradients per encoder come from `torch.autograd.grad` in `loss` (one extra backward pass
+    for ∇L_AB and one per modality for ∇L_m; the official code runs one per loss); `after_backward`
     overwrites the encoder gradients. Every encoder parameter takes part, BatchNorm's affine ones
     included (the official code selects by name: all of an encoder's parameters). It is defined per
     encoder, so it runs unchanged with N > 2 modalities, and with both fusions.
@@ -56,9 +58,10 @@ class MMPareto(Method):
     - γ (`mmpareto_gamma`) is a knob (the official code hard-codes 1.5). Note that γ > 1 also applies
       when the gradients do not conflict, i.e. the encoders train at a γ× larger step than the heads;
       with Adam (our default; the official code uses SGD with lr 0.002) a constant factor is mostly
-      cancelled, and only the direction change survives. `--optimizer sgd` is the official setting.
-    - A tiny ε in the norm ratio and the cosine (the official code divides by zero on an all-zero
-      gradient).
+      cancelled, and only the direction change survives. `--optimizer sgd` comes closest to the
+      official setting (SGD, lr 0.002, momentum 0.9, weight decay 1e-4; we have no weight decay).
+    - A tiny ε in the norm ratio and the cosine, and equal weights when g_mm = g_u (the official code
+      divides by zero on an all-zero gradient).
     - The official code's inner products also count the "concat" copy of each gradient, which doubles
       each of them; the weights are ratios, so the factor cancels and we leave it out.
     - BalanceBenchmark's MMPareto trainer is not followed: it reads the gradients after summing all
@@ -90,21 +93,26 @@ class MMPareto(Method):
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
         multimodal = loss_fn(out.fusion, labels)
         unimodal = {m: loss_fn(h, labels) for m, h in out.heads.items()}
+        # ∇L_AB for every encoder in one pass, then each encoder's ∇L_m (the official code: one
+        # retain_graph backward per loss); a parameter no loss reaches keeps no gradient.
+        every = [p for params in self.params.values() for p in params]
+        g_mm = iter(torch.autograd.grad(multimodal, every, retain_graph=True, allow_unused=True))
         self.gradients = {}
         for m, params in self.params.items():
-            g_mm = torch.autograd.grad(multimodal, params, retain_graph=True, allow_unused=True)
             g_u = torch.autograd.grad(unimodal[m], params, retain_graph=True, allow_unused=True)
-            self.gradients[m] = [(a if a is not None else torch.zeros_like(p), b if b is not None else torch.zeros_like(p))
-                                 for p, a, b in zip(params, g_mm, g_u)]
+            self.gradients[m] = [(next(g_mm), b) for b in g_u]
         return multimodal + sum(unimodal.values())
 
     @torch.no_grad()
     def after_backward(self, out, labels, epoch: int) -> None:
         for m, pairs in self.gradients.items():
-            flat_mm = torch.cat([a.flatten() for a, _ in pairs])
-            flat_u = torch.cat([b.flatten() for _, b in pairs])
+            pairs = [(p, a, b) for p, (a, b) in zip(self.params[m], pairs) if a is not None or b is not None]
+            pairs = [(p, torch.zeros_like(p) if a is None else a, torch.zeros_like(p) if b is None else b)
+                     for p, a, b in pairs]
+            flat_mm = torch.cat([a.flatten() for _, a, _ in pairs])
+            flat_u = torch.cat([b.flatten() for _, _, b in pairs])
             alpha_mm, alpha_u = pareto_weights(flat_mm, flat_u)
-            for p, (a, b) in zip(self.params[m], pairs):
+            for p, a, b in pairs:
                 p.grad = pareto_gradient(a, b, alpha_mm, alpha_u, self.config.mmpareto_gamma)
             cosine = (flat_mm @ flat_u) / (flat_mm.norm() * flat_u.norm() + EPS)
             self.cosine_sum[m] += cosine

@@ -24,7 +24,7 @@ tuned: $(VENV)/.installed
 	$(BIN)/milesbook compare --from-search runs/tuned --seeds 5 --workers 2
 
 # The book: every notebook as an HTML page with its figures, from the executed full-setting copies
-# cached in docs/book/ (seconds). `milesbook book --execute` re-runs them (about an hour on 2 cores).
+# cached in docs/book/ (seconds). `milesbook book --execute` re-runs them (under an hour on 2 cores; 2 min once runs/notebooks holds the runs).
 book: $(VENV)/.installed
 	$(BIN)/milesbook book
 	@echo "open build/book/index.html"

@@ -1,6 +1,7 @@
 """The tutorial notebooks as a book: executed copies rendered to self-contained HTML pages (figures
 embedded) with an index, the code path of `milesbook book`. The full-setting executed notebooks are
-cached in docs/book/ (training them takes hours); the quick setting is executed on demand."""
+cached in docs/book/ (training them from scratch takes the better part of an hour on 2 cores); the quick
+setting is executed on demand."""
 from __future__ import annotations
 
 import html
@@ -102,7 +103,7 @@ def _read_all(executed_dir) -> list:
         path = Path(executed_dir) / f"{name}.ipynb"
         if not path.is_file():
             raise UserError(f"no executed notebook {path}; run `milesbook book --execute` to execute the notebooks "
-                            f"(the full setting: hours), or `milesbook book --quick` for the CI setting (minutes)")
+                            f"(the full setting: under an hour on 2 cores), or `milesbook book --quick` for the CI setting (minutes)")
         notebook = nbformat.read(path, as_version=4)
         for index, cell in enumerate(notebook.cells):
             for output in cell.get("outputs", []):

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("book", help="the notebooks as a browsable HTML book, from executed copies")
     p.add_argument("--execute", action="store_true",
-                   help="execute the notebooks into --source first (the full setting: hours)")
+                   help="execute the notebooks into --source first (the full setting: under an hour on 2 cores; minutes when runs are cached)")
     p.add_argument("--quick", action="store_true",
                    help="the CI setting, always executed (minutes on a 2-core CPU); nothing quick is cached")
     p.add_argument("--source", help="folder of the executed notebooks (default docs/book, the cached full "

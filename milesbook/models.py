@@ -7,7 +7,7 @@ sum to the fusion logits) — so utilization rates need no extra forward pass.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -213,10 +213,12 @@ def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: 
 @dataclass
 class FusionOutput:
     """Logits, each (N, num_classes): `fusion` = ŷ_AB; `heads[m]` = modality m's unimodal head;
-    `parts[m]` = W_m z_m + b/M, modality m's share of the fusion logits (Σ_m parts[m] = fusion)."""
+    `parts[m]` = W_m z_m + b/M, modality m's share of the fusion logits (Σ_m parts[m] = fusion);
+    and `features[m]` = z_m (N, feature_dim), the encoder's output (PMR's prototypes are built on it)."""
     fusion: torch.Tensor
     heads: dict[str, torch.Tensor]
     parts: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class JointFusionModel(nn.Module):
@@ -249,7 +251,7 @@ class JointFusionModel(nn.Module):
                 else weight
             parts[m] = z @ w_m.t() + share
         fusion = sum(parts.values())
-        return FusionOutput(fusion, heads, parts)
+        return FusionOutput(fusion, heads, parts, features)
 
     def param_groups(self, lr: float) -> list[dict]:
         """Adam param groups named "fusion" (the fusion head) and one per modality (its encoder and

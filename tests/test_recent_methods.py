@@ -104,3 +104,55 @@ def test_mmpareto_logs_cosine_and_conflict_share_per_modality(tmp_path, digits):
         assert all(-1 <= r[f"mmpareto_cos_{m}"] <= 1 and 0 <= r[f"mmpareto_conflict_{m}"] <= 1 for r in history)
         assert not math.isnan(history[-1][f"mmpareto_cos_{m}"])
     assert 0 < summary["test_acc_fusion"] <= 1
+
+
+# ---- PMR -----------------------------------------------------------------------------------------
+
+from milesbook.methods.pmr import pmr_coefficients, prototype_logits  # noqa: E402
+from milesbook.methods import EpochMetrics  # noqa: E402
+from milesbook.train import Trainer  # noqa: E402
+
+
+def test_pmr_prototype_logits_are_minus_euclidean_distances():
+    features = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    prototypes = torch.tensor([[0.0, 0.0], [0.0, 4.0]])
+    assert torch.allclose(prototype_logits(features, prototypes), torch.tensor([[0.0, -4.0], [-5.0, -3.0]]))
+
+
+def test_pmr_gives_the_prototype_loss_to_the_modality_behind():
+    labels = torch.tensor([0, 1])
+    sure = torch.tensor([[0.0, -10.0], [-10.0, 0.0]])  # softmax of the true class ≈ 1 for both samples
+    unsure = torch.tensor([[0.0, 0.0], [0.0, 0.0]])    # 0.5 for both
+    beta, lam, ratio = pmr_coefficients(sure, unsure, labels, alpha=2.0)
+    expected = 2 * torch.softmax(torch.tensor([0.0, -10.0]), 0)[0] / 1.0  # s_A / s_B = 2·0.99995 / (2·0.5)
+    assert ratio.item() == pytest.approx(expected.item()) and (beta.item(), lam.item()) == (0.0, 2.0)  # B behind
+    beta, lam, _ = pmr_coefficients(unsure, sure, labels, alpha=2.0)
+    assert (beta.item(), lam.item()) == (2.0, 0.0)  # A behind
+    beta, lam, ratio = pmr_coefficients(unsure, unsure, labels, alpha=2.0)
+    assert ratio.item() == 1.0 and (beta.item(), lam.item()) == (0.0, 0.0)
+
+
+def test_pmr_prototypes_are_class_means_blended_with_momentum(tmp_path, digits):
+    trainer = Trainer(mb.TrainConfig(method="pmr", epochs=2, pmr_momentum=0.25), tmp_path, dataset=digits, progress=False)
+    method = trainer.method
+    method.start_epoch(1)
+    first = method.prototypes
+    # the class means of the sampled features, computed by hand from the same sample
+    inputs, labels = trainer.splits["train"]
+    batches = max(1, (len(labels) // trainer.config.batch_size) // 10)
+    generator = torch.Generator().manual_seed(0 * 100_003 + 0)
+    idx = torch.randperm(len(labels), generator=generator)[:batches * trainer.config.batch_size]
+    trainer.model.eval()
+    with torch.no_grad():
+        x = {m: trainer._with_training_noise(m, trainer._input(m, inputs[m][idx]), generator) for m in digits.modalities}
+        features = trainer.model(x).features
+    for m in digits.modalities:
+        for k in range(digits.num_classes):
+            members = features[m][labels[idx] == k]
+            assert len(members) > 0 and torch.allclose(first[m][k], members.mean(0), atol=1e-5)
+    metrics = EpochMetrics(2, {}, {}, "acc")
+    fresh = method._class_means(2, previous=first)
+    method.end_epoch(metrics)
+    for m in digits.modalities:  # from the second epoch on: 0.75 · fresh + 0.25 · previous
+        assert torch.allclose(method.prototypes[m], 0.75 * fresh[m] + 0.25 * first[m], atol=1e-6)
+    assert set(metrics.row) == {"pmr_ratio", "pmr_boost_image", "pmr_boost_audio"}

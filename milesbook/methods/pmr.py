@@ -1,0 +1,153 @@
+"""PMR — Fan et al., "PMR: Prototypical Modal Rebalance for Multimodal Learning", CVPR 2023.
+Official code: fanyunfeng-bit/Modal-Imbalance-PMR, `main_Prototype_grad.py` (read at commit 1e5c79b).
+Trains L_AB; each modality's features get class prototypes, and the modality whose features sit
+farther from their true class's prototype gets an extra prototype cross-entropy, weighted by α.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
+
+
+def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """sim[i, k] = −‖f_i − c_k‖₂ (Euclidean, not squared), (N, K) from features (N, d) and
+    prototypes (K, d): PMR's prototype "logits"."""
+    return -torch.cdist(features, prototypes)
+
+
+def pmr_coefficients(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor,
+                     alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(β, λ, ρ) for one batch, as 0-d tensors: ρ = s_A / s_B with s_m = Σ_i softmax(sim_m)[i, y_i]
+    (a batch sum); (β, λ) = (0, α) when ρ > 1 (B is behind: B's prototype loss), (α, 0) when ρ < 1,
+    (0, 0) when equal."""
+    score_a = F.softmax(logits_a, 1).gather(1, labels[:, None]).sum()
+    score_b = F.softmax(logits_b, 1).gather(1, labels[:, None]).sum()
+    ratio = score_a / score_b
+    zero, full = torch.zeros_like(ratio), torch.full_like(ratio, alpha)
+    beta = torch.where(ratio < 1, full, zero)
+    lam = torch.where(ratio > 1, full, zero)
+    return beta, lam, ratio
+
+
+@register
+class PMR(Method):
+    """Prototypical Modal Rebalance: L_AB + β·CE(sim_A, y) + λ·CE(sim_B, y) inside the epoch window
+    [`pmr_start`, `pmr_end`] (`pmr_coefficients`), plain L_AB outside it. Modality accuracies are read
+    from the fusion head's parts W_m z_m + b/M (the official code's `out_a`, `out_v`); prediction is the
+    fusion head. The class prototypes c_k^m are the mean encoder feature of class k, computed in eval
+    mode without gradient on the first ⌊n/10⌋ batches of a shuffled pass over the training split,
+    before the first epoch and after every epoch, then blended c ← (1 − m)·c_new + m·c_old
+    (`pmr_momentum`; no blending before epoch 2, as the official `epoch <= 0` test).
+
+    Defaults are the official script's argparse defaults: α = 1.0 (its CREMA-D commands use 2.0),
+    momentum 0.2, modulation over its 0-based epochs 0–100 (our 1-based 1–101: every epoch of our runs).
+    Deviations, on purpose:
+    - The prototype pass draws its batches with its own generator seeded from (seed, epoch), so it
+      neither shifts the training batches' order nor breaks resuming, and it adds the dataset's
+      training noise (the official code reads the same augmented loader it trains on).
+    - A class absent from that sample keeps its previous prototype (the official code divides by a
+      zero count and gets NaN); before the first epoch such a class falls back to the mean of all
+      sampled features.
+    - Two modalities only (the official rule compares two scores); single-label tasks only (class
+      prototypes need one class per sample). Both fusions.
+    - Official runs use SGD (lr 1e-3, momentum 0.9, weight decay 1e-4, StepLR(70, 0.1)) or Adam; we use
+      the package's optimizer settings (`--optimizer sgd` for the former, without weight decay).
+    - BalanceBenchmark's PMR trainer was not used as a reference.
+    History columns: `pmr_ratio` (the epoch's mean ρ; 0 outside the window) and `pmr_boost_<m>`
+    (share of steps in which modality m got the prototype loss).
+    """
+    name = "pmr"
+    hyperparameters = (
+        Hyperparameter("pmr_alpha", 1.0, "PMR's weight α of the behind modality's prototype loss (> 0)",
+                       valid=lambda v: v > 0, rule="> 0 (official default 1.0; its CREMA-D commands use 2.0)",
+                       search=SearchRange(0.25, 4.0, log=True,
+                                          source="ours, around the official default 1.0 and CREMA-D's 2.0")),
+        Hyperparameter("pmr_momentum", 0.2, "PMR's prototype momentum m in [0, 1): c ← (1 − m) c_new + m c_old",
+                       valid=lambda v: 0 <= v < 1, rule="in [0, 1) (official default 0.2)"),
+        Hyperparameter("pmr_start", 1, "first epoch with the prototype loss (inclusive, counted from 1)",
+                       valid=lambda v: v >= 1, rule="≥ 1"),
+        Hyperparameter("pmr_end", 101, "last epoch with the prototype loss (inclusive; official 0-based 100)",
+                       valid=lambda v: v >= 1, rule="≥ 1"),
+    )
+
+    @classmethod
+    def check_options(cls, config) -> None:
+        if config.pmr_start > config.pmr_end:
+            raise UserError(f"--pmr-start/--pmr-end must be 1 ≤ start ≤ end, got {(config.pmr_start, config.pmr_end)}")
+
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        if len(self.model.modalities) != 2:
+            raise UserError(f"pmr compares two modalities' prototype scores; got {list(self.model.modalities)}")
+        if trainer.task.name == "multilabel":
+            raise UserError("pmr builds one prototype per class and needs single-label data; "
+                            f"{trainer.data.name} is multi-label")
+        self.prototypes = None
+        self._reset_log()
+
+    def _reset_log(self) -> None:
+        zero = torch.zeros((), device=self.trainer.device)
+        self.ratio_sum, self.boosts, self.steps = zero.clone(), {m: zero.clone() for m in self.model.modalities}, 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.prototypes is None:  # before the first epoch (a resumed run has them from its checkpoint)
+            self.prototypes = self._class_means(epoch=0)
+
+    @torch.no_grad()
+    def _class_means(self, epoch: int, previous: dict | None = None) -> dict[str, torch.Tensor]:
+        """Each modality's class-mean features (K, d) on ⌊n/10⌋ shuffled training batches."""
+        trainer, model = self.trainer, self.model
+        inputs, labels = trainer.splits["train"]
+        batch = trainer.config.batch_size
+        batches = max(1, (len(labels) // batch) // 10)
+        generator = torch.Generator().manual_seed(trainer.config.seed * 100_003 + epoch)
+        idx = torch.randperm(len(labels), generator=generator)[:batches * batch].to(trainer.device)
+        was_training = model.training
+        model.eval()
+        x = {m: trainer._with_training_noise(m, trainer._input(m, inputs[m][idx]), generator) for m in model.modalities}
+        features = model(x).features
+        model.train(was_training)
+        y = labels[idx]
+        classes = trainer.data.num_classes
+        counts = torch.bincount(y, minlength=classes).to(features[model.modalities[0]].dtype)
+        means = {}
+        for m, f in features.items():
+            sums = torch.zeros(classes, f.shape[1], device=f.device, dtype=f.dtype).index_add_(0, y, f)
+            fallback = previous[m] if previous is not None else f.mean(0).expand(classes, -1)
+            means[m] = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], fallback)
+        return means
+
+    def loss(self, out, labels, loss_fn) -> torch.Tensor:
+        loss = loss_fn(out.fusion, labels)
+        if not (self.config.pmr_start <= self.epoch <= self.config.pmr_end):
+            return loss
+        a, b = self.model.modalities
+        logits = {m: prototype_logits(out.features[m], self.prototypes[m]) for m in (a, b)}
+        beta, lam, ratio = pmr_coefficients(logits[a].detach(), logits[b].detach(), labels, self.config.pmr_alpha)
+        self.ratio_sum += ratio
+        self.boosts[a] += (beta > 0).float()
+        self.boosts[b] += (lam > 0).float()
+        self.steps += 1
+        return loss + beta * F.cross_entropy(logits[a], labels) + lam * F.cross_entropy(logits[b], labels)
+
+    def end_epoch(self, metrics: EpochMetrics) -> None:
+        fresh = self._class_means(metrics.epoch, previous=self.prototypes)
+        if metrics.epoch >= 2:  # the official code blends from its second recomputation on
+            m = self.config.pmr_momentum
+            fresh = {k: (1 - m) * v + m * self.prototypes[k] for k, v in fresh.items()}
+        self.prototypes = fresh
+        metrics.row["pmr_ratio"] = self.ratio_sum.item() / self.steps if self.steps else 0.0
+        for modality, count in self.boosts.items():
+            metrics.row[f"pmr_boost_{modality}"] = count.item() / self.steps if self.steps else 0.0
+        self._reset_log()
+
+    def state_dict(self) -> dict:
+        return {"prototypes": {m: p.cpu() for m, p in self.prototypes.items()} if self.prototypes else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("prototypes")
+        self.prototypes = {m: p.to(self.trainer.device) for m, p in saved.items()} if saved else None

@@ -66,7 +66,7 @@ def multilabel_data(n=(160, 60, 60), classes=5, vocab=50, length=12, seed=0) -> 
                              encoder_options={"text": {"tokens": True, "kind": "bow", "vocab_size": vocab}})
 
 
-@pytest.mark.parametrize("method", ["vanilla", "miles", "ogm", "ogm-ge", "gblend", "mses", "mslr-d"])
+@pytest.mark.parametrize("method", ["vanilla", "miles", "ogm", "ogm-ge", "gblend", "mses", "mslr-d", "mmpareto"])
 def test_every_method_trains_multilabel(method, tmp_path):
     data = multilabel_data()
     config = mb.TrainConfig(dataset="synthetic-multilabel", method=method, epochs=3, batch_size=32, lr=3e-3,
@@ -122,3 +122,10 @@ def test_encoder_spec_per_modality():
         build_model({"text": (12,), "image": (1, 8, 8)}, 5, encoder="audio=cnn", encoder_options=options)
     with pytest.raises(UserError, match="--data-option text_model DIR"):
         build_model({"text": (12,), "image": (1, 8, 8)}, 5, encoder="text=bert", encoder_options=options)
+
+
+def test_pmr_refuses_multilabel_data_with_one_line(tmp_path):
+    config = mb.TrainConfig(dataset="synthetic-multilabel", method="pmr", epochs=1, batch_size=32)
+    with pytest.raises(UserError, match="pmr builds one prototype per class and needs single-label data; "
+                                        "synthetic-multilabel is multi-label"):
+        mb.train(config, tmp_path / "pmr", dataset=multilabel_data(), progress=False)

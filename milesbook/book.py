@@ -1,7 +1,8 @@
 """The tutorial notebooks as a book: executed copies rendered to self-contained HTML pages (figures
-embedded) with an index, the code path of `milesbook book`. The full-setting executed notebooks are
-cached in docs/book/ (training them from scratch takes the better part of an hour on 2 cores); the quick
-setting is executed on demand."""
+embedded) with an index, the code path of `milesbook book`. The full-setting results are cached in
+docs/book/ as notebooks without outputs, their outputs (JSON) and figures (PNG), see `cache`
+(training them from scratch takes the better part of an hour on 2 cores); the quick setting is
+executed on demand."""
 from __future__ import annotations
 
 import html
@@ -55,10 +56,65 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
             shutil.copy2(record, records / record.name)
     placed = []
     for path in executed:
-        os.replace(path, source / path.name)
-        placed.append(source / path.name)
+        placed.append(cache(path, source))
     shutil.rmtree(staging, ignore_errors=True)
     return placed
+
+
+def cache(executed_path, source) -> Path:
+    """Store one executed notebook in `source` the way the repository keeps it: the notebook without
+    outputs (`source`/<name>.ipynb), its outputs as JSON (`source`/outputs/<name>.json) and its figures
+    as PNG files (`source`/figures/<name>-<cell>-<k>.png). `render` puts them back together."""
+    import base64
+    import json
+
+    import nbformat
+
+    from .notebooks import strip
+    source = Path(source)
+    name = Path(executed_path).stem
+    notebook = nbformat.read(executed_path, as_version=4)
+    (source / "figures").mkdir(parents=True, exist_ok=True)
+    for old in (source / "figures").glob(f"{name}-*.png"):
+        old.unlink()
+    cells = {}
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code" or not cell.get("outputs"):
+            continue
+        outputs = []
+        for k, output in enumerate(cell.outputs):
+            output = json.loads(json.dumps(output))  # a plain copy
+            png = output.get("data", {}).get("image/png")
+            if png is not None:
+                figure = f"{name}-{index}-{k}.png"
+                (source / "figures" / figure).write_bytes(base64.b64decode(png))
+                output["data"]["image/png"] = {"file": f"figures/{figure}"}
+            outputs.append(output)
+        cells[str(index)] = {"execution_count": cell.execution_count, "outputs": outputs}
+    (source / "outputs").mkdir(parents=True, exist_ok=True)
+    _write(source / "outputs" / f"{name}.json", json.dumps(cells, indent=1, ensure_ascii=False) + "\n")
+    target = source / f"{name}.ipynb"
+    if Path(executed_path).resolve() != target.resolve():
+        shutil.copyfile(executed_path, target)
+    strip(target)
+    return target
+
+
+def _restore(notebook, outputs_file: Path) -> None:
+    """Put a cached notebook's outputs (and figures) back into it, in place."""
+    import base64
+    import json
+
+    import nbformat
+    cells = json.loads(outputs_file.read_text())
+    for index, saved in cells.items():
+        cell = notebook.cells[int(index)]
+        cell.execution_count = saved["execution_count"]
+        for output in saved["outputs"]:
+            png = output.get("data", {}).get("image/png")
+            if isinstance(png, dict):
+                output["data"]["image/png"] = base64.b64encode((outputs_file.parent.parent / png["file"]).read_bytes()).decode()
+        cell.outputs = [nbformat.from_dict(o) for o in saved["outputs"]]
 
 
 def render(executed_dir, out_dir) -> Path:
@@ -105,6 +161,9 @@ def _read_all(executed_dir) -> list:
             raise UserError(f"no executed notebook {path}; run `milesbook book --execute` to execute the notebooks "
                             f"(the full setting: under an hour on 2 cores), or `milesbook book --quick` for the CI setting (minutes)")
         notebook = nbformat.read(path, as_version=4)
+        outputs = Path(executed_dir) / "outputs" / f"{name}.json"
+        if outputs.is_file():  # the cached form: outputs and figures beside a notebook without them
+            _restore(notebook, outputs)
         for index, cell in enumerate(notebook.cells):
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "error":

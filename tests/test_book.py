@@ -114,7 +114,7 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
             from papermill.exceptions import PapermillExecutionError
             raise PapermillExecutionError(3, 4, "source", "trace", "ValueError", "bad value")
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / f"{names[0]}.ipynb").write_text(f"new {names[0]}")
+        write_notebook(Path(out), NOTEBOOKS.index(names[0]) + 1)
         notebooks.record(checkout / "notebooks" / parameters["OUT_DIR"], names[0][:2], {"accuracy": 0.5})
         return [Path(out) / f"{names[0]}.ipynb"]
 
@@ -128,7 +128,8 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
     fail["at"], calls[:] = None, []
     executed = book.execute(source, quick=quick)
     assert executed == [source.resolve() / f"{name}.ipynb" for name in NOTEBOOKS]
-    assert (source / f"{NOTEBOOKS[0]}.ipynb").read_text() == f"new {NOTEBOOKS[0]}"
+    assert not notebooks.has_outputs(source / f"{NOTEBOOKS[0]}.ipynb")  # kept in the cached form
+    assert (source / "figures" / f"{NOTEBOOKS[0]}-1-0.png").is_file()
     work = str(source.resolve() / "work") if quick else "../runs/notebooks"
     assert calls == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
     copied = sorted(p.name for p in (source / "records").iterdir())
@@ -151,3 +152,16 @@ def test_cli_renders_and_says_what(executed, tmp_path):
     result = run_cli("book", "--source", executed, "--out", tmp_path / "html")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"book: {tmp_path / 'html' / 'index.html'} ({len(NOTEBOOKS)} chapters, full setting)"
+
+
+def test_the_cached_form_has_no_outputs_in_notebooks_and_renders_the_same_page(executed, tmp_path):
+    direct = book.render(executed, tmp_path / "direct").parent
+    source = tmp_path / "cached"
+    for name in NOTEBOOKS:
+        book.cache(executed / f"{name}.ipynb", source)
+        assert not notebooks.has_outputs(source / f"{name}.ipynb")
+        assert (source / "figures" / f"{name}-1-0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((source / "outputs" / f"{name}.json").read_text())["1"]["execution_count"] == 1
+    rebuilt = book.render(source, tmp_path / "rebuilt").parent
+    for name in NOTEBOOKS:
+        assert (rebuilt / f"{name}.html").read_text() == (direct / f"{name}.html").read_text()

@@ -352,14 +352,14 @@ def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progr
 def _draw(out: Path, fusion: str, rows, modalities, base: TrainConfig) -> None:
     import matplotlib.pyplot as plt
 
-    from .plots import STYLE, plot_learning_dynamics, plot_result_bars
+    from .plots import book_style, plot_learning_dynamics, plot_result_bars
     ax = plot_result_bars(rows, modalities, title=f"{base.dataset}, {fusion} fusion")
     ax.figure.savefig(out / f"bars-{fusion}.png", dpi=110)
     plt.close(ax.figure)
     shown = [m for m in ("vanilla", "miles-lab", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
     if not shown:
         return
-    with plt.style.context(["default", STYLE]):  # the book's style for axes made here
+    with book_style():  # axes made here get the style the plotting functions use
         fig, axes = plt.subplots(len(shown), 3, figsize=(14, 3.4 * len(shown)), squeeze=False)
     for method, row_axes in zip(shown, axes):
         plot_learning_dynamics(read_history(run_dir(out, method, fusion, 0)), modalities,

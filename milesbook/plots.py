@@ -35,17 +35,24 @@ def colour(name: str) -> str:
     return MODALITY_COLOURS.get(name) or _SPARE_COLOURS[zlib.crc32(name.encode()) % len(_SPARE_COLOURS)]
 
 
+BOOK_STYLE = ["default", STYLE]  # on matplotlib's defaults, whatever style the session switched to
+
+
 def use_style() -> None:
     """Apply the book's figure style to every later matplotlib figure (the package's figures use it anyway)."""
-    plt.style.use(["default", STYLE])
+    plt.style.use(BOOK_STYLE)
+
+
+def book_style():
+    """A context in which figures get the book's style, leaving the caller's matplotlib settings alone."""
+    return plt.style.context(BOOK_STYLE)
 
 
 def _styled(draw):
-    """Draw inside the book's style (on matplotlib's defaults, whatever style the session has switched
-    to) without changing the caller's matplotlib settings."""
+    """Draw inside `book_style()`."""
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
-        with plt.style.context(["default", STYLE]):
+        with book_style():
             return draw(*args, **kwargs)
     return wrapper
 

@@ -203,7 +203,7 @@ def selected_weights(folder, device="cpu") -> dict:
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,
            modalities, task: str, metric: str, metrics: tuple[str, ...], device: str,
-           modality_reading: str, heads: str) -> dict:
+           modality_reading: str, heads: str, inference: str = "fusion head") -> dict:
     """Choose the best epoch on validation (on the headline `metric`) and write summary.json with the
     test metrics at it, at the strict-rule epoch and at the last epoch."""
     tolerance = config["selection_tolerance"]
@@ -214,7 +214,7 @@ def finish(folder: Path, config: dict, history: list[dict], test_history: list[d
     summary = {"method": config["method"], "fusion": config["fusion"], "seed": config["seed"],
                "dataset": config["dataset"], "modalities": list(modalities),
                "task": task, "metric": metric, "metrics": list(metrics),
-               "modality_reading": modality_reading, "heads": heads,
+               "modality_reading": modality_reading, "heads": heads, "inference": inference,
                "epochs": len(history), "best_epoch": best, "strict_best_epoch": strict,
                "selection": f"val_{metric}_fusion within {tolerance} of the max, then "
                             "min val_loss_fusion, then later epoch",

@@ -119,7 +119,7 @@ class Trainer:
 
     def _forward(self, inputs):
         # Heads are linear probes (no gradient into encoders) for methods that do not train them.
-        return self.model(inputs, detach_heads=not self.method.trains_heads)
+        return self.method.readout(self.model(inputs, detach_heads=not self.method.trains_heads))
 
     def train_epoch(self, epoch: int, loss_override: Callable | None = None) -> dict[str, float]:
         """One pass over the shuffled training split. Metrics are summed on the device and read once.
@@ -148,6 +148,8 @@ class Trainer:
             if not loss_override:
                 self.method.after_backward(out, y, epoch)
             self.optimizer.step()
+            if not loss_override:
+                self.method.after_step(epoch)
             with torch.no_grad():
                 nonfinite |= ~torch.isfinite(loss)
                 loss_sum += loss.detach() * len(y)
@@ -183,7 +185,7 @@ class Trainer:
             batch = {m: self._input(m, inputs[m][sl]) for m in self.modalities}
             if training_noise is not None:
                 batch = {m: self._with_training_noise(m, x, training_noise) for m, x in batch.items()}
-            out = self.model(batch)
+            out = self.method.readout(self.model(batch))
             losses += torch.stack([self.task.loss(out.fusion, y, reduction="sum")]
                                   + [self.task.loss(out.heads[m], y, reduction="sum") for m in self.modalities])
             counts = counts + self._counts(out, y)
@@ -304,7 +306,7 @@ class Trainer:
                            modalities=self.modalities, task=self.task.name, metric=self.metric,
                            metrics=self.task.metrics, device=str(self.device), modality_reading=self.source,
                            heads="trained" if self.method.trains_heads else
-                           "probes" if self.config.probes else "untrained")
+                           "probes" if self.config.probes else "untrained", inference=self.method.inference)
 
 
 def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True) -> dict:

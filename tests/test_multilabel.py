@@ -129,3 +129,19 @@ def test_pmr_refuses_multilabel_data_with_one_line(tmp_path):
     with pytest.raises(UserError, match="pmr builds one prototype per class and needs single-label data; "
                                         "synthetic-multilabel is multi-label"):
         mb.train(config, tmp_path / "pmr", dataset=multilabel_data(), progress=False)
+
+
+def test_mla_trains_multilabel_with_fixed_fusion_and_refuses_entropy_fusion(tmp_path):
+    config = mb.TrainConfig(dataset="synthetic-multilabel", method="mla", epochs=2, batch_size=32, mla_fusion="fixed")
+    summary = mb.train(config, tmp_path / "fixed", dataset=multilabel_data(), progress=False)
+    assert summary["inference"] == "fixed-weight shared-head logits" and 0 < summary["test_f1micro_fusion"] <= 1
+    config = mb.TrainConfig(dataset="synthetic-multilabel", method="mla", epochs=1, batch_size=32)
+    with pytest.raises(UserError, match="mla's entropy fusion weighs modalities by the entropy of one class "
+                                        "distribution and needs single-label data"):
+        mb.train(config, tmp_path / "entropy", dataset=multilabel_data(), progress=False)
+
+
+def test_inforeg_refuses_multilabel_data_with_one_line(tmp_path):
+    config = mb.TrainConfig(dataset="synthetic-multilabel", method="inforeg", epochs=1, batch_size=32)
+    with pytest.raises(UserError, match="inforeg scores the probability of one true class and needs single-label"):
+        mb.train(config, tmp_path / "inforeg", dataset=multilabel_data(), progress=False)

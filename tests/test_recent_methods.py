@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import milesbook as mb
 from milesbook.methods.mmpareto import pareto_gradient, pareto_weights
@@ -156,3 +157,143 @@ def test_pmr_prototypes_are_class_means_blended_with_momentum(tmp_path, digits):
     for m in digits.modalities:  # from the second epoch on: 0.75 · fresh + 0.25 · previous
         assert torch.allclose(method.prototypes[m], 0.75 * fresh[m] + 0.25 * first[m], atol=1e-6)
     assert set(metrics.row) == {"pmr_ratio", "pmr_boost_image", "pmr_boost_audio"}
+
+
+# ---- MLA -----------------------------------------------------------------------------------------
+
+from milesbook.methods.mla import entropy_weights, project_head_gradient  # noqa: E402
+
+
+def test_mla_entropy_weights_favour_the_confident_modality():
+    unsure, sure = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 0.0]])
+    p = torch.softmax(sure[0], 0)
+    e_sure, e_unsure = float(-(p * p.log()).sum()), math.log(2)
+    weights = entropy_weights({"a": unsure, "b": sure})
+    # w_m = exp(max e − e_m) / Σ_j exp(max e − e_j)
+    expected_b = math.exp(e_unsure - e_sure) / (1 + math.exp(e_unsure - e_sure))
+    assert weights["b"].item() == pytest.approx(expected_b) and weights["a"].item() == pytest.approx(1 - expected_b)
+    assert weights["b"].shape == (1, 1)
+    # the official rule: softmax over the batch axis, one entropy per modality for the whole batch
+    batch = {"a": torch.tensor([[0.0, 1.0], [0.0, 1.0]]), "b": torch.tensor([[2.0, 0.0], [0.0, 0.0]])}
+    q = torch.softmax(torch.tensor([2.0, 0.0]), 0)
+    e_a, e_b = 2 * math.log(2), float(-(q * q.log()).sum()) + math.log(2)  # class 0 column, class 1 column
+    weights = entropy_weights(batch, per_sample=False)
+    assert weights["a"].shape == () and weights["a"].item() == pytest.approx(1 / (1 + math.exp(e_a - e_b)))
+
+
+def test_mla_projection_damps_the_direction_the_head_has_seen():
+    grad = torch.tensor([[1.0, 1.0]])
+    features = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # r = (1, 0)
+    projected, projector = project_head_gradient(grad, torch.eye(2), features, alpha=0.1)
+    # k = P rᵀ = (1, 0)ᵀ, r k = 1: P = I − diag(1, 0) / 1.1 = diag(1/11, 1), then divided by its norm
+    raw = torch.tensor([[1 / 11, 0.0], [0.0, 1.0]])
+    expected = raw / raw.norm()
+    assert torch.allclose(projector, expected) and torch.allclose(projected, grad @ expected.t())
+    assert projected[0, 0] < 0.1 * projected[0, 1]  # the seen direction r is nearly removed
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum"])
+def test_mla_alternates_the_encoders_and_projects_the_shared_head(tmp_path, digits, fusion):
+    trainer = Trainer(mb.TrainConfig(method="mla", fusion=fusion, epochs=1), tmp_path, dataset=digits, progress=False)
+    method, model = trainer.method, trainer.model
+    first, last = model.modalities  # image, then audio
+    method.start_epoch(1)
+    inputs, labels = trainer.splits["train"]
+    batch = {m: trainer._input(m, inputs[m][:64]) for m in model.modalities}
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}  # weights, not BN statistics
+    out = trainer._forward(batch)
+    loss = method.loss(out, labels[:64], trainer.task.loss)
+    after = dict(model.named_parameters())
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith(f"encoders.{first}.") for k in moved) and "fusion_head.weight" in moved
+    assert not any(k.startswith(f"encoders.{last}.") or k.startswith("heads.") for k in moved)
+    assert method.substeps == 1 and torch.equal(method.projector, torch.eye(model.feature_dim))  # first: as is
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    d = model.feature_dim
+    raw = model.fusion_head.weight.grad[:, :d].clone()
+    method.after_backward(out, labels[:64], 1)
+    expected, _ = project_head_gradient(raw, torch.eye(d), out.features[last], alpha=0.1)  # batch 0: α = 0.1
+    assert torch.allclose(model.fusion_head.weight.grad[:, :d], expected, atol=1e-6)
+    if fusion == "concat":  # the concatenation head's second half is not part of the shared head
+        assert not model.fusion_head.weight.grad[:, d:].any()
+
+
+def test_mla_predicts_with_the_entropy_weighted_shared_head(tmp_path, digits):
+    trainer = Trainer(mb.TrainConfig(method="mla", epochs=1), tmp_path, dataset=digits, progress=False)
+    inputs, _ = trainer.splits["val"]
+    with torch.no_grad():
+        out = trainer.method.readout(trainer.model({m: trainer._input(m, inputs[m][:16]) for m in digits.modalities}))
+    head = trainer.model.fusion_head
+    for m in digits.modalities:
+        assert torch.allclose(out.heads[m], out.features[m] @ head.weight[:, :64].t() + head.bias, atol=1e-6)
+    weights = entropy_weights(out.heads)
+    assert torch.allclose(out.fusion, sum(weights[m] * out.heads[m] for m in digits.modalities), atol=1e-6)
+    assert torch.allclose(out.fusion, sum(out.parts.values()), atol=1e-6)
+
+
+# ---- InfoReg -------------------------------------------------------------------------------------
+
+from milesbook.methods.inforeg import regulation_strengths, window_opening  # noqa: E402
+
+
+def test_inforeg_window_compares_ten_epoch_means_of_the_trace():
+    assert window_opening([]) == 1.0 and window_opening([2.0]) == 1.0  # padded with ten zeros
+    assert window_opening([1.0, 2.0, 3.0]) == pytest.approx(3 / 6)     # (T_3 − T_{−7}) / (T_1 + T_2 + T_3)
+    assert window_opening([1.0] * 11) == pytest.approx(0.0)            # a flat trace closes the window
+    assert window_opening([4.0] * 10 + [2.0]) == pytest.approx((2 - 4) / 38)  # falling: k < 0
+
+
+def test_inforeg_regulates_only_the_modality_ahead_with_an_open_window():
+    ahead, behind = torch.tensor(5.0), torch.tensor(3.0)
+    a, b = regulation_strengths(ahead, behind, True, True, 0.95, 0.1)
+    assert a.item() == pytest.approx(0.95 * math.exp(math.tanh(2.0))) and b.item() == 0.0
+    a, b = regulation_strengths(behind, ahead, True, True, 0.95, 0.1)
+    assert a.item() == 0.0 and b.item() == pytest.approx(0.1 * math.exp(math.tanh(2.0)))
+    a, b = regulation_strengths(ahead, behind, False, True, 0.95, 0.1)  # A's window is closed
+    assert (a.item(), b.item()) == (0.0, 0.0)
+    assert [s.item() for s in regulation_strengths(ahead, ahead, True, True, 0.95, 0.1)] == [0.0, 0.0]
+
+
+def test_inforeg_pulls_the_encoder_ahead_to_its_epoch_start_weights(tmp_path, digits):
+    config = mb.TrainConfig(method="inforeg", epochs=1, inforeg_beta_a=0.7, inforeg_beta_b=0.3)
+    trainer = Trainer(config, tmp_path, dataset=digits, progress=False)
+    method, model = trainer.method, trainer.model
+    method.start_epoch(1)
+    with torch.no_grad():  # move the encoders away from the anchor, so the pull is not zero
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    inputs, labels = trainer.splits["train"]
+    batch, y = {m: trainer._input(m, inputs[m][:64]) for m in model.modalities}, labels[:64]
+    out = trainer._forward(batch)
+    loss = method.loss(out, y, trainer.task.loss)
+    expected_loss = F.cross_entropy(out.fusion, y) + sum(F.cross_entropy(out.parts[m], y) for m in model.modalities)
+    assert loss.item() == pytest.approx(expected_loss.item())
+    scores = {m: torch.softmax(out.parts[m], 1)[torch.arange(64), y].sum() for m in model.modalities}
+    trainer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    raw = {m: [p.grad.clone() for p in method.params[m]] for m in model.modalities}
+    method.after_backward(out, y, 1)
+    (a, b), gap = model.modalities, torch.tanh(scores["image"] - scores["audio"]).item()
+    beta = {a: 0.7 * math.exp(gap) if gap > 0 else 0.0, b: 0.3 * math.exp(-gap) if gap < 0 else 0.0}
+    assert sum(v > 0 for v in beta.values()) == 1  # one modality is ahead in this batch
+    for m in model.modalities:
+        for p, g, p0 in zip(method.params[m], raw[m], method.anchor[m]):
+            assert torch.allclose(p.grad, g + beta[m] * (p.detach() - p0), atol=1e-6)
+    # the Fisher trace of the epoch: Σ over conv/linear weights of mean(grad²)
+    traces = {m: sum((w.grad ** 2).mean().item() for w in method.fisher_weights[m]) for m in model.modalities}
+    row = {}
+    method.end_epoch(EpochMetrics(1, {}, row, "acc"))
+    for m in model.modalities:
+        assert row[f"inforeg_trace_{m}"] == pytest.approx(traces[m], rel=1e-5)
+        assert row[f"inforeg_regulated_{m}"] == (1.0 if beta[m] > 0 else 0.0)
+        assert row[f"inforeg_k_{m}"] == 1.0
+
+
+def test_inforeg_window_choice_reads_each_or_the_first_trace(tmp_path, digits):
+    for window, expected in (("each", {"image": 3 / 6, "audio": 1.0}), ("first", {"image": 3 / 6, "audio": 3 / 6})):
+        trainer = Trainer(mb.TrainConfig(method="inforeg", epochs=1, inforeg_window=window), tmp_path / window,
+                          dataset=digits, progress=False)
+        trainer.method.traces = {"image": [1.0, 2.0, 3.0], "audio": [0.0, 0.0, 5.0]}
+        trainer.method.start_epoch(4)
+        assert trainer.method.opening == pytest.approx(expected)

@@ -7,9 +7,11 @@ A method decides these things and nothing else:
 - which losses train the model (`loss`): L_AB only, or Eq. 3's L_AB + Σ_m L_m, or weighted;
 - which per-modality logits stand for "modality m's prediction" (`modality_source`): the trained
   unimodal heads ("heads") or the fusion head's per-modality parts ("parts");
+- how it predicts (`readout`, described by `inference`): the fusion head, or its own rule (MLA fuses
+  a shared head's per-modality logits at test time);
 - its starting rates and data (`setup`), work before an epoch (`start_epoch`, e.g. G-Blend's weight
   estimation), what happens between `backward()` and `optimizer.step()` (`after_backward`, e.g.
-  gradient modulation), after each epoch's validation (`end_epoch`, e.g. learning-rate rules), and
+  gradient modulation), after `optimizer.step()` (`after_step`), after each epoch's validation (`end_epoch`, e.g. learning-rate rules), and
   whether training is over early (`should_stop`, e.g. modality-specific early stopping).
 
 Which loss belongs to which method follows the reference: `vanilla` trains L_AB only and reads
@@ -85,6 +87,7 @@ class Method:
     hyperparameters: tuple[Hyperparameter, ...] = ()  # the method's knobs (see `Hyperparameter`)
     trains_heads = False       # do the unimodal heads' losses reach the encoders (Eq. 3)?
     modality_source = "parts"  # "parts" (fusion head's share) or "heads" (unimodal heads)
+    inference = "fusion head"  # how the method predicts (`readout`), recorded in summary.json
 
     def __init__(self, config):
         self.config = config
@@ -112,8 +115,16 @@ class Method:
             return loss_fn(out.fusion, labels) + sum(loss_fn(h, labels) for h in out.heads.values())
         return loss_fn(out.fusion, labels)
 
+    def readout(self, out):
+        """The `FusionOutput` the method predicts and is scored with, from the model's: by default the
+        model's own (fusion head; unimodal heads; fusion parts). Used in training and evaluation."""
+        return out
+
     def after_backward(self, out, labels, epoch: int) -> None:
         """Between backward and optimizer step: gradients may be changed here."""
+
+    def after_step(self, epoch: int) -> None:
+        """Right after `optimizer.step()` (e.g. to measure how far each parameter moved)."""
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
         """After validation: set the rates (or anything else) for the next epoch. Columns added to

@@ -14,7 +14,8 @@ never leaves half a file; `last.pt` is written before the tables that mention it
 - `summary.json`  — `best_epoch`, `test_acc_fusion`, `test_acc_<m>` at the best epoch, the same at
   the strict-rule epoch (`strict_*`) and at the last epoch (`last_*`), the run's totals, and which
   logits its columns read: `modality_reading` ("head" or "part": what `_acc_<m>` is) and `heads`
-  ("trained", "probes" — detached linear probes on a method that trains no heads — or "untrained");
+  ("trained", "probes" — detached linear probes on a method that trains no heads — or "untrained"),
+  and how the method predicts, `inference` ("fusion head", or e.g. MLA's entropy-weighted logits);
 - `last.pt` — the checkpoint after every epoch, for `resume`;
 - `selected.pt` — the model's weights (`state_dict`) at the selected epoch: the model whose test
   numbers the summary reports, and what a later run can start from (MSLR's published variant). While

@@ -277,7 +277,7 @@ def test_mses_scores_val_and_test_on_the_same_weights(tmp_path, toy):
 # ---- every method, end to end ---------------------------------------------------------------------
 
 ALL = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend",
-       "mmpareto", "pmr", "mla", "inforeg"]
+       "mmpareto", "pmr", "mla", "inforeg", "aim-r"]
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum"])

@@ -112,7 +112,7 @@ def test_miles_lab_trains_exactly_what_vanilla_trains(tmp_path, toy):
 def test_miles_lab_rates_follow_algorithm_1_from_fusion_parts(tmp_path, digits):
     summary = mb.train(mb.TrainConfig(method="miles-lab", epochs=4, lr=2e-3, tau=0.05, mu=0.25), tmp_path,
                        dataset=digits, progress=False)
-    assert summary["modality_reading"] == "part" and summary["heads"] == "probes"
+    assert summary["modality_reading"] == "part" and summary["heads"] == "probes" and summary["inference"] == "fusion head"
     rows = mb.read_history(tmp_path)
     slowed = 0
     for row in rows:

@@ -31,6 +31,7 @@ Recent methods (not in the MILES paper's comparison):
 | pmr      | pmr.py      | L_AB + α·prototype CE of the behind modality | class prototypes each epoch (`start_epoch`, `end_epoch`), the extra loss (`loss`) |
 | mla      | mla.py      | Σ_m CE(h(z_m)), one shared head h, one optimizer step per modality | the earlier sub-steps (`loss`), the head-gradient projection (`after_backward`), entropy-weighted fusion (`readout`) |
 | inforeg  | inforeg.py  | L_AB + Σ_m CE(part_m) | proximal pull of the modality ahead to its epoch-start weights (`after_backward`), Fisher-trace window (`start_epoch`, `end_epoch`) |
+| aim-r    | aim_r.py    | L_AB + λ·Σ auxiliary-block losses | a reconstruction of AIM from its abstract: per-depth prototypes and pace masks (`loss`, `after_backward`, `after_step`, `end_epoch`) |
 
 Each class docstring says which published variant it implements and where we had to choose. Adding
 a method is adding a module whose class is `@register`-ed with its `hyperparameters`, and one import
@@ -39,8 +40,8 @@ line here: its flags, range checks, cache key and search space follow from the d
 from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, all_hyperparameters,
                    build_method, check_method_options, hyperparameters_of, method_names, register,
                    unimodal_modality)
-from . import miles, mses, mslr, ogm, gblend, mmpareto, pmr, mla, inforeg  # noqa: E402,F401  (each registers itself)
+from . import miles, mses, mslr, ogm, gblend, mmpareto, pmr, mla, inforeg, aim_r  # noqa: E402,F401  (each registers itself)
 
 MAIN_METHODS = ("vanilla", "miles-lab", "aux", "miles")  # the 2 × 2, in reading order
 BASELINES = ("mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend")
-RECENT_METHODS = ("mmpareto", "pmr", "mla", "inforeg")  # balancing methods published after the MILES paper's baselines
+RECENT_METHODS = ("mmpareto", "pmr", "mla", "inforeg", "aim-r")  # balancing methods published after the MILES paper's baselines

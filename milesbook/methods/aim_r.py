@@ -214,8 +214,8 @@ class AIMR(Method):
       depths are matched by relative depth l/L (`depth_pairs`).
     - DAP [R, refresh from L]: the descriptor is û = L2-normalised GAP(h_m^l), taken from the trainer's
       own forward through hooks. Prototypes P_m^l (K, C_l) are class means of û: before the first
-      epoch and after every epoch, in eval mode without gradient, on ⌊n/10⌋ shuffled training batches
-      drawn with a generator seeded from (seed, epoch). This is PMR's recipe [L], and the blend
+      epoch and after every epoch, in eval mode without gradient, on a tenth of the training batches
+      (⌊⌊n/B⌋/10⌋, at least one), shuffled with a generator seeded from (seed, epoch). This is PMR's recipe [L], and the blend
       P ← (1 − μ)F + μP_old applies from the first refresh that has a previous P. Rows are then
       L2-normalised. Score: q = softmax of the per-sample standardised cosines (population std over
       classes, τ = 1), s = the batch mean of q(y|x), smoothed s̄ ← 0.9 s̄ + 0.1 s. s̄ starts at chance,
@@ -255,8 +255,9 @@ class AIMR(Method):
     stage on, plus a copy of the encoder weights per step for the pace.
     History columns (j = compared depth, 1-based): `aim_score_<m>_<j>` (s̄ at the epoch's end),
     `aim_gamma_<j>` (the epoch's mean γ), `aim_dominant_<a>_<j>` (share of steps in which the first
-    modality dominated depth j), `aim_active` (share of steps with an auxiliary loss) and
-    `aim_masked` (share of channels in U during the epoch).
+    modality dominated depth j; γ and dominance are logged in the warm-up too, where they are
+    measured but not applied, and dominance counts depths inside the dead-zone), `aim_active` (share
+    of steps with an auxiliary loss) and `aim_masked` (share of channels in U during the epoch).
     """
     name = "aim-r"
     hyperparameters = (
@@ -346,7 +347,7 @@ class AIMR(Method):
     # -- DAP --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _refresh_prototypes(self, epoch: int) -> None:
-        """P_m^l ← normalise((1 − μ) F + μ P_old) with F the class means of û on ⌊n/10⌋ shuffled batches."""
+        """P_m^l ← normalise((1 − μ) F + μ P_old) with F the class means of û on a tenth of the shuffled training batches."""
         trainer, model, batch = self.trainer, self.model, self.config.batch_size
         inputs, labels = trainer.splits["train"]
         batches = max(1, (len(labels) // batch) // 10)

@@ -61,8 +61,9 @@ class InfoReg(Method):
       trace alone, for both modalities — which hard-codes "audio is the one to regulate" for its
       datasets. We give each modality the window of its own trace ("each"); for the first modality this
       is exactly the official rule, and "first" reproduces it for the second too.
-    - Parameters and modules that get no gradient are skipped in the Fisher sum (the official loop
-      multiplies `None` gradients of unused heads, which raises).
+    - Parameters and modules that get no gradient are skipped, in the proximal term and in the Fisher
+      sum (the official loops would fail on their `None` gradients). A trace whose ten-epoch mean is 0
+      gives k = 0 (the official code divides by zero).
     - Two modalities only: the rule compares two scores. Single-label only (the score is the
       probability of the one true class).
     - The package's optimizer (Adam by default; official: SGD lr 0.002, momentum 0.9, weight decay 1e-4,
@@ -86,7 +87,8 @@ class InfoReg(Method):
         Hyperparameter("inforeg_window", "each", "whose Fisher trace opens a modality's window: each (its own) "
                        "| first (the first modality's, for both: the official code)", choices=("each", "first")),
         Hyperparameter("inforeg_unimodal", "parts", "InfoReg's unimodal logits: parts (fusion-head slices, the "
-                       "official HEAD) | heads (trained unimodal heads, its first upload)", choices=("parts", "heads")),
+                       "official HEAD) | heads (trained unimodal heads, as its first upload; only the heads "
+                       "are taken from it)", choices=("parts", "heads")),
     )
 
     def __init__(self, config):
@@ -133,15 +135,16 @@ class InfoReg(Method):
     @torch.no_grad()
     def after_backward(self, out, labels, epoch: int) -> None:
         for m, params in self.params.items():
-            strength = self.strengths[m]
-            for p, p0 in zip(params, self.anchor[m]):
-                if p.grad is not None:
-                    p.grad.add_(strength * (p - p0))
+            pulled = [(p, p0) for p, p0 in zip(params, self.anchor[m]) if p.grad is not None]
+            if pulled:  # grad += β (θ − θ⁰), batched over the encoder's tensors
+                pull = torch._foreach_sub([p for p, _ in pulled], [p0 for _, p0 in pulled])
+                torch._foreach_mul_(pull, self.strengths[m])
+                torch._foreach_add_([p.grad for p, _ in pulled], pull)
             for total, w in zip(self.fisher[m], self.fisher_weights[m]):
                 if w.grad is not None:
                     total.addcmul_(w.grad, w.grad)
-            self.regulated[m] += (strength > 0).float()
-            self.beta_sum[m] += strength
+            self.regulated[m] += (self.strengths[m] > 0).float()
+            self.beta_sum[m] += self.strengths[m]
         self.steps += 1
 
     def end_epoch(self, metrics: EpochMetrics) -> None:

@@ -70,17 +70,24 @@ class MLA(Method):
     same architecture and differ only in the head's initial scale).
 
     Choices and deviations, on purpose:
-    - `mla_projection` (default "replace"): the released code never applies its projection — the
-      parameter-name test accepts only "module.weight", and a bare `nn.Linear`'s weight is called
-      "weight" (it did at commit 4735bbc, before "Fix bugs"). We follow the paper, which presents the
-      modification as part of MLA; "off" is the released behaviour and "add" BalanceBenchmark's
-      (G ← G + G Pᵀ). As in the official code, P lives for the whole run, α = 0.1^(1 + b/B) for the
-      b-th of B batches of the epoch, and the very first sub-step of training is not modified; r is
-      detached (the official code keeps its autograd history). Only the weight gradient is projected.
+    - `mla_projection` (default "replace"): the released code never applies its projection — at HEAD
+      the parameter-name test accepts only "module.weight", and the bare `nn.Linear` it is given names
+      its weight "weight"; at the earlier commit 4735bbc (whose test also accepted "weight") the plugin
+      is passed as the class `GSPlugin`, not an instance, so the first MLA step would fail. We follow
+      the paper, which presents the modification as part of MLA; "off" is the released behaviour and
+      "add" BalanceBenchmark's (G ← G + G Pᵀ). As in the official code, P lives for the whole run,
+      α = 0.1^(1 + b/B) for the b-th of B batches of the epoch (B counts the trainer's batches: one
+      fewer than the official ⌈n/64⌉ when a lone last sample is dropped), and the very first sub-step
+      of training is not modified. Differences in the update itself: P ← P − k kᵀ / (α + r k) with the
+      scalar r k, the orthogonal-weight-modification form; the official line divides element-wise by
+      α + k r, a d × d outer product (`torch.mm(k, r)`) — never executed, see above. r is detached (the
+      official code keeps its autograd history). Only the weight gradient is projected.
     - `mla_fusion` (default "entropy"): the paper's per-sample entropy over classes. "entropy-batch" is
       the official code's (softmax over the batch axis, one weight per modality per evaluation batch of
-      `--eval-batch-size`); "fixed" is its non-dynamic rule, `mla_first_weight` (official 0.55) for the
-      first modality and the rest shared equally by the others.
+      `--eval-batch-size`, and of each training batch for the training accuracy); "fixed" is its
+      non-dynamic rule, `mla_first_weight` (official 0.55) for the first modality and the rest shared
+      equally by the others (with three modalities the official code uses 0.35 / 0.25 / 0.4 instead).
+      Entropies use `log_softmax` (the official `log(softmax)` gives NaN on a saturated softmax).
     - Gradients are set to None between sub-steps, so each sub-step moves only the active encoder and
       the head (under torch 1.8.1 the official `zero_grad` left zero tensors, and SGD's weight decay and
       momentum then also moved the audio encoder during the visual sub-step).

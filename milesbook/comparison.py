@@ -71,14 +71,21 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
         for m in modalities:
             row[f"probe_{m}_mean"], row[f"probe_{m}_std"] = \
                 _mean_std([r[f"{prefix}test_{name}_head_{m}"] for r in runs]) if probed else (None, None)
-        if only or len(modalities) != 2:
+        if only or len(modalities) < 2:
             row["delta_mean"], row["delta_std"] = None, None
-        else:
-            a, b = modalities
+        else:  # Δ = max − min over the modalities (|M_A − M_B| for two)
             row["delta_mean"], row["delta_std"] = _mean_std(
-                [abs(r[f"{prefix}test_{name}_{a}"] - r[f"{prefix}test_{name}_{b}"]) for r in runs])
+                [max(values) - min(values) for values in
+                 ([r[f"{prefix}test_{name}_{m}"] for m in modalities] for r in runs)])
         rows.append(row)
     return rows
+
+
+def _gap_text(modalities) -> str:
+    """How Δ is computed, in words: |M_A − M_B| for two modalities, max − min over more."""
+    if len(modalities) == 2:
+        return f"|M_{modalities[0]} − M_{modalities[1]}|"
+    return f"max − min of M_m over {', '.join(modalities)}"
 
 
 def cell(row: dict, key: str) -> str:
@@ -268,8 +275,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
           "epoch chosen on validation "
           f"({base.selection_tolerance} tolerance rule, see `milesbook.runs`). {base.epochs} epochs, "
           f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
-          f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = |M_{modalities[0]} − "
-          f"M_{modalities[-1]}|. Dataset: {data.description}.", ""]
+          f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = "
+          f"{_gap_text(modalities)}. Dataset: {data.description}.", ""]
     if search_note:
         md += [search_note, ""]
     bar = tqdm(total=len(fusions) * (len(references) + len(methods)) * seeds, desc="runs",

@@ -9,6 +9,10 @@ Three layers, each usable on its own:
 - `decide`: Algorithm 1 as a pure function of (u_A, u_B, τ, μ);
 - `MILES`: a scheduler that feels like `torch.optim.lr_scheduler` and applies `decide` to an
   optimizer whose param groups are named (`"fusion"` and one per modality).
+
+Beyond two modalities (our generalization of the paper's §VII sketch, not the paper's method):
+`utilization_without` gives u_m from the metric of the model without modality m, and `decide_many`
+applies Algorithm 1 to every pair; at N = 2 both reduce exactly to Eq. 4 and `decide`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,19 @@ def conditional_utilization(metric_fusion: float, metric_a: float, metric_b: flo
     if metric_fusion == 0:
         return 0.0, 0.0
     return (metric_fusion - metric_b) / metric_fusion, (metric_fusion - metric_a) / metric_fusion
+
+
+def utilization_without(metric_all: float, metric_without: Mapping[str, float]) -> dict[str, float]:
+    """u_m = (M_all − M_{−m}) / M_all for every modality m: what m adds to the model made of all the
+    others, relative to the fused score. `metric_without[m]` is M_{−m}, the metric of the logits of
+    every modality but m (their sum). At N = 2, M_{−A} = M_B and this is Eq. 4. A fused metric of 0
+    gives every rate 0 (no action)."""
+    for name, value in (("fusion", metric_all), *((f"without {m}", v) for m, v in metric_without.items())):
+        if not math.isfinite(value):
+            raise ValueError(f"metric of {name} is {value}; utilization needs finite metrics")
+    if metric_all == 0:
+        return {m: 0.0 for m in metric_without}
+    return {m: (metric_all - without) / metric_all for m, without in metric_without.items()}
 
 
 def utilization_gap(u_a: float, u_b: float) -> float:
@@ -76,6 +93,30 @@ def decide(u_a: float, u_b: float, tau: float, mu: float) -> tuple[float, float]
     return mu, 1.0
 
 
+def pairs_of(modalities: Sequence[str]) -> list[tuple[str, str]]:
+    """Every unordered pair (i, j), i before j in `modalities`' order."""
+    return [(a, b) for i, a in enumerate(modalities) for b in modalities[i + 1:]]
+
+
+def pair_decisions(u: Mapping[str, float], tau: float, mu: float) -> dict[tuple[str, str], tuple[float, float]]:
+    """Algorithm 1's block on every pair: {(i, j): decide(u_i, u_j, τ, μ)}, pairs in `u`'s order."""
+    return {(a, b): decide(u[a], u[b], tau, mu) for a, b in pairs_of(list(u))}
+
+
+def decide_many(u: Mapping[str, float], tau: float, mu: float) -> dict[str, float]:
+    """Algorithm 1 for N ≥ 2 modalities (our generalization of the paper's §VII sketch): apply `decide`
+    to every pair (u_i, u_j); a modality is slowed for the next epoch if any pair's block slows it. A
+    slowed modality runs at μ·α — never μ²·α, however many pairs slow it — and every other one at α.
+    Returns {modality: 1.0 or μ}; at N = 2 it is exactly `decide`. Several modalities may be slowed
+    at once (in a chain A > B > C, both A and B are slowed by their pairs with C)."""
+    if len(u) < 2:
+        raise ValueError(f"decide_many needs at least two modalities, got {list(u)}")
+    check_hyperparameters(tau, mu)
+    slowed = {m for pair, factors in pair_decisions(u, tau, mu).items()
+              for m, factor in zip(pair, factors) if factor < 1.0}
+    return {m: mu if m in slowed else 1.0 for m in u}
+
+
 def _set_lr(group: dict, value: float) -> None:
     # A learning rate held as a tensor (e.g. for a captured CUDA graph) must be changed in place.
     if hasattr(group["lr"], "fill_"):
@@ -93,8 +134,8 @@ class MILES:
     """Modality-informed learning-rate scheduler over an optimizer with named param groups.
 
     The optimizer must have a group named `fusion_group` (the fusion head, always at its base rate
-    α_AB) and one group per modality (that modality's encoder and unimodal head). Exactly two
-    modalities: Algorithm 1 is defined for a pair.
+    α_AB) and one group per modality (that modality's encoder and unimodal head). Two modalities are
+    Algorithm 1 itself; more use `decide_many` (every pair's block; ours, not the paper's).
 
     Usage, once per epoch after validation::
 
@@ -104,12 +145,16 @@ class MILES:
             scheduler.step({"fusion": acc_ab, "image": acc_image, "audio": acc_audio})
 
     Like `ReduceLROnPlateau`, `step` takes the epoch's metrics (accuracy or F1 in [0, 1], computed over
-    a whole split) and sets the rates used in the *next* epoch. Construction changes no rate. A slowed
+    a whole split) and sets the rates used in the *next* epoch. With more than two modalities it also
+    needs, for every modality m, `"without_<m>"`: M_{−m}, the metric of the other modalities' summed
+    logits (with two, M_{−A} is M_B and may be left out). Construction changes no rate. A slowed
     group runs at μ times its own base rate (its rate when the scheduler was built; equal to μ·α_AB
     when every group starts at the global rate).
 
-    After `step`, `last_utilization` holds {modality: u}, `last_delta` holds δ and `last_factors`
-    holds {modality: multiplier in effect for the next epoch}.
+    After `step`, `last_utilization` holds {modality: u}, `last_delta` holds δ (with more than two
+    modalities max u − min u), `last_deltas` each pair's δ_ij {"i-j": δ}, `last_pairs` the modality
+    each pair's block slowed {"i-j": name or None}, and `last_factors` {modality: multiplier in effect
+    for the next epoch}.
     """
 
     def __init__(self, optimizer, tau: float = 0.2, mu: float = 0.5,
@@ -125,8 +170,8 @@ class MILES:
         missing = [m for m in modalities if m not in names]
         if missing:
             raise UserError(f"MILES: no param group named {missing}; the optimizer's groups are {names}")
-        if len(modalities) != 2:
-            raise UserError(f"MILES schedules exactly two modalities (Algorithm 1), got {modalities}")
+        if len(modalities) < 2:
+            raise UserError(f"MILES schedules two or more modalities (Algorithm 1 on each pair), got {modalities}")
         self.optimizer = optimizer
         self.tau, self.mu = float(tau), float(mu)
         self.fusion_group = fusion_group
@@ -136,23 +181,34 @@ class MILES:
         self.last_factors = {m: 1.0 for m in modalities}
         self.last_utilization = {m: float("nan") for m in modalities}
         self.last_delta = float("nan")
+        self.last_deltas = {f"{a}-{b}": float("nan") for a, b in pairs_of(modalities)}
+        self.last_pairs: dict[str, str | None] = {f"{a}-{b}": None for a, b in pairs_of(modalities)}
 
     def _group_index(self, name: str) -> int:
         return next(i for i, g in enumerate(self.optimizer.param_groups) if g.get("name") == name)
 
     def step(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        """Read one epoch's metrics {fusion_group: M_AB, modality: M_m, ...}, set the next epoch's
-        rates, and return the factors {modality: 1.0 or μ}."""
-        missing = [k for k in [self.fusion_group, *self.modalities] if k not in metrics]
+        """Read one epoch's metrics {fusion_group: M_all, modality: M_m, ...; with more than two
+        modalities also "without_<m>": M_{−m}}, set the next epoch's rates, and return the factors
+        {modality: 1.0 or μ}."""
+        needed = [self.fusion_group, *self.modalities]
+        if len(self.modalities) > 2:
+            needed += [f"without_{m}" for m in self.modalities]
+        missing = [k for k in needed if k not in metrics]
         if missing:
             raise ValueError(f"MILES.step needs metrics for {missing}; got keys {sorted(metrics)}")
-        a, b = self.modalities
-        u_a, u_b = conditional_utilization(float(metrics[self.fusion_group]), float(metrics[a]),
-                                           float(metrics[b]))
-        factor_a, factor_b = decide(u_a, u_b, self.tau, self.mu)
-        self.last_utilization = {a: u_a, b: u_b}
-        self.last_delta = utilization_gap(u_a, u_b)
-        self.last_factors = {a: factor_a, b: factor_b}
+        if len(self.modalities) == 2:
+            a, b = self.modalities
+            without = {a: metrics[b], b: metrics[a]}
+        else:
+            without = {m: metrics[f"without_{m}"] for m in self.modalities}
+        u = utilization_without(float(metrics[self.fusion_group]), {m: float(v) for m, v in without.items()})
+        self.last_utilization = u
+        self.last_deltas = {f"{a}-{b}": utilization_gap(u[a], u[b]) for a, b in pairs_of(self.modalities)}
+        self.last_delta = max(u.values()) - min(u.values())
+        self.last_factors = decide_many(u, self.tau, self.mu)
+        self.last_pairs = {f"{a}-{b}": a if fa < 1 else b if fb < 1 else None
+                           for (a, b), (fa, fb) in pair_decisions(u, self.tau, self.mu).items()}
         for name, factor in self.last_factors.items():
             i = self._group_index(name)
             _set_lr(self.optimizer.param_groups[i], self.base_lrs[i] * factor)

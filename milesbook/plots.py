@@ -16,7 +16,7 @@ from .metrics import METRIC_LABELS
 # fusion head is black everywhere. Unknown modalities take a spare colour chosen by name, so a
 # modality keeps its colour from figure to figure.
 MODALITY_COLOURS = {"image": "#0072B2", "audio": "#E69F00", "video": "#009E73", "text": "#CC79A7",
-                    "a": "#56B4E9", "b": "#D55E00"}
+                    "a": "#56B4E9", "b": "#D55E00", "c": "#009E73", "d": "#CC79A7"}
 FUSION_COLOUR = "black"
 _SPARE_COLOURS = ["#F0E442", "#882255", "#44AA99", "#999933", "#332288", "#AA4499"]
 
@@ -72,7 +72,8 @@ def _plot_utilization(ax, history: list[dict], modalities, tau: float | None = N
     ax.axhline(0, color="0.75", lw=0.8, zorder=0)
     for m in modalities:
         ax.plot(epochs, [row[f"u_{m}"] for row in history], color=colour(m), label=f"u_{m}")
-    ax.plot(epochs, [row["delta"] for row in history], color=FUSION_COLOUR, ls="--", label="δ")
+    gap = "δ" if len(modalities) == 2 else "δ = max u − min u"
+    ax.plot(epochs, [row["delta"] for row in history], color=FUSION_COLOUR, ls="--", label=gap)
     if tau is not None:  # above the zero line, so τ = 0 stays visible
         ax.axhline(tau, color="0.35", lw=1.4, ls="-.", zorder=3, label=f"τ = {tau:g}")
     _epoch_axis(ax)

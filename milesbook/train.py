@@ -18,7 +18,7 @@ from .datasets import MultimodalDataset, load_dataset
 from .errors import NonFiniteLossError, UserError
 from .methods import EpochMetrics, build_method, unimodal_modality
 from .metrics import task_of
-from .miles import conditional_utilization, utilization_gap
+from .miles import pairs_of, utilization_gap, utilization_without
 from .models import build_model
 
 
@@ -90,12 +90,20 @@ class Trainer:
 
     # -- one pass ----------------------------------------------------------------------------------
     def _who(self) -> list[str]:
-        """The logits every pass scores: the fusion head, each unimodal head, each fusion part."""
-        return ["fusion", *[f"head_{m}" for m in self.modalities], *[f"part_{m}" for m in self.modalities]]
+        """The logits every pass scores: the fusion head, each unimodal head, each fusion part, and with
+        more than two modalities the model without each modality m (`without_<m>`: the sum of the
+        other modalities' logits in the method's reading), whose metric M_{−m} utilization needs."""
+        who = ["fusion", *[f"head_{m}" for m in self.modalities], *[f"part_{m}" for m in self.modalities]]
+        if len(self.modalities) > 2:
+            who += [f"without_{m}" for m in self.modalities]
+        return who
 
     def _counts(self, out, labels) -> torch.Tensor:
         """The task's counts (`milesbook.metrics`) of every logit in `_who()` order, concatenated."""
         logits = [out.fusion, *[out.heads[m] for m in self.modalities], *[out.parts[m] for m in self.modalities]]
+        if len(self.modalities) > 2:
+            reading = out.heads if self.source == "head" else out.parts
+            logits += [sum(reading[k] for k in self.modalities if k != m) for m in self.modalities]
         return torch.cat([self.task.counts(x, labels) for x in logits])
 
     def _metrics(self, counts: torch.Tensor, n: int) -> dict[str, float]:
@@ -217,12 +225,22 @@ class Trainer:
         # Utilization, for every method, from the metric the method uses for its modality heads.
         source = val if self.config.utilization_split == "val" else train
         util_metrics = {"fusion": source[f"{metric}_fusion"], **{m: source[f"{metric}_{src}_{m}"] for m in self.modalities}}
-        if len(self.modalities) == 2:
-            a, b = self.modalities
-            u_a, u_b = conditional_utilization(util_metrics["fusion"], util_metrics[a], util_metrics[b])
-            row.update({f"u_{a}": u_a, f"u_{b}": u_b, "delta": utilization_gap(u_a, u_b)})
-        else:
+        if len(self.modalities) == 1:
             row.update({f"u_{m}": math.nan for m in self.modalities} | {"delta": math.nan})
+            return row, util_metrics
+        if len(self.modalities) == 2:  # M_{−A} is M_B: Eq. 4
+            a, b = self.modalities
+            without = {a: util_metrics[b], b: util_metrics[a]}
+        else:
+            util_metrics.update({f"without_{m}": source[f"{metric}_without_{m}"] for m in self.modalities})
+            without = {m: util_metrics[f"without_{m}"] for m in self.modalities}
+        u = utilization_without(util_metrics["fusion"], without)
+        row.update({f"u_{m}": u[m] for m in self.modalities})
+        row["delta"] = max(u.values()) - min(u.values())  # at N = 2, |u_A − u_B| (Eq. 5)
+        if len(self.modalities) > 2:
+            row.update({f"delta_{a}_{b}": utilization_gap(u[a], u[b]) for a, b in pairs_of(self.modalities)})
+            split = self.config.utilization_split
+            row.update({f"{split}_{metric}_without_{m}": without[m] for m in self.modalities})
         return row, util_metrics
 
     def _checkpoint(self) -> dict:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from milesbook.errors import UserError
-from milesbook.miles import MILES, conditional_utilization, decide, utilization_gap
+from milesbook.miles import (MILES, conditional_utilization, decide, decide_many, utilization_gap,
+                             utilization_without)
 
 TAU, MU = 0.2, 0.5
 
@@ -166,8 +167,11 @@ def test_scheduler_tensor_learning_rates_change_in_place():
 def test_scheduler_errors_name_the_problem():
     with pytest.raises(UserError, match="'fusion'"):
         MILES(_optimizer(names=("head", "image", "audio")))
-    with pytest.raises(UserError, match="exactly two"):
-        MILES(_optimizer(names=("fusion", "a", "b", "c")))
+    with pytest.raises(UserError, match="two or more modalities"):
+        MILES(_optimizer(names=("fusion", "a")))
+    with pytest.raises(ValueError, match="without_c"):  # three modalities need each M_{−m}
+        MILES(_optimizer(names=("fusion", "a", "b", "c"))).step({"fusion": 0.9, "a": 0.5, "b": 0.4, "c": 0.1,
+                                                                   "without_a": 0.3, "without_b": 0.8})
     with pytest.raises(UserError, match="mu"):
         MILES(_optimizer(), mu=0.0)
     with pytest.raises(ValueError, match="audio"):
@@ -177,3 +181,57 @@ def test_scheduler_errors_name_the_problem():
 def test_scheduler_with_nan_metric_refuses():
     with pytest.raises(ValueError):
         MILES(_optimizer()).step({"fusion": 0.9, "image": math.nan, "audio": 0.5})
+
+
+# ---- more than two modalities (our generalization) -----------------------------------------------
+
+def test_decide_many_on_two_modalities_is_decide():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2000):
+        u_a, u_b = (torch.rand(2, generator=generator) * 2.4 - 1.2).tolist()
+        tau = float(torch.rand(1, generator=generator)) * 0.5
+        mu = float(torch.rand(1, generator=generator)) * 0.9 + 0.1
+        assert tuple(decide_many({"A": u_a, "B": u_b}, tau, mu).values()) == decide(u_a, u_b, tau, mu)
+    assert decide_many({"A": 0.0, "B": -0.5}, 0.1, 0.5) == {"A": 0.5, "B": 1.0}  # u = 0 > u_B slows A
+
+
+@pytest.mark.parametrize("u,tau,slowed", [
+    ({"A": 0.5, "B": 0.3, "C": 0.1}, 0.15, {"A", "B"}),     # chain A > B > C: A by AB and AC, B by BC
+    ({"A": 0.5, "B": 0.3, "C": 0.1}, 0.25, {"A"}),          # AB, BC within τ; AC slows A
+    ({"A": 0.4, "B": 0.35, "C": 0.38}, 0.04, {"A"}),        # AC and BC in no-action while AB slows A
+    ({"A": -0.1, "B": -0.2, "C": -0.3}, 0.0, set()),        # all negative: every pair is no-action
+    ({"A": 0.3, "B": -0.1, "C": -0.2}, 0.1, {"A"}),         # A vs each negative one; BC both < 0
+    ({"A": 0.2, "B": -0.1, "C": 0.5}, 0.1, {"A", "C"}),     # A beats B, C beats A and B
+    ({"A": 0.1, "B": 0.12, "C": 0.11}, 0.05, set()),        # every δ ≤ τ
+])
+def test_decide_many_three_modalities_by_hand(u, tau, slowed):
+    factors = decide_many(u, tau, 0.25)
+    assert factors == {m: 0.25 if m in slowed else 1.0 for m in u}  # μ, never μ² however many pairs
+
+
+def test_utilization_without_each_modality_by_hand():
+    # M_all = 0.8; without A 0.2, without B 0.7, without C 0.9 (removing C helps)
+    u = utilization_without(0.8, {"A": 0.2, "B": 0.7, "C": 0.9})
+    assert u == pytest.approx({"A": 0.75, "B": 0.125, "C": -0.125})
+    assert utilization_without(0.8, {"A": 0.2, "B": 0.6}) == pytest.approx(dict(zip("AB", conditional_utilization(0.8, 0.6, 0.2))))
+    assert utilization_without(0.0, {"A": 0.2, "B": 0.7, "C": 0.1}) == {"A": 0.0, "B": 0.0, "C": 0.0}
+
+
+def test_scheduler_on_three_named_groups():
+    opt = _optimizer(names=("fusion", "image", "audio", "text"))
+    sched = MILES(opt, tau=0.1, mu=0.5)
+    # u = (0.9 − without) / 0.9: image 0.667, audio 0.111, text 0.0
+    factors = sched.step({"fusion": 0.9, "image": 0.8, "audio": 0.5, "text": 0.2,
+                          "without_image": 0.3, "without_audio": 0.8, "without_text": 0.9})
+    assert factors == {"image": 0.5, "audio": 0.5, "text": 1.0}  # image by both pairs, audio by audio–text
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 5e-4, 5e-4, 1e-3])
+    assert sched.last_deltas == pytest.approx({"image-audio": 5 / 9, "image-text": 6 / 9, "audio-text": 1 / 9})
+    assert sched.last_delta == pytest.approx(6 / 9)
+    state = sched.state_dict()
+    again = MILES(_optimizer(names=("fusion", "image", "audio", "text")), tau=0.1, mu=0.5)
+    again.load_state_dict(state)
+    assert again.last_factors == factors and again.last_utilization == sched.last_utilization
+    factors = sched.step({"fusion": 0.9, "image": 0.8, "audio": 0.5, "text": 0.2,
+                          "without_image": 0.85, "without_audio": 0.85, "without_text": 0.88})
+    assert factors == {"image": 1.0, "audio": 1.0, "text": 1.0}  # every δ ≤ τ: all back at α
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3] * 4)

@@ -42,6 +42,22 @@ def ogm_coefficients(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: tor
 
 
 
+def ogm_coefficients_many(logits: dict[str, torch.Tensor], labels: torch.Tensor,
+                          alpha: float) -> dict[str, torch.Tensor]:
+    """OGM for N ≥ 3 modalities (our extension, as the OGM-GE maintainers suggested in their issue #16):
+    each modality's score against the mean of the others', ρ_m = s_m / mean_{k≠m} s_k, and
+    k_m = 1 − tanh(α·ρ_m) where ρ_m > 1, else 1 — every modality ahead of the others' average is damped.
+    At N = 2 this is `ogm_coefficients` except on an exact tie (the official code damps B there)."""
+    eps = 1e-8
+    scores = {m: ogm_score(z, labels) + eps for m, z in logits.items()}
+    total = sum(scores.values())
+    coefficients = {}
+    for m, score in scores.items():
+        ratio = score / ((total - score) / (len(scores) - 1))
+        coefficients[m] = torch.where(ratio > 1, 1 - torch.tanh(alpha * ratio), torch.ones_like(ratio))
+    return coefficients
+
+
 OGM_KNOBS = (
     Hyperparameter("ogm_alpha", 0.5, "OGM/OGM-GE modulation strength α > 0",
                    valid=lambda v: v > 0, rule="> 0 (the OGM paper uses 0.1–1.0)",
@@ -73,6 +89,8 @@ class OGM(Method):
       our encoders also have linear layers; `ogm_params="conv"` restricts it to the official set.
     - OGM-GE: each modulated gradient g becomes k·g + ε, ε ~ N(0, std(g)²) with the std of the
       unmodulated gradient, for both modalities while modulation is active (official code).
+    - More than two modalities (ours): each modality's score against the mean of the others'
+      (`ogm_coefficients_many`); two keep the official rule.
     Beware of Adam (the MILES paper's optimizer, our default): it divides each gradient by a running
     estimate of its own scale, so a coefficient that stays roughly constant is almost cancelled, and
     OGM then trains nearly like vanilla. The official code uses SGD with momentum (`--optimizer sgd`).
@@ -93,8 +111,6 @@ class OGM(Method):
 
     def setup(self, trainer) -> None:
         super().setup(trainer)
-        if len(self.model.modalities) != 2:
-            raise UserError(f"{self.name} is defined for two modalities, got {list(self.model.modalities)}")
         min_dims = 4 if self.config.ogm_params == "conv" else 2
         self.params = {m: [p for p in self.model.encoders[m].parameters() if p.dim() >= min_dims]
                        for m in self.model.modalities}
@@ -108,10 +124,15 @@ class OGM(Method):
         if not (self.config.ogm_start <= epoch <= self.config.ogm_end):
             return
         logits = out.heads if self.trains_heads else out.parts
-        a, b = self.model.modalities
+        modalities = self.model.modalities
         with torch.no_grad():
-            coefficients = dict(zip((a, b), ogm_coefficients(logits[a].detach(), logits[b].detach(), labels,
-                                                             self.config.ogm_alpha)))
+            if len(modalities) == 2:
+                a, b = modalities
+                coefficients = dict(zip((a, b), ogm_coefficients(logits[a].detach(), logits[b].detach(), labels,
+                                                                 self.config.ogm_alpha)))
+            else:
+                coefficients = ogm_coefficients_many({m: logits[m].detach() for m in modalities}, labels,
+                                                     self.config.ogm_alpha)
             for m, k in coefficients.items():
                 for p in self.params[m]:
                     if p.grad is None:

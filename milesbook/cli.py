@@ -316,6 +316,6 @@ def _search_methods(text: str, dataset: str) -> list[str]:
         elif name.startswith("unimodal-"):
             expanded = [name]
         else:
-            expanded = expand_methods([name]) if name == "all" else [name]
+            expanded = expand_methods([name], modalities) if name == "all" else [name]
         methods += [m for m in expanded if m not in methods]
     return methods

@@ -217,12 +217,15 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
     return "\n".join(lines) + "\n\n" + text[0]
 
 
-def expand_methods(methods) -> list[str]:
+def expand_methods(methods, modalities=None) -> list[str]:
     """Method names, with "all" standing for the 2 × 2 (vanilla, miles-lab, aux, miles), the seven baselines
-    and the recent methods (`RECENT_METHODS`)."""
+    and the recent methods (`RECENT_METHODS`) — without those defined for fewer modalities than
+    `modalities` has (e.g. PMR's pair of scores at three; named explicitly, they refuse with a message)."""
+    count = len(modalities) if modalities is not None else 2
+    everything = [n for n in ALL_METHODS if METHODS[n].max_modalities is None or count <= METHODS[n].max_modalities]
     names = []
     for m in methods:
-        for name in (ALL_METHODS if m == "all" else [m]):
+        for name in (everything if m == "all" else [m]):
             if name not in names:
                 names.append(name)
     unknown = [m for m in names if m not in METHODS]
@@ -259,7 +262,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
     modalities = data.modalities
     task = task_of(data.task)
     label = METRIC_LABELS[task.headline]
-    methods = expand_methods(methods)
+    methods = expand_methods(methods, modalities)
     references = [f"unimodal-{m}" for m in modalities]
     search_note = ""
     if any(m.startswith("mslr-") for m in methods) and not base.mslr_lrs:

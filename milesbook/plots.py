@@ -16,7 +16,10 @@ from .metrics import METRIC_LABELS
 # fusion head is black everywhere. Unknown modalities take a spare colour chosen by name, so a
 # modality keeps its colour from figure to figure.
 MODALITY_COLOURS = {"image": "#0072B2", "audio": "#E69F00", "video": "#009E73", "text": "#CC79A7",
-                    "a": "#56B4E9", "b": "#D55E00", "c": "#009E73", "d": "#CC79A7"}
+                    "a": "#56B4E9", "b": "#D55E00", "c": "#009E73", "d": "#CC79A7",
+                    # the six mfeat views (its default three: pixel, fourier, morphology)
+                    "pixel": "#0072B2", "fourier": "#E69F00", "morphology": "#CC79A7", "karhunen": "#56B4E9",
+                    "profile": "#D55E00", "zernike": "#009E73"}
 FUSION_COLOUR = "black"
 _SPARE_COLOURS = ["#F0E442", "#882255", "#44AA99", "#999933", "#332288", "#AA4499"]
 

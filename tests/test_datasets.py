@@ -175,7 +175,7 @@ def test_datasets_command_lists_five_datasets_and_the_generator():
     assert result.returncode == 0
     datasets, synthetic = result.stdout.split("Synthetic generator")
     listed = [line.split()[0] for line in datasets.splitlines()[1:] if line.strip()]
-    assert listed == ["digits-av", "smnist", "cremad", "luma", "mmimdb"]
+    assert listed == ["digits-av", "smnist", "cremad", "luma", "mmimdb", "mfeat"]
     assert "toy" in synthetic and "SYNTHETIC" in synthetic
     for name in listed[1:]:
         line = next(l for l in datasets.splitlines() if l.split() and l.split()[0] == name)

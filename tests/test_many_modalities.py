@@ -104,3 +104,11 @@ def test_toy_strength_dials(tmp_path):
         mb.load_dataset("toy", strengths="1.0")
     with pytest.raises(UserError, match="numbers separated by commas"):
         mb.load_dataset("toy", strengths="1.0,strong")
+
+
+def test_all_leaves_out_the_methods_defined_for_two_modalities():
+    from milesbook.comparison import expand_methods
+    three = expand_methods(["all"], ("a", "b", "c"))
+    assert not set(REFUSALS) & set(three) and set(BASELINES) <= set(three)
+    assert set(REFUSALS) <= set(expand_methods(["all"], ("a", "b")))
+    assert expand_methods(["pmr"], ("a", "b", "c")) == ["pmr"]  # named explicitly, it runs and refuses

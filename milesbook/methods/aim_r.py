@@ -260,6 +260,7 @@ class AIMR(Method):
     of steps with an auxiliary loss) and `aim_masked` (share of channels in U during the epoch).
     """
     name = "aim-r"
+    max_modalities = 2
     hyperparameters = (
         Hyperparameter("aim_fraction", 0.5, "AIM-R's fraction ρ of each weight's channels counted as "
                        "under-optimized (lowest update pace)", valid=lambda v: 0 < v <= 1, rule="in (0, 1]",

@@ -88,6 +88,7 @@ class Method:
     trains_heads = False       # do the unimodal heads' losses reach the encoders (Eq. 3)?
     modality_source = "parts"  # "parts" (fusion head's share) or "heads" (unimodal heads)
     inference = "fusion head"  # how the method predicts (`readout`), recorded in summary.json
+    max_modalities: int | None = None  # e.g. 2 for a rule that compares a pair; "all" leaves it out beyond
 
     def __init__(self, config):
         self.config = config

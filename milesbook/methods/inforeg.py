@@ -74,6 +74,7 @@ class InfoReg(Method):
     (mean β_m over the steps with β_m > 0).
     """
     name = "inforeg"
+    max_modalities = 2
     hyperparameters = (
         Hyperparameter("inforeg_beta_a", 0.95, "InfoReg's β0 of the first modality (the official audio's 0.95)",
                        valid=lambda v: v >= 0, rule="≥ 0 (official 0.95)",

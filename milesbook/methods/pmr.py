@@ -60,6 +60,7 @@ class PMR(Method):
     (share of steps in which modality m got the prototype loss).
     """
     name = "pmr"
+    max_modalities = 2
     hyperparameters = (
         Hyperparameter("pmr_alpha", 1.0, "PMR's weight α of the behind modality's prototype loss (> 0)",
                        valid=lambda v: v > 0, rule="> 0 (official default 1.0; its CREMA-D commands use 2.0)",

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
-from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS
+from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
 from .metrics import METRIC_LABELS, task_of
 from .runs import finished_summary, history_metric, read_history
 from .train import run_or_reuse
@@ -102,7 +102,7 @@ def markdown_table(rows: list[dict], modalities, probes=()) -> str:
     header = ["method", "multimodal", *modalities, "Δ", *[f"{m} probe" for m in probes]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["method"], cell(row, "fusion"), *[cell(row, m) for m in modalities], cell(row, "delta"),
+        cells = [report_name(row["method"]), cell(row, "fusion"), *[cell(row, m) for m in modalities], cell(row, "delta"),
                  *[cell(row, f"probe_{m}") for m in probes]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import zlib
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 from matplotlib.ticker import MaxNLocator
 
+from .methods import report_name
 from .metrics import METRIC_LABELS
 
 # Okabe–Ito colours (distinguishable with colour-blindness), one per modality of our datasets; the
@@ -154,7 +155,7 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
                    yerr=spread, capsize=2 if spread is not None else 0, color=colour(column),
                    label=None if column in labelled else column)
             labelled.add(column)
-    ax.set_xticks(range(len(table)), [row["method"] for row in table], rotation=20, ha="right")
+    ax.set_xticks(range(len(table)), [report_name(row["method"]) for row in table], rotation=20, ha="right")
     ax.set(ylabel=f"test {METRIC_LABELS[table[0].get('metric', 'acc')]} (%)", ylim=(0, 105), title=title)
     ax.grid(axis="x", visible=False)
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
@@ -239,7 +240,7 @@ def plot_best_of_n(rows: list[dict], ax=None):
         ax.plot(xs, means, "o", color="black", label="fresh seed")
     ax.plot(xs, [100 * float(r["best_trial_test"]) for r in rows], "x", color="tab:red", ms=8,
             label="best trial (paper's protocol)")
-    ax.set_xticks(list(xs), [r["method"] for r in rows], rotation=20, ha="right")
+    ax.set_xticks(list(xs), [report_name(r["method"]) for r in rows], rotation=20, ha="right")
     ax.set(ylabel="test fusion metric (%)", title="one chosen run vs fresh seeds")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.figure.tight_layout()

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .comparison import ALL_METHODS, cell, decomposition, factorial, markdown_table, summarize, weak_modality
+from .methods import report_name
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
@@ -226,7 +227,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             mean, std = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
             if interval is not None and (interval[0] < 0 or interval[1] > 1):
                 clipped = True
-            cells = [method, setting, best_text, f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1
+            cells = [report_name(method), setting, best_text, f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1
                      else f"{100 * mean:.1f}", "–" if interval is None else
                      f"{100 * max(interval[0], 0):.1f} to {100 * min(interval[1], 1):.1f}",
                      *[cell(row, m) for m in modalities], cell(row, "delta")]

@@ -38,7 +38,7 @@ a method is adding a module whose class is `@register`-ed with its `hyperparamet
 line here: its flags, range checks, cache key and search space follow from the declaration.
 """
 from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, all_hyperparameters,
-                   build_method, check_method_options, hyperparameters_of, method_names, register,
+                   build_method, check_method_options, hyperparameters_of, method_names, register, report_name,
                    unimodal_modality)
 from . import miles, mses, mslr, ogm, gblend, mmpareto, pmr, mla, inforeg, aim_r  # noqa: E402,F401  (each registers itself)
 

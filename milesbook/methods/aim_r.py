@@ -261,6 +261,7 @@ class AIMR(Method):
     """
     name = "aim-r"
     max_modalities = 2
+    report_note = "reconstruction"  # of AIM from its abstract: never the paper's numbers
     hyperparameters = (
         Hyperparameter("aim_fraction", 0.5, "AIM-R's fraction ρ of each weight's channels counted as "
                        "under-optimized (lowest update pace)", valid=lambda v: 0 < v <= 1, rule="in (0, 1]",

@@ -89,6 +89,7 @@ class Method:
     modality_source = "parts"  # "parts" (fusion head's share) or "heads" (unimodal heads)
     inference = "fusion head"  # how the method predicts (`readout`), recorded in summary.json
     max_modalities: int | None = None  # e.g. 2 for a rule that compares a pair; "all" leaves it out beyond
+    report_note = ""  # said beside the method's name in every report table, e.g. "reconstruction"
 
     def __init__(self, config):
         self.config = config
@@ -197,6 +198,12 @@ class Unimodal(Method):
 def method_names(modalities) -> list[str]:
     """Valid `--method` values for a dataset with these modalities."""
     return list(METHODS) + [f"unimodal-{m}" for m in modalities]
+
+
+def report_name(method: str) -> str:
+    """The method's name as reports print it: with its `report_note`, e.g. "aim-r (reconstruction)"."""
+    note = METHODS[method].report_note if method in METHODS else ""
+    return f"{method} ({note})" if note else method
 
 
 def unimodal_modality(method: str) -> str | None:

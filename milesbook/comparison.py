@@ -370,7 +370,7 @@ def _draw(out: Path, fusion: str, rows, modalities, base: TrainConfig) -> None:
     if not shown:
         return
     with book_style():  # axes made here get the style the plotting functions use
-        fig, axes = plt.subplots(len(shown), 3, figsize=(14, 3.4 * len(shown)), squeeze=False)
+        fig, axes = plt.subplots(len(shown), 3, figsize=(14, 4.2 * len(shown)), squeeze=False)
     for method, row_axes in zip(shown, axes):
         plot_learning_dynamics(read_history(run_dir(out, method, fusion, 0)), modalities,
                                title=None, tau=base.tau if method.startswith("miles") else None, axes=row_axes)

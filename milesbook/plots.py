@@ -66,6 +66,13 @@ def _epoch_axis(ax) -> None:
     ax.set_xlabel("epoch")
 
 
+def _legend_below(ax) -> None:
+    """The panel's legend under its epoch axis, in columns, so it never covers a line (the curves of a
+    dynamics panel fill the whole plot, and several panels stand side by side)."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(labels)))
+
+
 def _spread(row: dict, key: str) -> float | None:
     """The std over seeds to draw as an error bar: None with a single seed (there is no spread)."""
     return 100 * row[f"{key}_std"] if row.get("seeds", 2) > 1 and row.get(f"{key}_std") is not None else None
@@ -93,11 +100,11 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     from .runs import history_metric
     metric = history_metric(history[0])
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+        _, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     epochs = [row["epoch"] for row in history]
     _plot_utilization(axes[0], history, modalities, tau)
     axes[0].set_title("utilization")
-    axes[0].legend()
+    _legend_below(axes[0])
     ax = axes[1]
     edges = [epochs[0] - 1, *epochs]  # epoch e trains between e − 1 and e on this axis
     for m in modalities:
@@ -108,14 +115,14 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     top = max(row[f"lr_{m}"] for row in history for m in [*modalities, "fusion"])
     _epoch_axis(ax)
     ax.set(ylabel="learning rate", title="rate used in each epoch", ylim=(0, 1.1 * top))
-    ax.legend()
+    _legend_below(ax)
     ax = axes[2]
     ax.plot(epochs, [row[f"val_{metric}_fusion"] for row in history], color=FUSION_COLOUR, label="fusion")
     for m in modalities:
         ax.plot(epochs, [row[f"val_{metric}_{m}"] for row in history], color=colour(m), label=m)
     _epoch_axis(ax)
     ax.set(ylabel=f"validation {METRIC_LABELS[metric]}", title="heads", ylim=(0, 1.02))
-    ax.legend()
+    _legend_below(ax)
     if title:
         axes[0].figure.suptitle(title)
     axes[0].figure.tight_layout()
@@ -125,14 +132,14 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
 @_styled
 def plot_utilization(histories: dict[str, list[dict]], modalities):
     """One panel per run: u_m and δ over epochs on a shared y axis. `histories`: {label: read_history(run)}."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 4.0), sharey=True, squeeze=False)
     for ax, (label, history) in zip(axes[0], histories.items()):
         _plot_utilization(ax, history, modalities)
         ax.set_title(label)
     for ax in axes[0][1:]:
         ax.set_ylabel("")
     axes[0][0].set_ylabel("conditional utilization")
-    axes[0][0].legend()
+    _legend_below(axes[0][0])
     fig.tight_layout()
     return axes[0]
 

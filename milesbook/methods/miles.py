@@ -34,8 +34,7 @@ class _Scheduled:
     def end_epoch(self, metrics: EpochMetrics) -> None:
         self.scheduler.step(metrics.utilization_metrics)
         if len(self.model.modalities) > 2:  # which modality each pair's block slowed: +1 the first, −1 the second
-            for pair, slowed in self.scheduler.last_pairs.items():
-                first, second = pair.split("-")
+            for (first, second), slowed in self.scheduler.last_pairs.items():
                 metrics.row[f"slows_{first}_{second}"] = 1 if slowed == first else -1 if slowed == second else 0
 
     def state_dict(self) -> dict:

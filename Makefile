@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/milesbook compare --dataset digits-av --seeds 3 --out runs/demo
+	$(BIN)/milesbook compare --dataset digits-av --seeds 3 --workers 2 --out runs/demo
 
 # The README's tuned comparison: every method searched the same way (20 random draws each, the test
 # split never read), then each chosen setting retrained on 5 fresh seeds. Resumes where it stopped.

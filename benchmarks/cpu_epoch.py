@@ -15,7 +15,6 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import torch
 
 import milesbook as mb
 
@@ -27,6 +26,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (a run setting)")
     args = parser.parse_args()
     from milesbook.comparison import expand_methods
     methods = expand_methods(args.methods.split(","))
@@ -37,7 +37,7 @@ def main():
         for repeat in range(args.repeats):
             for method in methods:
                 config = mb.TrainConfig(dataset=args.dataset, method=method, epochs=args.epochs, seed=repeat,
-                                        device="cpu", mslr_lrs={m: 1e-3 for m in data.modalities},
+                                        device="cpu", threads=args.threads, mslr_lrs={m: 1e-3 for m in data.modalities},
                                         gblend_every=max(2, args.epochs // 3))
                 out = Path(tmp) / f"{method}-{repeat}"
                 mb.train(config, out, dataset=data, progress=False)
@@ -46,7 +46,7 @@ def main():
                 extra[method] = int(rows[-1].get("gblend_extra_epochs", 0))
     median = {m: statistics.median(v) for m, v in seconds.items()}
     mean = {m: statistics.fmean(v) for m, v in seconds.items()}
-    result = {"dataset": args.dataset, "threads": torch.get_num_threads(), "epochs_per_run": args.epochs,
+    result = {"dataset": args.dataset, "threads": args.threads, "epochs_per_run": args.epochs,
               "epochs_timed": len(seconds[methods[0]]), "median_seconds_per_epoch": median,
               "mean_seconds_per_epoch": mean, "extra_epochs_per_run": extra,
               "ratio_to_vanilla": {m: median[m] / median["vanilla"] for m in methods if "vanilla" in median},

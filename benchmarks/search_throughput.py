@@ -5,7 +5,7 @@ throughput of one K-thread process, less what the extra threads already buy that
 issue's aim was ≥ 1.6× with 2 workers on the 2-core machine, on the premise that a second thread
 speeds one run up only ≈ 1.1×. So the benchmark also measures the premise on K plain runs
 (`--epochs` each, no search): the training seconds of a run alone with all threads and of a run
-among K one-thread processes side by side (`tuned.run_many`, start-up excluded). Their ratio times K
+among K one-thread processes side by side (`pool.run_many`, start-up excluded). Their ratio times K
 is the most K workers can gain (the ceiling); the search's speed-up is reported as a share of it.
 Each setting runs the same study (method, seed, draws) into its own temporary folder; run it on an
 otherwise idle machine.
@@ -26,7 +26,7 @@ import optuna
 
 import milesbook as mb
 from milesbook import search
-from milesbook.tuned import run_many
+from milesbook.pool import run_many
 
 
 def timed_search(config, trials: int, workers: int, folder: Path) -> float:
@@ -39,7 +39,7 @@ def timed_search(config, trials: int, workers: int, folder: Path) -> float:
 
 def run_seconds(config, runs: int, workers: int, folder: Path) -> float:
     """Mean training seconds of one run (start-up excluded) when `runs` seeds of `config` train with
-    `workers` processes side by side (cores / workers torch threads each)."""
+    `workers` processes side by side (each run with `config.threads` torch threads)."""
     jobs = [(dataclasses.replace(config, seed=seed), folder / str(seed)) for seed in range(runs)]
     summaries = run_many(jobs, workers=workers, progress=False)
     return sum(s["train_seconds"] for s in summaries) / len(summaries)
@@ -56,12 +56,14 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = mb.TrainConfig(dataset=args.dataset, method=args.method, epochs=args.epochs, device="cpu")
+    config = mb.TrainConfig(dataset=args.dataset, method=args.method, epochs=args.epochs, device="cpu", threads=1)
     mb.load_dataset(args.dataset)  # built once, outside the timings
     with tempfile.TemporaryDirectory() as tmp:
-        one = timed_search(config, args.trials, 1, Path(tmp) / "one")
+        # one process with all the threads, against K one-thread processes (threads are a run setting)
+        every_thread = dataclasses.replace(config, threads=args.workers)
+        one = timed_search(every_thread, args.trials, 1, Path(tmp) / "one")
         many = timed_search(config, args.trials, args.workers, Path(tmp) / "many")
-        alone = run_seconds(config, args.workers, 1, Path(tmp) / "runs-alone")
+        alone = run_seconds(every_thread, args.workers, 1, Path(tmp) / "runs-alone")
         side_by_side = run_seconds(config, args.workers, args.workers, Path(tmp) / "runs-side-by-side")
     result = {"dataset": args.dataset, "method": args.method, "trials": args.trials, "epochs": args.epochs,
               "seconds_1_worker": round(one, 1), f"seconds_{args.workers}_workers": round(many, 1),

@@ -1,4 +1,6 @@
 """milesbook: balanced multimodal learning with MILES, its baselines, and notebooks that explain it."""
+from ._version import __version__
+
 from .datasets import MultimodalDataset, list_datasets, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
 from .models import JointFusionModel, build_model
@@ -8,4 +10,3 @@ from .config import TrainConfig
 from .runs import read_history
 from .train import run_or_reuse, train
 
-__version__ = "0.1.0"

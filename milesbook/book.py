@@ -26,6 +26,9 @@ def source_dir() -> Path:
     return notebooks.notebooks_dir().parent / "docs" / "book"
 
 
+PROVENANCE = "provenance.txt"  # in records/: the provenance line of every run the notebooks used
+
+
 def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     """Execute every notebook (papermill) and put the executed copies in `source`, with the records of
     their runs in `source`/records/, so the book carries its numbers. The notebooks run in a staging
@@ -54,6 +57,10 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
         record = work_dir / f"record-{name[:2]}.json"
         if record.exists():
             shutil.copy2(record, records / record.name)
+    # What the book's numbers were made under: every run folder the notebooks trained or reused.
+    from . import provenance
+    runs = sorted(p.parent for p in work_dir.rglob(provenance.FILE) if ".stale-" not in str(p))
+    (records / PROVENANCE).write_text(provenance.summarize_many([provenance.read(p) for p in runs]) + "\n")
     placed = []
     for path in executed:
         placed.append(cache(path, source))
@@ -139,7 +146,11 @@ def render(executed_dir, out_dir) -> Path:
         items.append(f'<li><a href="{name}.html">{html.escape(title)}</a>'
                      + (f"<ul>{bullets}</ul>" if bullets else "") + "</li>")
     index = out_dir / "index.html"
+    made = Path(executed_dir) / "records" / PROVENANCE
+    made_under = made.read_text().strip() if made.is_file() else \
+        "Made under: no provenance recorded (executed before milesbook 0.2; run `milesbook book --execute`)."
     _write(index, _INDEX.format(title=html.escape(TITLE), setting=html.escape(_setting(chapters)),
+                                made_under=html.escape(made_under),
                                 items="\n".join(items)))
     return index
 
@@ -264,6 +275,7 @@ _INDEX = """<!DOCTYPE html>
 <body>
 <h1>{title}</h1>
 <p class="setting">These pages show the {setting}.</p>
+<p class="setting">{made_under}</p>
 <ol>
 {items}
 </ol>

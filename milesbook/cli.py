@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,9 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default=d.optimizer, help="adam (the MILES paper) | sgd (momentum 0.9)")
     parser.add_argument("--utilization-split", default=d.utilization_split, help="val | train")
     parser.add_argument("--device", default=d.device, help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help=f"torch threads per run (default {d.threads}, whatever the machine: the thread count "
+                             "changes a run's numbers, so it is part of the run's settings and provenance)")
     parser.add_argument("--no-probes", action="store_true",
                         help="do not train detached linear probes for methods that train no unimodal heads")
     parser.add_argument("--data-option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -76,7 +80,7 @@ def _config(args, **overrides):
     config = TrainConfig(dataset=args.dataset, dataset_options=options, fusion=args.fusion,
                          encoder=args.encoder, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          optimizer=args.optimizer, utilization_split=args.utilization_split,
-                         device=args.device, probes=not args.no_probes, **knobs)
+                         device=args.device, threads=args.threads, probes=not args.no_probes, **knobs)
     return replace(config, **overrides)
 
 
@@ -105,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--seeds seeds the searches never used, beside the best trial's own test score; the "
                         "methods, fusions and settings come from DIR")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes training at once, each with cores/K torch threads (default 1)")
+                   help="processes training at once, each run with its --threads (default 1; the numbers do not "
+                        "depend on it)")
 
     p = sub.add_parser("search", help="the paper's protocol: the best of N random draws of a method's "
                        "hyper-parameters on validation, as a resumable Optuna study (never reads test)")
@@ -121,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="random",
                    help="random (default; draw k depends only on --seed and k) | tpe")
     p.add_argument("--pruner", default="none", help="none (default) | median | hyperband")
-    p.add_argument("--workers", type=int, default=1, help="processes on this machine, each with cores/K threads")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine, each trial with its --threads (the numbers do not depend on it)")
     p.add_argument("--storage", help="an Optuna RDB URL (sqlite:///search.db, postgresql://user:pw@host/db) "
                                      "shared by workers on many machines; default: DIR/search.journal")
     p.add_argument("--study-name", help="default: <dataset>-<method>-<fusion>-<epochs>ep-<hash of the settings>")
@@ -137,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this notebook (repeatable)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a notebook parameter, e.g. -p EPOCHS 10 (repeatable; values read as JSON)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of every run the notebooks train (default 1)")
+
+    p = sub.add_parser("verify", help="retrain a run (or re-run a report's seeds) and check that it reproduces")
+    p.add_argument("path", metavar="RUN_DIR", help="a run folder (config.json, provenance.json, history.csv) or a "
+                                                   "report folder (report.json: compare, compare --from-search)")
+    p.add_argument("--epochs", type=int, help="a run folder: check only its first K epochs")
+    p.add_argument("--methods", help="a report: re-run only these rows (comma-separated), e.g. miles,aux")
+    p.add_argument("--workers", type=int, default=1, help="a report: processes training at once")
+    p.add_argument("--out", help="where the re-run goes (default: a temporary folder, removed afterwards; a "
+                                 "report's re-run is kept in --out so that an interrupted verify resumes)")
 
     p = sub.add_parser("book", help="the notebooks as a browsable HTML book, from executed copies")
     p.add_argument("--execute", action="store_true",
@@ -193,9 +209,9 @@ def _run(args) -> int:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         args.seeds = 3 if args.seeds is None else args.seeds
         args.out = args.out or "runs/compare"
-        if args.workers != 1:
-            raise UserError("--workers applies to compare --from-search; the plain compare trains one run at a time")
-        report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args))
+        if args.workers < 1:
+            raise UserError(f"--workers must be ≥ 1, got {args.workers}")
+        report = compare(args.dataset, methods, fusions, args.seeds, args.out, _config(args), workers=args.workers)
         for fusion, result in report.items():
             label = METRIC_LABELS[result["rows"][0]["metric"]]
             spread = f"mean ± std over {args.seeds} seeds" if args.seeds > 1 else "one seed"
@@ -209,10 +225,16 @@ def _run(args) -> int:
         return 0
     if args.command == "search":
         return _search(args)
+    if args.command == "verify":
+        from .verify import verify
+        return verify(args.path, epochs=args.epochs, methods=args.methods, workers=args.workers, out=args.out)
     if args.command == "notebooks":
         from . import notebooks
         parameters = {name: _json_or_text(value) for name, value in args.parameter}
         names = [notebooks.find(n).stem for n in args.only] if args.only else notebooks.NOTEBOOKS
+        if args.threads < 1:
+            raise UserError(f"--threads must be ≥ 1, got {args.threads}")
+        os.environ["MILESBOOK_THREADS"] = str(args.threads)  # the kernels' TrainConfig default
         for path in notebooks.run(names, quick=args.quick, out=args.out, parameters=parameters):
             print(f"executed: {path}")
         return 0
@@ -294,6 +316,9 @@ def _search(args) -> int:
             return 130
         storage = args.storage and search.shown_url(args.storage) or f"{out}/{search.JOURNAL}"
         print(search.format_status(result, storage))
+        made_under = search.trials_provenance(out)
+        if made_under:
+            print(made_under)
         written = [name for name in ("trials.csv", "best.json", "history.png", "params.png") if (out / name).exists()]
         print(f"files in {out}: {', '.join(written)}; each trial's run folder in {out}/trials/\n")
     return 0

@@ -28,10 +28,13 @@ from .datasets import load_dataset
 from .errors import UserError
 from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
 from .metrics import METRIC_LABELS, task_of
-from .runs import finished_summary, history_metric, read_history
+from . import provenance
+from .pool import run_many
+from .runs import history_metric, read_history, write_json
 from .train import run_or_reuse
 
 ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS
+REPORT = "report.json"  # what `milesbook verify` re-runs a report from and checks it against
 
 
 def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
@@ -177,27 +180,60 @@ def _verdict(diff: dict | None) -> str:
     return "not distinguishable from zero"
 
 
+FACTORIAL = ("vanilla", "miles-lab", "aux", "miles")
+
+
+def factorial_effects(summaries: dict[str, list[dict]], rows: list[dict], modalities, metric: str) -> dict:
+    """The paired-by-seed effects on the weak modality's test metric that the factorial reports, by
+    name ("miles − aux", …; `paired_difference` each). Empty without the 2 × 2 and both references."""
+    weak = weak_modality(rows, modalities)
+    if weak is None or not all(k in summaries for k in FACTORIAL):
+        return {}
+    reading, probe = f"test_{metric}_{weak}", f"test_{metric}_head_{weak}"
+    by = {r["method"]: r for r in rows}
+    probed = all(by[m].get(f"probe_{weak}_mean") is not None for m in ("vanilla", "miles-lab"))
+    return {"miles-lab − vanilla": paired_difference(summaries["miles-lab"], summaries["vanilla"], reading),
+            "miles-lab − vanilla, probe": paired_difference(summaries["miles-lab"], summaries["vanilla"], probe)
+            if probed else None,
+            "miles − aux": paired_difference(summaries["miles"], summaries["aux"], reading),
+            "aux − vanilla": paired_difference(summaries["aux"], summaries["vanilla"], reading),
+            "miles − miles-lab": paired_difference(summaries["miles"], summaries["miles-lab"], reading)}
+
+
+def report_record(summaries: dict[str, list[dict]], rows: list[dict], modalities, metric: str) -> dict:
+    """What `milesbook verify` checks a report against: each method's per-seed values of every cell
+    of its row (`summarize`'s columns: fusion, each modality, Δ, probes) and each factorial effect
+    with the verdict the report draws from it."""
+    methods = {}
+    for method, runs in summaries.items():
+        singles = [summarize({method: [r]}, modalities, metric=metric)[0] for r in runs]
+        columns = [k.removesuffix("_mean") for k, v in singles[0].items() if k.endswith("_mean") and v is not None]
+        methods[method] = {"seeds": [r["seed"] for r in runs],
+                           "values": {c: [one[f"{c}_mean"] for one in singles] for c in columns}}
+    effects = factorial_effects(summaries, rows, modalities, metric)
+    return {"weak": weak_modality(rows, modalities), "metric": metric, "methods": methods,
+            "effects": {name: {"difference": d, "verdict": _verdict(d)} for name, d in effects.items()
+                        if d is not None}}
+
+
 def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, metric: str) -> str:
     """The 2 × 2 {L_AB only, Eq. 3} × {no scheduling, MILES scheduling} on the weak modality, as a
     Markdown table with each effect paired by seed, and a sentence per scheduling effect saying whether
     its 95 % interval excludes zero. Empty unless `vanilla`, `miles-lab`, `aux`, `miles` and both
     unimodal references are in `summaries`."""
-    weak = weak_modality(rows, modalities)
-    cells = ("vanilla", "miles-lab", "aux", "miles")
-    if weak is None or not all(k in summaries for k in cells):
+    effects = factorial_effects(summaries, rows, modalities, metric)
+    if not effects:
         return ""
+    weak = weak_modality(rows, modalities)
     by = {r["method"]: r for r in rows}
     label = METRIC_LABELS[metric]
-    reading, probe = f"test_{metric}_{weak}", f"test_{metric}_head_{weak}"
-    lab_effect = paired_difference(summaries["miles-lab"], summaries["vanilla"], reading)
-    probe_effect = paired_difference(summaries["miles-lab"], summaries["vanilla"], probe)
-    aux_effect = paired_difference(summaries["miles"], summaries["aux"], reading)
+    lab_effect, probe_effect = effects["miles-lab − vanilla"], effects["miles-lab − vanilla, probe"]
+    aux_effect = effects["miles − aux"]
     lines = [f"| {weak}, test {label} (%) | no scheduling | MILES scheduling | scheduling effect (paired by seed) |",
              "|---|---|---|---|",
              f"| L_AB only, read from the fusion head's {weak} part | vanilla {cell(by['vanilla'], weak)} | "
              f"miles-lab {cell(by['miles-lab'], weak)} | {_effect(lab_effect)} |"]
-    has_probe = by["vanilla"].get(f"probe_{weak}_mean") is not None and \
-        by["miles-lab"].get(f"probe_{weak}_mean") is not None
+    has_probe = probe_effect is not None
     if has_probe:
         lines.append(f"| L_AB only, {weak} encoder read by a detached probe | vanilla "
                      f"{cell(by['vanilla'], f'probe_{weak}')} | miles-lab {cell(by['miles-lab'], f'probe_{weak}')} | "
@@ -205,9 +241,8 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
     lines += [f"| Eq. 3 (L_AB + Σ L_m), read from the trained {weak} head | aux {cell(by['aux'], weak)} | "
               f"miles {cell(by['miles'], weak)} | {_effect(aux_effect)} |",
               f"| auxiliary-loss effect (Eq. 3 − L_AB, fusion-part reading, paired) | "
-              f"{_effect(paired_difference(summaries['aux'], summaries['vanilla'], reading))} | "
-              f"{_effect(paired_difference(summaries['miles'], summaries['miles-lab'], reading))} | |"]
-    n = min(len(summaries[k]) for k in cells)
+              f"{_effect(effects['aux − vanilla'])} | {_effect(effects['miles − miles-lab'])} | |"]
+    n = min(len(summaries[k]) for k in FACTORIAL)
     text = [f"Scheduling effect on the {weak} side over {n} paired seed(s): without the auxiliary losses "
             f"{_effect(lab_effect)} points read from the fusion part — {_verdict(lab_effect)}"]
     if has_probe:
@@ -253,9 +288,11 @@ def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True
 
 
 def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",), seeds: int = 3,
-            out="runs/compare", base: TrainConfig | None = None, progress: bool = True) -> dict:
-    """Train (or reuse) every method × fusion × seed plus the unimodal references, write the report
-    and return {fusion: {"rows", "strict_rows", "last_rows", "markdown"}}."""
+            out="runs/compare", base: TrainConfig | None = None, progress: bool = True, workers: int = 1) -> dict:
+    """Train (or reuse) every method × fusion × seed plus the unimodal references (`workers` processes
+    at once, each run with its own `base.threads`: the numbers do not depend on `workers`), write the
+    report (`results.md`, `results.csv`, `report.json`, figures) and return {fusion: {"rows",
+    "strict_rows", "last_rows", "markdown", …}}."""
     out = Path(out)
     base = replace(base or TrainConfig(), dataset=dataset)
     data = load_dataset(dataset, **base.dataset_options)
@@ -282,18 +319,25 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
           f"{_gap_text(modalities)}. Dataset: {data.description}.", ""]
     if search_note:
         md += [search_note, ""]
-    bar = tqdm(total=len(fusions) * (len(references) + len(methods)) * seeds, desc="runs",
-               **({} if progress else {"disable": True}))
+    jobs = {}  # (method, fusion, seed) -> (config, folder); unimodal references once for every fusion
     for fusion in fusions:
-        summaries = {}
         for method in [*references, *methods]:
-            summaries[method] = []
             for seed in range(seeds):
-                bar.set_postfix_str(f"{method} {fusion} seed {seed}")
                 config = replace(base_mslr if method.startswith("mslr-") else base, method=method,
                                  fusion=fusion if method in methods else "concat", seed=seed)
-                summaries[method].append(run_or_reuse(config, run_dir(out, method, fusion, seed), data, progress))
-                bar.update()
+                jobs.setdefault((method, fusion if method in methods else "concat", seed),
+                                (config, run_dir(out, method, fusion, seed)))
+    done = dict(zip(jobs, run_many(list(jobs.values()), workers, data, progress)))
+    everything = list(done.values())
+    made_under = provenance.summarize_many([s.get("provenance") for s in everything])
+    md += [made_under, ""]
+    record = {"kind": "compare", "dataset": dataset, "methods": methods, "fusions": list(fusions), "seeds": seeds,
+              "base": base.to_dict(), "test_size": len(data.splits["test"]), "made_under": made_under,
+              "provenance": provenance.common([s.get("provenance") for s in everything]),
+              "fusion_results": {}}
+    for fusion in fusions:
+        summaries = {method: [done[method, fusion if method in methods else "concat", seed] for seed in range(seeds)]
+                     for method in [*references, *methods]}
         tables = {p: summarize(summaries, modalities, p) for p in ("", "strict_", "last_")}
         weak = weak_modality(tables[""], modalities)
         probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in tables[""]) else []
@@ -301,6 +345,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
         report[fusion] = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
                           "markdown": text, "decomposition": decomposition(tables[""], modalities),
                           "factorial": factorial(summaries, tables[""], modalities, task.headline)}
+        record["fusion_results"][fusion] = report_record(summaries, tables[""], modalities, task.headline)
         md += [f"## {fusion} fusion", "", text, "", report[fusion]["decomposition"], ""]
         if report[fusion]["factorial"]:
             md += [report[fusion]["factorial"], ""]
@@ -332,8 +377,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
                 csv_rows.append({"fusion": fusion, "epoch_choice": prefix.rstrip("_") or "selected", **row})
         _draw(out, fusion, tables[""], modalities, base)
         md += [f"![bars](bars-{fusion}.png)", f"![dynamics](dynamics-{fusion}.png)", ""]
-    bar.close()
     (out / "results.md").write_text("\n".join(md))
+    write_json(out / REPORT, record)
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
         writer.writeheader()

@@ -9,6 +9,7 @@ tau=0.3).tau`, `dataclasses.replace(config, mu=0.1)` — and `to_dict()` lists t
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field, fields
 
 from .errors import UserError, check_choice
@@ -29,6 +30,10 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
+    # torch threads while training. Thread count changes floating-point sums, so it is a setting of the
+    # run (in its cache key and provenance), never the machine's core count: 1 unless set, or
+    # $MILESBOOK_THREADS (what `milesbook notebooks --threads` hands the notebooks).
+    threads: int = field(default_factory=lambda: int(os.environ.get("MILESBOOK_THREADS", "1")))
     utilization_split: str = "val"   # "val" (the paper's default) or "train" (Table VI ablation)
     probes: bool = True              # train detached linear probes on methods that train no heads
     eval_batch_size: int = 1000
@@ -64,6 +69,8 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, ["adam", "sgd"])
         if self.epochs < 1 or self.batch_size < 2:
             raise UserError(f"--epochs must be ≥ 1 and --batch-size ≥ 2, got {self.epochs}, {self.batch_size}")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise UserError(f"--threads must be an integer ≥ 1, got {self.threads!r}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         unknown = sorted(set(self.method_options) - set(all_hyperparameters()))

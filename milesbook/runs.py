@@ -16,6 +16,10 @@ never leaves half a file; `last.pt` is written before the tables that mention it
   logits its columns read: `modality_reading` ("head" or "part": what `_acc_<m>` is) and `heads`
   ("trained", "probes" — detached linear probes on a method that trains no heads — or "untrained"),
   and how the method predicts, `inference` ("fusion head", or e.g. MLA's entropy-weighted logits);
+- `provenance.json` — the conditions the run was made under (`milesbook.provenance`: code and results
+  version, torch build, device and CPU capability, threads, determinism, the data's fingerprint), also
+  copied into `summary.json` as `provenance`. A finished run is reused only under the same results
+  version, threads, device kind and data; a run is resumed only under the same provenance;
 - `last.pt` — the checkpoint after every epoch, for `resume`;
 - `selected.pt` — the model's weights (`state_dict`) at the selected epoch: the model whose test
   numbers the summary reports, and what a later run can start from (MSLR's published variant). While
@@ -43,6 +47,7 @@ from typing import Callable
 
 import torch
 
+from . import provenance
 from .config import relevant_config
 from .errors import UserError
 
@@ -105,33 +110,71 @@ def select_best_epoch(history: list[dict], tolerance: float = 0.0, metric: str =
     return int(min(tied, key=lambda row: (row["val_loss_fusion"], -row["epoch"]))["epoch"])
 
 
-def finished_summary(folder, config: dict) -> dict | None:
-    """The summary of a finished run of `config` (a `to_dict()`) in `folder`, or None when the folder
-    holds no finished run or one whose results-changing settings differ (`relevant_config`)."""
-    summary, saved = Path(folder) / "summary.json", Path(folder) / "config.json"
-    if summary.exists() and saved.exists() and \
-            relevant_config(json.loads(saved.read_text())) == relevant_config(config):
-        return json.loads(summary.read_text())
-    return None
+def _config_difference(saved: dict, mine: dict, ignore=()) -> list[str]:
+    """The results-changing settings (`relevant_config`) on which two configs disagree."""
+    saved, mine = relevant_config(saved), relevant_config(mine)
+    return sorted(k for k in mine.keys() | saved.keys() if k not in ignore and saved.get(k) != mine.get(k))
 
 
-def start(folder: Path, config: dict, resume: bool, device) -> dict | None:
-    """Open `folder` for a run of `config` and write its config.json. A fresh run refuses a folder
-    that already holds one; `resume` returns the checkpoint (None when there is none yet) after
-    checking that it was made with the same results-changing settings (the epochs may grow)."""
+def reusable(folder, config: dict, current: dict) -> tuple[dict | None, str | None]:
+    """What `folder` offers a run of `config` (a `to_dict()`) under the provenance `current`
+    (`milesbook.provenance.collect`): (its summary, None) when it holds that run finished under the
+    same `REUSE_FIELDS`; (None, None) when it is empty or holds the same run unfinished (or with fewer
+    epochs) under the same `BITWISE_FIELDS`, which training continues; else (None, why it cannot be used)."""
+    folder = Path(folder)
+    saved = folder / "config.json"
+    if not saved.exists():
+        return (None, None) if not (folder / CHECKPOINT).exists() else (None, "it holds a checkpoint without config.json")
+    old, recorded = json.loads(saved.read_text()), provenance.read(folder)
+    if (folder / "summary.json").exists() and not _config_difference(old, config):
+        differ = provenance.differences(recorded, current, provenance.REUSE_FIELDS)
+        if not differ:
+            return json.loads((folder / "summary.json").read_text()), None
+        return None, "made under other conditions: " + ", ".join(differ)
+    keys = _config_difference(old, config, ignore=("epochs",))
+    if keys:
+        return None, f"its configuration differs ({', '.join(keys)})"
+    differ = provenance.differences(recorded, current)
+    if differ:
+        return None, "made under other conditions (it cannot be continued): " + ", ".join(differ)
+    return None, None
+
+
+def move_aside(folder) -> Path:
+    """Rename a run folder that cannot be reused to `<name>.stale-<k>` beside it (nothing is lost)."""
+    folder = Path(folder)
+    k = 1
+    while folder.with_name(f"{folder.name}.stale-{k}").exists():
+        k += 1
+    aside = folder.with_name(f"{folder.name}.stale-{k}")
+    os.replace(folder, aside)
+    return aside
+
+
+def start(folder: Path, config: dict, resume: bool, device, current: dict) -> dict | None:
+    """Open `folder` for a run of `config` under the provenance `current` and write its config.json
+    and provenance.json. A fresh run refuses a folder that already holds one; `resume` returns the
+    checkpoint (None when there is none yet) after checking that it was made with the same
+    results-changing settings (the epochs may grow) under the same `BITWISE_FIELDS`."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CHECKPOINT
     state = None
     if not resume and path.exists():
         raise UserError(f"{folder} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and path.exists():
-        state = torch.load(path, map_location=device, weights_only=False)
-        saved = {k: v for k, v in relevant_config(state["config"]).items() if k != "epochs"}
-        mine = {k: v for k, v in relevant_config(config).items() if k != "epochs"}
-        if saved != mine:
-            diff = sorted(k for k in mine.keys() | saved.keys() if saved.get(k) != mine.get(k))
+        # weights_only: a copied run folder must not be able to run code (the checkpoint holds
+        # tensors, state dicts and plain Python values only).
+        state = torch.load(path, map_location=device, weights_only=True)
+        diff = _config_difference(state["config"], config, ignore=("epochs",))
+        if diff:
             raise UserError(f"{folder} holds a run with a different configuration ({', '.join(diff)}); "
                             "resume it with the same flags or choose another --out")
+        differ = provenance.differences(provenance.read(folder), current)
+        if differ:
+            raise UserError(f"{folder} was made under other conditions: {'; '.join(differ)}; resuming would mix "
+                            "them — continue it where it was made (e.g. with its --threads), or train into another --out")
+    else:
+        write_json(folder / provenance.FILE, current)
     write_json(folder / "config.json", config)
     return state
 
@@ -223,7 +266,8 @@ def finish(folder: Path, config: dict, history: list[dict], test_history: list[d
                **{f"strict_{k}": v for k, v in at[strict].items() if k != "epoch"},
                **{f"last_{k}": v for k, v in at[len(history)].items() if k != "epoch"},
                **{f"best_{k}": v for k, v in history[best - 1].items() if k.startswith("val_")},
-               "train_seconds": sum(r["seconds"] for r in history), "device": device}
+               "train_seconds": sum(r["seconds"] for r in history), "device": device,
+               "provenance": provenance.read(folder)}
     _keep_selected(folder, best)
     write_json(folder / "summary.json", summary)
     return summary

@@ -5,6 +5,7 @@ how it resumes and which epoch it reports) in `milesbook.runs`.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -12,7 +13,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
+from . import provenance, runs
 from .config import TrainConfig
 from .datasets import MultimodalDataset, load_dataset
 from .errors import NonFiniteLossError, UserError
@@ -48,11 +49,14 @@ class Trainer:
         # Which logits stand for "modality m" in history/summary columns without a suffix.
         self.source = "head" if self.method.modality_source == "heads" else "part"
         self._check_data()
+        # Everything that can change the numbers besides the config (`milesbook.provenance`).
+        self.provenance = provenance.collect(self.device, config.threads, self.data)
 
         torch.manual_seed(config.seed)
         shapes = {m: self.data.shapes[m] for m in self.modalities}
-        self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
-                                 config.feature_dim, self.data.encoder_options).to(self.device)
+        with provenance.reproducible(config.threads, self.device):
+            self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
+                                     config.feature_dim, self.data.encoder_options).to(self.device)
         groups = self.model.param_groups(config.lr)
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999)) if config.optimizer == "adam" \
             else torch.optim.SGD(groups, momentum=0.9)
@@ -275,8 +279,13 @@ class Trainer:
     def fit(self, resume: bool = False, on_epoch_end: Callable[[dict], None] | None = None) -> dict:
         """Train to `config.epochs` (continuing from `last.pt` when `resume`), testing every epoch (unless
         `config.test_split` is off), and write the summary of the epoch chosen on validation.
-        `on_epoch_end(row)` runs after each checkpoint."""
-        state = runs.start(self.out, self.config.to_dict(), resume, self.device)
+        `on_epoch_end(row)` runs after each checkpoint. Trains under `config.threads` torch threads with
+        deterministic algorithms (`milesbook.provenance.reproducible`)."""
+        with provenance.reproducible(self.config.threads, self.device):
+            return self._fit(resume, on_epoch_end)
+
+    def _fit(self, resume: bool, on_epoch_end) -> dict:
+        state = runs.start(self.out, self.config.to_dict(), resume, self.device, self.provenance)
         start = self._restore(state) if state is not None else 0
         if start:
             runs.reopen_selected(self.out)
@@ -328,13 +337,19 @@ class Trainer:
 
 
 def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True) -> dict:
-    """The summary of `config` in `folder`: read if finished with this configuration, else trained
-    (resuming a checkpoint if one is there)."""
+    """The summary of `config` in `folder`: read if finished with this configuration under the same
+    conditions (`milesbook.runs.reusable`), else trained (continuing a checkpoint made under the same
+    provenance). A run that cannot be used is moved aside (`<folder>.stale-<k>`), with one line saying why."""
     folder = Path(folder)
-    summary = runs.finished_summary(folder, config.to_dict())
+    data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+    current = provenance.collect(resolve_device(config.device), config.threads, data)
+    summary, why = runs.reusable(folder, config.to_dict(), current)
     if summary is not None:
         return summary
-    return train(config, folder, resume=(folder / runs.CHECKPOINT).exists(), dataset=dataset, progress=progress)
+    if why is not None:
+        aside = runs.move_aside(folder)
+        tqdm.write(f"milesbook: retraining {folder}: {why}; the earlier run is kept in {aside}", file=sys.stderr)
+    return train(config, folder, resume=(folder / runs.CHECKPOINT).exists(), dataset=data, progress=progress)
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,

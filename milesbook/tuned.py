@@ -25,13 +25,15 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from .comparison import ALL_METHODS, cell, decomposition, factorial, markdown_table, summarize, weak_modality
+from . import provenance
+from .comparison import (ALL_METHODS, REPORT, cell, decomposition, factorial, markdown_table, report_record,
+                         summarize, weak_modality)
 from .methods import report_name
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
 from .runs import write_json
-from .train import run_or_reuse
+from .pool import run_many
 
 
 def find_searches(folder) -> list[dict]:
@@ -76,48 +78,6 @@ def fresh_seeds(records: list[dict], k: int) -> list[int]:
     return seeds
 
 
-# -- running many runs: one process per core, one torch thread each ------------------------------
-
-_DATA = {}
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-    torch.set_num_threads(threads)
-
-
-def _run_job(job: tuple[dict, str]) -> dict:
-    from .datasets import load_dataset
-    config = TrainConfig.from_dict(job[0])
-    key = json.dumps([config.dataset, config.dataset_options], sort_keys=True)
-    if key not in _DATA:
-        _DATA[key] = load_dataset(config.dataset, **config.dataset_options)
-    return run_or_reuse(config, job[1], _DATA[key], progress=False)
-
-
-def run_many(jobs: list[tuple[TrainConfig, Path]], workers: int = 1, data=None, progress: bool = True) -> list[dict]:
-    """The summary of each (config, folder) job, trained or reused (`run_or_reuse`), in job order.
-    With `workers` > 1, that many processes with cores / workers torch threads each: on CPU two
-    one-thread processes give about twice the throughput of one two-thread process."""
-    from tqdm.auto import tqdm
-    bar = tqdm(total=len(jobs), desc="runs", unit="run", **({} if progress else {"disable": True}))
-    results = []
-    if workers <= 1:
-        for config, folder in jobs:
-            results.append(run_or_reuse(config, folder, data, progress=False))
-            bar.update()
-    else:
-        import multiprocessing
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-        with context.Pool(workers, _init_worker, (max(1, cores // workers),)) as pool:
-            for summary in pool.imap(_run_job, [(c.to_dict(), str(f)) for c, f in jobs]):
-                results.append(summary)
-                bar.update()
-    bar.close()
-    return results
-
-
 # -- the report ----------------------------------------------------------------------------------
 
 def t_interval(values: list[float]) -> tuple[float, float] | None:
@@ -134,22 +94,25 @@ def _setting(params: dict) -> str:
 
 
 def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progress: bool = True,
-                  device: str | None = None) -> dict:
+                  device: str | None = None, only=None) -> dict:
     """Retrain each search's chosen configuration in `search_dir` over `seeds` fresh seeds (and once
     with the search's seed, reading test: the paper-style number), write `results.md` and
     `results.csv` in `out` (default `search_dir/compare`) and return {fusion: report}. `device`
-    overrides where the runs train (it does not change their results' cache key)."""
+    overrides where the runs train (it does not change their results' cache key); `only` (method
+    names) keeps those searches' rows and the unimodal references (what `verify --methods` re-runs)."""
     from .datasets import load_dataset
     if seeds < 1:
         raise UserError(f"--seeds must be ≥ 1, got {seeds}")
     records = find_searches(search_dir)
+    retrain = fresh_seeds(records, seeds)  # from every search, so that `only` re-runs the same seeds
+    if only:
+        records = [r for r in records if r["config"]["method"].startswith("unimodal-") or r["config"]["method"] in only]
     out = Path(out) if out is not None else Path(search_dir) / "compare"
     dataset = records[0]["config"]["dataset"]
     data = load_dataset(dataset, **records[0]["config"]["dataset_options"])
     modalities = data.modalities
     metric = task_of(data.task).headline
     label = METRIC_LABELS[metric]
-    retrain = fresh_seeds(records, seeds)
     searched = {r["config"]["method"]: r for r in records if r["config"]["method"].startswith("unimodal-")}
     multimodal = [r for r in records if not r["config"]["method"].startswith("unimodal-")]
     if not multimodal:
@@ -180,6 +143,10 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
 
     fusions = list(dict.fromkeys(r["config"]["fusion"] for r in multimodal))
     report, csv_rows = {}, []
+    made_under = provenance.summarize_many([s.get("provenance") for s in summaries])
+    summary_record = {"kind": "tuned", "search_dir": os.path.relpath(Path(search_dir).resolve(), out.resolve()),
+              "seeds": seeds, "test_size": len(data.splits["test"]), "made_under": made_under,
+              "provenance": provenance.common([s.get("provenance") for s in summaries]), "fusion_results": {}}
     pruners = sorted({r["pruner"] for r in multimodal})
     samplers = sorted({r["sampler"] for r in multimodal})
     trials = sorted({r["trials_complete"] for r in records})
@@ -194,7 +161,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
               f"{n} {'at its searched setting (' + _setting(searched[n]['params']) + ')' if n in searched else f'at the default rate {TrainConfig().lr} (no unimodal search in the folder)'}"
               for n in references) + ".", "",
           "Each method runs at its own chosen setting, so a difference between two rows (e.g. `miles` − `aux`) "
-          "is between the two methods *as tuned* — their learning rates differ too — paired by seed.", ""]
+          "is between the two methods *as tuned* — their learning rates differ too — paired by seed.", "",
+          made_under, ""]
     for fusion in fusions:
         by_method = {name: [] for name in references}
         paper = {}
@@ -245,13 +213,16 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
         note = ("The best trials retrained with the search's seed reproduce the search's validation values "
                 "exactly." if not mismatched else
                 f"Retrained with the search's seed, {', '.join(mismatched)} did not reproduce the search's "
-                "validation value exactly (thread count changes floating-point sums); the best-trial column "
-                "shows the retrained value.")
+                "validation value exactly: " + "; ".join(
+                    f"{m} — " + (", ".join(provenance.differences(record_of[m].get("provenance"), paper[m].get("provenance") or {}))
+                                 or "made under the same provenance, which should not happen: please report it")
+                    for m in mismatched) + ". The best-trial column shows the retrained value.")
         if clipped:
             note += " Intervals are shown clipped to the metric's range [0, 100]; with few seeds the t-interval is wide."
         report[fusion] = {"rows": rows, "summaries": by_method, "paper": paper,
                           "markdown": "\n".join(lines), "decomposition": decomposition(rows, modalities),
                           "factorial": factorial(by_method, rows, modalities, metric)}
+        summary_record["fusion_results"][fusion] = report_record(by_method, rows, modalities, metric)
         md += [f"## {fusion} fusion", "", report[fusion]["markdown"], "", note, ""]
         if report[fusion]["decomposition"]:
             md += ["At each method's tuned setting: " + report[fusion]["decomposition"], ""]
@@ -267,5 +238,6 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
         writer.writeheader()
         writer.writerows(csv_rows)
     write_json(out / "seeds.json", {"retrained": retrain, "searches": [r["folder"] for r in records]})
+    write_json(out / REPORT, summary_record)
     return report
 

@@ -67,7 +67,7 @@ def test_factorial_table_and_verdicts():
     assert compare_module.factorial({k: v for k, v in summaries.items() if k != "miles-lab"}, rows, ("a", "b"), "acc") == ""
 
 
-def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkeypatch):
+def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkeypatch, capsys):
     base = mb.TrainConfig(epochs=2, dataset_options={"sizes": [200, 60, 60]})
     report = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
     assert set(report) == {"concat", "sum"}
@@ -90,14 +90,18 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     assert calls == [] and again["sum"]["rows"] == report["sum"]["rows"]
     monkeypatch.undo()
 
-    # a setting only MILES reads leaves vanilla's runs valid; MILES's folder refuses to be overwritten
+    # a setting only MILES reads leaves vanilla's runs valid; MILES's run is retrained, the old one
+    # moved aside (never overwritten), with one line saying why
     retrained = []
     real = train_module.train
     monkeypatch.setattr(train_module, "train", lambda c, *a, **k: retrained.append(c.method) or real(c, *a, **k))
-    with pytest.raises(UserError, match="miles-concat/seed0 holds a run with a different configuration \\(mu\\)"):
-        compare("toy", ("vanilla", "miles"), ("concat",), seeds=1, out=tmp_path, base=replace(base, mu=0.3),
-                progress=False)
+    capsys.readouterr()
+    compare("toy", ("vanilla", "miles"), ("concat",), seeds=1, out=tmp_path, base=replace(base, mu=0.3), progress=False)
     assert retrained == ["miles"]
+    assert "miles-concat/seed0: its configuration differs (mu)" in capsys.readouterr().err
+    aside = tmp_path / "miles-concat" / "seed0.stale-1"
+    assert json.loads((aside / "config.json").read_text())["mu"] == 0.5 and (aside / "summary.json").exists()
+    assert json.loads((tmp_path / "miles-concat" / "seed0" / "config.json").read_text())["mu"] == 0.3
     monkeypatch.undo()
 
     # an interrupted run (checkpoint, no summary) is resumed, not restarted
@@ -108,8 +112,9 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     real_train = train_module.train
     monkeypatch.setattr(train_module, "train", lambda *a, **k: resumed.append(k["resume"]) or real_train(*a, **k))
     compare("toy", ("vanilla", "miles"), ("concat",), seeds=2, out=tmp_path, base=base, progress=False)
-    assert resumed == [True]
+    assert resumed == [True, False]  # vanilla's seed 1 continues; MILES's seed 0 (μ 0.3 now) is retrained
     assert mb.read_history(folder) == history_before
+    assert (tmp_path / "miles-concat" / "seed0.stale-2").is_dir()
 
 
 def test_compare_all_methods_reports_gblend_cost(tmp_path):

@@ -171,6 +171,8 @@ def test_new_method_trains_and_its_knob_retrains_only_it(throwaway, toy, tmp_pat
     first = mb.run_or_reuse(base_config, tmp_path / "t", toy, progress=False)
     assert json.loads((tmp_path / "t" / "config.json").read_text())["throwaway_gain"] == 1.0
     assert mb.run_or_reuse(base_config, tmp_path / "t", toy, progress=False) == first  # cached
-    with pytest.raises(UserError, match=r"different configuration \(throwaway_gain\)"):
-        mb.run_or_reuse(base_config.__class__(**{**base_config.to_dict(), "throwaway_gain": 2.0}),
-                        tmp_path / "t", toy, progress=False)
+    # its knob changes the cache key: retrained, the old run moved aside
+    mb.run_or_reuse(base_config.__class__(**{**base_config.to_dict(), "throwaway_gain": 2.0}),
+                    tmp_path / "t", toy, progress=False)
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["throwaway_gain"] == 2.0
+    assert json.loads((tmp_path / "t.stale-1" / "config.json").read_text())["throwaway_gain"] == 1.0

@@ -11,6 +11,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from ..methods import SearchRange
+from .. import provenance
 from ..runs import atomic_write, write_json
 from .draws import FOLDER, NOTE, RETRY_OF, draw_numbers, draw_of, tally
 from .space import describe_range, trial_config
@@ -151,6 +152,12 @@ def save_plots(study, out) -> list[Path]:
     return saved
 
 
+def trials_provenance(out) -> str:
+    """The provenance line (`milesbook.provenance.summarize_many`) of the trials in DIR/trials/."""
+    folders = sorted(p for p in (Path(out) / "trials").glob("*") if (p / "config.json").exists())
+    return provenance.summarize_many([provenance.read(p) for p in folders]) if folders else ""
+
+
 def write_best(study, out, job: Job) -> dict | None:
     """DIR/best.json: the chosen trial's parameters and full config, for training it again on seeds."""
     best = chosen_trial(study)
@@ -165,6 +172,7 @@ def write_best(study, out, job: Job) -> dict | None:
               "params": best.params, "run_folder": best.user_attrs.get(FOLDER),
               "rule": f"among complete trials within {config.selection_tolerance} of the best validation fusion value, "
                       "the lowest validation fusion loss, then the earlier draw",
-              "config": config.to_dict()}
+              "config": config.to_dict(),
+              "provenance": provenance.read(Path(out) / best.user_attrs[FOLDER]) if best.user_attrs.get(FOLDER) else None}
     write_json(Path(out) / "best.json", record)
     return record

@@ -102,11 +102,9 @@ def run_trial(study, trial, job: Job, data, beat: Heartbeat) -> None:
 
 
 def spawned_worker(job: Job, errors) -> None:
-    """A worker process of `search(workers=K)`: its share of the cores; it ends with its parent."""
-    import torch
+    """A worker process of `search(workers=K)`; it ends with its parent. Each trial trains with the
+    config's own `threads` (the numbers must not depend on how many workers share the machine)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // job.workers))
     parent = os.getppid()
 
     def watch_parent():  # a killed parent must not leave workers training on

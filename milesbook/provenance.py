@@ -1,0 +1,219 @@
+"""Provenance: the conditions a run was made under, so that a number can be reproduced and a cached
+run is never reused, or resumed, under other conditions.
+
+PyTorch promises bit-identical results only on the same software and hardware: the thread count
+changes how reductions are chunked, the CPU's instruction set (AVX2, AVX-512) changes kernels, and a
+torch release may change any of them (`../shared/reference/reproducibility.md`). So every run folder
+holds `provenance.json` (and a copy in `summary.json`), a flat record:
+
+- `milesbook.version`, `milesbook.results_version` (`RESULTS_VERSION`: bumped whenever a change of
+  the code moves a run's numbers; `tests/test_golden.py` fails until it is), `source.git.commit` and
+  `source.git.dirty` (when the package runs from a git checkout; `None` otherwise);
+- `python`, `numpy.version`, `torch.version`, `torch.git_version`, `cuda.version`, `cudnn.version`;
+- `device.kind` ("cpu" or "cuda"), `device.name` (the CPU model or the GPU), `cpu.capability`
+  (`torch.backends.cpu.get_cpu_capability()`), `threads` (torch's intra-op threads while training);
+- `deterministic` ("on", or "warn only" on CUDA, where some kernels have no deterministic version),
+  `cudnn.deterministic`, `cudnn.benchmark`, the TF32 switches, and `env`: the environment variables
+  that change numbers (`NUMBER_ENV`);
+- `data.name` and `data.fingerprint`: a hash of every tensor the run could read (each split's inputs
+  and labels, after the dataset's options) and of how they are read (normalisation, training noise,
+  task, classes) — a change in any sample changes it.
+
+Which fields must agree for what:
+
+- `REUSE_FIELDS` — a finished run is reused (compare's cache) only when its configuration and these
+  agree: the results version, the threads, the device kind and the data;
+- `BITWISE_FIELDS` — a run is resumed only when these agree too (the torch build, the CPU or GPU and
+  its instruction set, the determinism settings): otherwise the resumed epochs would be made under
+  other conditions than the first ones. Runs whose `BITWISE_FIELDS` agree are bit-for-bit identical
+  on CPU; on CUDA, as far as the deterministic kernels reach (`deterministic` says "warn only").
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+RESULTS_VERSION = 2  # CHANGELOG.md says what moved at each bump
+FILE = "provenance.json"
+NUMBER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG")
+REUSE_FIELDS = ("milesbook.results_version", "threads", "device.kind", "data.fingerprint")
+BITWISE_FIELDS = (*REUSE_FIELDS, "torch.version", "torch.git_version", "cuda.version", "cudnn.version",
+                  "device.name", "cpu.capability", "deterministic", "cudnn.deterministic", "cudnn.benchmark",
+                  "cuda.matmul.allow_tf32", "cudnn.allow_tf32", "env")
+
+
+@functools.lru_cache(maxsize=1)
+def source_version() -> dict:
+    """The git commit of the package's checkout and whether `milesbook/` has uncommitted changes
+    (None for both when it was installed from a wheel)."""
+    package = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return {"source.git.commit": None, "source.git.dirty": None}
+        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10)
+        return {"source.git.commit": commit.stdout.strip(), "source.git.dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"source.git.commit": None, "source.git.dirty": None}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _tensor_bytes(x) -> memoryview:
+    """The bytes of a tensor or array without a copy where it is contiguous already."""
+    import numpy as np
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bits
+            x = x.view(torch.int16)
+        x = x.contiguous().numpy()
+    return memoryview(np.ascontiguousarray(x)).cast("B")
+
+
+def data_fingerprint(data) -> str:
+    """A sha256 (16 hex digits) of everything a run of `data` (a `MultimodalDataset`) can read: each
+    split's inputs and labels with their dtypes and shapes, and how they are read. Cheap next to an
+    epoch (digits-av: a few milliseconds; sha256 runs at about 1 GB/s)."""
+    digest = hashlib.sha256()
+    how = {"modalities": list(data.modalities), "num_classes": data.num_classes, "task": data.task,
+           "train_noise_std": data.train_noise_std, "normalize": data.normalize,
+           "encoder_options": data.encoder_options}
+    digest.update(json.dumps(how, sort_keys=True, default=str).encode())
+    for name in sorted(data.splits):
+        split = data.splits[name]
+        for key, x in [*sorted(split.inputs.items()), ("labels", split.labels)]:
+            digest.update(f"|{name}/{key}/{x.dtype}/{tuple(x.shape)}|".encode())
+            digest.update(_tensor_bytes(x))
+    return digest.hexdigest()[:16]
+
+
+def collect(device: torch.device | str, threads: int, data=None) -> dict:
+    """The provenance of a run about to train on `device` with `threads` torch threads over `data`
+    (see the module docstring for the fields)."""
+    from ._version import __version__
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    record = {"milesbook.version": __version__, "milesbook.results_version": RESULTS_VERSION,
+              **source_version(),
+              "python": platform.python_version(), "numpy.version": __import__("numpy").__version__,
+              "torch.version": torch.__version__, "torch.git_version": torch.version.git_version,
+              "cuda.version": torch.version.cuda if cuda else None,
+              "cudnn.version": torch.backends.cudnn.version() if cuda else None,
+              "device.kind": device.type,
+              "device.name": torch.cuda.get_device_name(device) if cuda else _cpu_model(),
+              "cpu.capability": torch.backends.cpu.get_cpu_capability(),
+              "threads": threads,
+              "deterministic": "warn only" if cuda else "on",
+              "cudnn.deterministic": True if cuda else None, "cudnn.benchmark": False if cuda else None,
+              "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32 if cuda else None,
+              "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32 if cuda else None,
+              "env": {name: os.environ.get(name) for name in NUMBER_ENV}}
+    if data is not None:
+        record.update({"data.name": data.name, "data.fingerprint": data_fingerprint(data)})
+    return record
+
+
+@contextlib.contextmanager
+def reproducible(threads: int, device: torch.device | str):
+    """Train under `threads` torch threads with deterministic algorithms (on CUDA also cuDNN's
+    deterministic kernels, no autotuning, and the cuBLAS workspace setting), and put the process's
+    previous settings back afterwards (a notebook keeps its own)."""
+    device = torch.device(device)
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.set_num_threads(threads)
+    # On CUDA some kernels (e.g. adaptive average pooling's backward) have no deterministic version:
+    # they warn instead of stopping the run, and provenance says "warn only".
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[3], before[4]
+
+
+def differences(recorded: dict | None, current: dict, fields=BITWISE_FIELDS) -> list[str]:
+    """"threads (recorded 2, now 1)" for each of `fields` on which the two records disagree; a run
+    made before provenance was recorded differs in all of them."""
+    if recorded is None:
+        return ["no provenance recorded (made before milesbook 0.2)"]
+    return [f"{key} (recorded {_short(recorded.get(key))}, now {_short(current.get(key))})"
+            for key in fields if recorded.get(key) != current.get(key)]
+
+
+def _short(value) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+
+
+def read(folder) -> dict | None:
+    path = Path(folder) / FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def describe(record: dict) -> str:
+    """One line: what a reader needs to know to reproduce a number."""
+    commit = record.get("source.git.commit")
+    source = "" if not commit else f", commit {commit[:10]}{' + local changes' if record.get('source.git.dirty') else ''}"
+    where = record["device.name"] if record["device.kind"] == "cuda" else \
+        f"CPU {record['device.name']} ({record['cpu.capability']})"
+    threads = record["threads"]
+    data = f"; data {record['data.name']} {record['data.fingerprint']}" if record.get("data.fingerprint") else ""
+    return (f"milesbook {record['milesbook.version']} (results v{record['milesbook.results_version']}{source}), "
+            f"torch {record['torch.version']}, {where}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"deterministic {record['deterministic']}{data}")
+
+
+def common(records: list[dict | None]) -> dict | None:
+    """The provenance the runs share when they all agree on `BITWISE_FIELDS` (the first run's record),
+    else None."""
+    if not records or any(r is None for r in records):
+        return None
+    first = records[0]
+    return first if all(not differences(first, r) for r in records[1:]) else None
+
+
+def summarize_many(records: list[dict | None]) -> str:
+    """The provenance line of a report made of several runs: one line when they agree on every
+    bitwise field, else the line of the most common and what the others differ in."""
+    known = [r for r in records if r is not None]
+    lines = []
+    if len(known) < len(records):
+        lines.append(f"{len(records) - len(known)} of {len(records)} runs have no provenance record")
+    if not known:
+        return "; ".join(lines)
+    groups: dict[str, list[dict]] = {}
+    for r in known:
+        groups.setdefault(json.dumps({k: r.get(k) for k in BITWISE_FIELDS}, sort_keys=True), []).append(r)
+    ordered = sorted(groups.values(), key=len, reverse=True)
+    head = f"Made under: {describe(ordered[0][0])}" + (f" ({len(ordered[0])} of {len(records)} runs)"
+                                                         if len(ordered) > 1 or lines else "") + "."
+    for other in ordered[1:]:
+        diff = ", ".join(differences(ordered[0][0], other[0]))
+        lines.append(f"{len(other)} run(s) differ: {diff.replace('recorded', 'main').replace('now', 'these')}")
+    if len(ordered) > 1 or lines:
+        head += " These runs MIX provenance: " + "; ".join(lines) + "."
+    return head

@@ -1,0 +1,235 @@
+"""`milesbook verify PATH`: does a run, or a report, reproduce?
+
+- A **run folder**: retrain its configuration from scratch (a temporary folder, the run's recorded
+  threads) and compare `history.csv`, `test_history.csv` and `summary.json` cell by cell as written —
+  bit for bit — except the wall-clock columns (`seconds`, `train_seconds`) and the provenance block.
+  Under the recorded provenance (`milesbook.provenance.BITWISE_FIELDS`) the two must be identical:
+  exit 0 when they are, 1 with the first differing epoch and column when not. Under another
+  provenance (another CPU instruction set, torch build, …) bitwise equality is not expected: verify
+  names the fields that differ, still reports the comparison, and exits 3 when the runs differ.
+- A **report folder** (`report.json`, written by `compare` and `compare --from-search`): re-run its
+  seeds from the recorded settings and check every cell of every row — bit for bit where the
+  provenance matches, else statistically: the committed mean must lie inside the re-run's interval
+  for the mean (t-interval over the seeds, family-wise 95 % by Bonferroni over the cells checked,
+  never narrower than one test sample) — and every conclusion the report draws from a paired
+  effect ("distinguishable from zero" or not) must come out the same. Exit 0 when all hold, 1 when not.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from . import provenance
+from .errors import UserError
+
+VERIFIED, DIFFERS, INCONCLUSIVE = 0, 1, 3
+WALL_CLOCK = {"seconds", "train_seconds"}
+
+
+def verify(path, epochs: int | None = None, methods: str | None = None, workers: int = 1, out=None) -> int:
+    """Check the run or report at `path` (see the module docstring); prints what it finds and returns
+    the exit status."""
+    from .comparison import REPORT
+    path = Path(path)
+    if (path / REPORT).exists():
+        if epochs is not None:
+            raise UserError("--epochs applies to a run folder; a report is checked on all its epochs")
+        only = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        return verify_report(path, only=only, workers=workers, out=out)
+    if (path / "config.json").exists():
+        if methods is not None:
+            raise UserError("--methods applies to a report folder (report.json); this is one run")
+        return verify_run(path, epochs=epochs, out=out)
+    raise UserError(f"{path} is neither a run folder (config.json) nor a report folder ({REPORT}); give the --out "
+                    "of `milesbook train` or of `milesbook compare`")
+
+
+# -- one run -----------------------------------------------------------------------------------------
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def first_difference(recorded: list[dict], rerun: list[dict], name: str) -> str | None:
+    """"history.csv, epoch 3, column u_audio: recorded 0.0125, re-run 0.0131" for the first cell (in
+    epoch order) where two tables differ as written, or None when they agree (wall-clock columns aside)."""
+    for i, (a, b) in enumerate(zip(recorded, rerun)):
+        for key in dict.fromkeys([*a, *b]):
+            if key not in WALL_CLOCK and a.get(key) != b.get(key):
+                return f"{name}, epoch {a.get('epoch', i + 1)}, column {key}: recorded {a.get(key)}, re-run {b.get(key)}"
+    if len(recorded) != len(rerun):
+        return f"{name}: recorded {len(recorded)} epochs, re-run {len(rerun)}"
+    return None
+
+
+def _summary_difference(recorded: dict, rerun: dict) -> str | None:
+    for key in dict.fromkeys([*recorded, *rerun]):
+        if key not in WALL_CLOCK and key != "provenance" and recorded.get(key) != rerun.get(key):
+            return f"summary.json, {key}: recorded {recorded.get(key)}, re-run {rerun.get(key)}"
+    return None
+
+
+def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress: bool = True) -> int:
+    """Retrain the run in `run` (its first `epochs` epochs, default all) and compare; returns the exit
+    status (0 identical, 1 different under the recorded provenance, 3 different under another)."""
+    from .config import TrainConfig
+    from .datasets import load_dataset
+    from .train import resolve_device, train
+    run = Path(run)
+    recorded = provenance.read(run)
+    if recorded is None:
+        raise UserError(f"{run} has no {provenance.FILE} (made before milesbook 0.2 recorded provenance): there is "
+                        "nothing to check it against; retrain it with `milesbook train`")
+    history = _rows(run / "history.csv") if (run / "history.csv").exists() else []
+    if not history:
+        raise UserError(f"{run} has no finished epoch (history.csv); nothing to verify")
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    if epochs is not None:
+        if not 1 <= epochs <= len(history):
+            raise UserError(f"--epochs must be between 1 and the run's {len(history)} epochs, got {epochs}")
+        config = replace(config, epochs=epochs)
+    checked = min(config.epochs, len(history))
+    data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+    current = provenance.collect(resolve_device(config.device), config.threads, data)
+    differ = provenance.differences(recorded, current)
+    if recorded.get("data.fingerprint") != current.get("data.fingerprint"):
+        print(f"note: the data differs from what the run saw (fingerprint {recorded.get('data.fingerprint')}, "
+              f"now {current['data.fingerprint']}): re-prepared or edited since")
+    if differ:
+        print("note: this machine's provenance differs from the run's — " + "; ".join(differ)
+              + " — so bitwise equality is not expected; comparing all the same")
+    place = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="milesbook-verify-"))
+    try:
+        rerun_dir = place / "rerun"
+        if rerun_dir.exists():
+            raise UserError(f"{rerun_dir} exists already; give another --out")
+        print(f"retraining {run} ({config.method}, seed {config.seed}, {checked} epoch(s), {config.threads} thread(s)) "
+              f"in {rerun_dir}")
+        train(config, rerun_dir, dataset=data, progress=progress)
+        found = first_difference(history[:checked], _rows(rerun_dir / "history.csv")[:checked], "history.csv")
+        files = ["history.csv"]
+        if found is None and (run / "test_history.csv").exists():
+            found = first_difference(_rows(run / "test_history.csv")[:checked],
+                                     _rows(rerun_dir / "test_history.csv")[:checked], "test_history.csv")
+            files.append("test_history.csv")
+        if found is None and checked == len(history) and (run / "summary.json").exists():
+            found = _summary_difference(json.loads((run / "summary.json").read_text()),
+                                        json.loads((rerun_dir / "summary.json").read_text()))
+            files.append("summary.json")
+    finally:
+        if out is None:
+            shutil.rmtree(place, ignore_errors=True)
+    if found is None:
+        print(f"verified: {checked} epochs identical ({', '.join(files)}; wall-clock columns aside)")
+        return VERIFIED
+    if differ:
+        print(f"not identical, as expected under another provenance: first difference in {found}")
+        return INCONCLUSIVE
+    print(f"NOT REPRODUCED under the same provenance: first difference in {found}")
+    return DIFFERS
+
+
+# -- a report ----------------------------------------------------------------------------------------
+
+def interval(values: list[float], level: float, resolution: float) -> tuple[float, float]:
+    """The t-interval for the mean of `values` at confidence `level`, at least ±`resolution` wide."""
+    from scipy.stats import t
+    mean = statistics.fmean(values)
+    half = 0.0 if len(values) < 2 else \
+        t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    half = max(half, resolution)
+    return mean - half, mean + half
+
+
+def compare_records(committed: dict, rerun: dict, only=None) -> dict:
+    """Cell by cell and conclusion by conclusion, a committed `report.json` against its re-run: returns
+    {"identical", "cells": [(fusion, method, column, committed mean, low, high, inside)], "conclusions":
+    [(fusion, name, committed verdict, re-run verdict)], "consistent"}."""
+    cells, identical = [], True
+    for fusion, result in committed["fusion_results"].items():
+        again = rerun["fusion_results"][fusion]["methods"]
+        for method, entry in result["methods"].items():
+            if only and not method.startswith("unimodal-") and method not in only:
+                continue
+            for column, values in entry["values"].items():
+                new = again[method]["values"][column]
+                identical &= values == new
+                cells.append((fusion, method, column, statistics.fmean(values), new))
+    level = 1 - 0.05 / max(len(cells), 1)
+    resolution = 1 / committed.get("test_size", math.inf)
+    checked = []
+    for fusion, method, column, mean, new in cells:
+        low, high = interval(new, level, resolution)
+        checked.append((fusion, method, column, mean, low, high, low - 1e-12 <= mean <= high + 1e-12))
+    conclusions = []
+    for fusion, result in committed["fusion_results"].items():
+        for name, effect in result.get("effects", {}).items():
+            again = rerun["fusion_results"][fusion]["effects"].get(name)
+            if again is None and only:
+                continue  # an effect of rows that were not re-run
+            conclusions.append((fusion, name, effect["verdict"], again["verdict"] if again else "missing"))
+    consistent = all(c[-1] for c in checked) and all(a == b for _, _, a, b in conclusions)
+    return {"identical": identical, "cells": checked, "conclusions": conclusions, "consistent": consistent,
+            "level": level}
+
+
+def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool = True) -> int:
+    """Re-run the seeds of the report in `folder` and compare (module docstring); returns the exit status."""
+    from .comparison import REPORT, compare
+    from .config import TrainConfig
+    from .tuned import compare_tuned
+    folder = Path(folder)
+    committed = json.loads((folder / REPORT).read_text())
+    place = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="milesbook-verify-"))
+    try:
+        if committed["kind"] == "compare":
+            base = TrainConfig.from_dict(committed["base"])
+            methods = [m for m in committed["methods"] if not only or m in only]
+            missing = sorted(set(only or ()) - set(committed["methods"]))
+            if missing:
+                raise UserError(f"--methods {', '.join(missing)}: not in this report ({', '.join(committed['methods'])})")
+            print(f"re-running {committed['dataset']}: {', '.join(methods)} and the unimodal references, "
+                  f"{committed['seeds']} seed(s), in {place}")
+            compare(committed["dataset"], methods, committed["fusions"], committed["seeds"], place, base,
+                    progress=progress, workers=workers)
+        else:
+            search_dir = (folder / committed["search_dir"]).resolve()
+            print(f"re-running the tuned comparison of {search_dir}, {committed['seeds']} seed(s), in {place}")
+            compare_tuned(search_dir, committed["seeds"], place, workers=workers, progress=progress, only=only)
+        rerun = json.loads((place / REPORT).read_text())
+    finally:
+        if out is None:
+            shutil.rmtree(place, ignore_errors=True)
+    result = compare_records(committed, rerun, only)
+    mine, theirs = rerun.get("provenance"), committed.get("provenance")
+    same = mine is not None and theirs is not None and not provenance.differences(theirs, mine)
+    print(f"committed: {committed.get('made_under', 'no provenance recorded').removeprefix('Made under: ')}")
+    print(f"re-run:    {rerun.get('made_under', '').removeprefix('Made under: ')}")
+    for fusion, method, column, mean, low, high, inside in result["cells"]:
+        print(f"  {fusion:6s} {method:16s} {column:14s} committed {100 * mean:6.2f}  re-run interval "
+              f"{100 * max(low, 0):6.2f} to {100 * min(high, 1):6.2f}  {'ok' if inside else 'OUTSIDE'}")
+    for fusion, name, before, after in result["conclusions"]:
+        print(f"  {fusion:6s} {name}: committed '{before}', re-run '{after}' — "
+              f"{'holds' if before == after else 'DOES NOT HOLD'}")
+    cells = len(result["cells"])
+    if result["identical"]:
+        print(f"verified: {cells} cells identical, bit for bit")
+        return VERIFIED
+    if same:
+        print(f"NOT REPRODUCED: the re-run was made under the same provenance but {cells} cells are not all identical")
+        return DIFFERS
+    outside = sum(not c[-1] for c in result["cells"])
+    broken = sum(a != b for _, _, a, b in result["conclusions"])
+    if result["consistent"]:
+        print(f"consistent: under another provenance (bitwise equality not expected), every committed mean lies "
+              f"inside the re-run's interval (family-wise 95 %, {cells} cells) and every conclusion holds")
+        return VERIFIED
+    print(f"NOT CONSISTENT: {outside} of {cells} cells outside the re-run's interval, {broken} conclusion(s) changed")
+    return DIFFERS

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from milesbook import book, notebooks
+from milesbook import book, notebooks, provenance
 from milesbook.errors import UserError
 from milesbook.notebooks import NOTEBOOKS
 
@@ -116,6 +116,9 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
         Path(out).mkdir(parents=True, exist_ok=True)
         write_notebook(Path(out), NOTEBOOKS.index(names[0]) + 1)
         notebooks.record(checkout / "notebooks" / parameters["OUT_DIR"], names[0][:2], {"accuracy": 0.5})
+        run = checkout / "notebooks" / parameters["OUT_DIR"] / "runs" / names[0]  # a run the chapter trained
+        run.mkdir(parents=True, exist_ok=True)
+        (run / provenance.FILE).write_text(json.dumps(provenance.collect("cpu", 1)))
         return [Path(out) / f"{names[0]}.ipynb"]
 
     monkeypatch.setattr(notebooks, "notebooks_dir", lambda: checkout / "notebooks")
@@ -132,8 +135,11 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
     assert (source / "figures" / f"{NOTEBOOKS[0]}-1-0.png").is_file()
     work = str(source.resolve() / "work") if quick else "../runs/notebooks"
     assert calls == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
-    copied = sorted(p.name for p in (source / "records").iterdir())
+    copied = sorted(p.name for p in (source / "records").iterdir() if p.suffix == ".json")
     assert copied == sorted(f"record-{name[:2]}.json" for name in NOTEBOOKS)
+    # what the book's numbers were made under: one line for the runs of every chapter
+    made = (source / "records" / book.PROVENANCE).read_text()
+    assert made.startswith("Made under: milesbook ") and ", 1 thread, deterministic on." in made
     assert json.loads((source / "records" / copied[0]).read_text()) == {"accuracy": 0.5}
     assert not (tmp_path / ".source-executing").exists()
 

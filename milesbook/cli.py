@@ -316,9 +316,6 @@ def _search(args) -> int:
             return 130
         storage = args.storage and search.shown_url(args.storage) or f"{out}/{search.JOURNAL}"
         print(search.format_status(result, storage))
-        made_under = search.trials_provenance(out)
-        if made_under:
-            print(made_under)
         written = [name for name in ("trials.csv", "best.json", "history.png", "params.png") if (out / name).exists()]
         print(f"files in {out}: {', '.join(written)}; each trial's run folder in {out}/trials/\n")
     return 0

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from ..config import TrainConfig
 from ..errors import UserError, check_choice
 from .draws import GRACE_S, HEARTBEAT_S, is_lost, tally
-from .report import (chosen_trial, format_status, save_plots, study_status, trial_rows, trials_provenance,
+from .report import (chosen_trial, format_status, save_plots, study_status, trial_rows,
                      write_best, write_trials_csv)
 from .sampler import PRUNERS, SAMPLERS, DrawSampler, make_pruner, make_sampler, stable_hash
 from .space import LR_RANGE, describe_range, read_space_file, search_space, trial_config
@@ -41,7 +41,7 @@ from .worker import run_worker, spawned_worker
 __all__ = ["GRACE_S", "HEARTBEAT_S", "JOURNAL", "LR_RANGE", "PRUNERS", "SAMPLERS", "DrawSampler", "Job",
            "chosen_trial", "default_study_name", "folder_name", "describe_range", "format_status", "is_lost", "make_pruner",
            "make_sampler", "prepare", "read_space_file", "run_worker", "search", "search_space", "shown_url",
-           "stable_hash", "status", "study_status", "tally", "trial_config", "trial_rows", "trials_provenance",
+           "stable_hash", "status", "study_status", "tally", "trial_config", "trial_rows",
            "write_trials_csv"]
 
 

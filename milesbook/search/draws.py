@@ -30,6 +30,7 @@ GRACE_S = 300.0     # a trial of another machine whose stamp is older than this 
 
 # Trial attributes. User attrs show in optuna-dashboard; system attrs are the workers' bookkeeping.
 DRAW, RETRY_OF, NOTE, FOLDER = "draw", "retry_of", "note", "run_folder"
+PROVENANCE = "provenance"  # the trial run's provenance record (`milesbook.provenance`), kept in the storage
 WORKER, BEAT = "milesbook_worker", "milesbook_heartbeat"
 
 

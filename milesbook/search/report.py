@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from ..methods import SearchRange
 from .. import provenance
 from ..runs import atomic_write, write_json
-from .draws import FOLDER, NOTE, RETRY_OF, draw_numbers, draw_of, tally
+from .draws import FOLDER, NOTE, PROVENANCE, RETRY_OF, draw_numbers, draw_of, tally
 from .space import describe_range, trial_config
 from .study import Job, shown_url
 
@@ -86,7 +86,8 @@ def study_status(study) -> dict:
             "tolerance": tolerance, "tied": tied,
             "space": {n: (SearchRange(**{**r, "choices": tuple(r["choices"])}), sources.get(n, ""))
                       for n, r in definition.get("space", {}).items()},
-            "chosen": best, "top": complete[:5]}
+            "chosen": best, "top": complete[:5],
+            "made_under": provenance.summarize_many([t.user_attrs.get(PROVENANCE) for t in complete]) if complete else ""}
 
 
 def format_status(status: dict, storage: str) -> str:
@@ -118,6 +119,8 @@ def format_status(status: dict, storage: str) -> str:
                           if k.startswith("val_") and k != "val_loss_fusion")
         lines.append(f"    trial {t.number:3d}: {t.value:.4f} (loss {t.user_attrs.get('val_loss_fusion', math.nan):.4f}; "
                      f"{modal}) {', '.join(f'{k}={_short(v)}' for k, v in t.params.items())}")
+    if status.get("made_under"):
+        lines.append(f"  {status['made_under']}")
     return "\n".join(lines)
 
 
@@ -152,12 +155,6 @@ def save_plots(study, out) -> list[Path]:
     return saved
 
 
-def trials_provenance(out) -> str:
-    """The provenance line (`milesbook.provenance.summarize_many`) of the trials in DIR/trials/."""
-    folders = sorted(p for p in (Path(out) / "trials").glob("*") if (p / "config.json").exists())
-    return provenance.summarize_many([provenance.read(p) for p in folders]) if folders else ""
-
-
 def write_best(study, out, job: Job) -> dict | None:
     """DIR/best.json: the chosen trial's parameters and full config, for training it again on seeds."""
     best = chosen_trial(study)
@@ -173,6 +170,6 @@ def write_best(study, out, job: Job) -> dict | None:
               "rule": f"among complete trials within {config.selection_tolerance} of the best validation fusion value, "
                       "the lowest validation fusion loss, then the earlier draw",
               "config": config.to_dict(),
-              "provenance": provenance.read(Path(out) / best.user_attrs[FOLDER]) if best.user_attrs.get(FOLDER) else None}
+              "provenance": best.user_attrs.get(PROVENANCE)}
     write_json(Path(out) / "best.json", record)
     return record

@@ -12,7 +12,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ..errors import NonFiniteLossError, UserError
-from .draws import DRAW, FOLDER, NOTE, RETRY_OF, Heartbeat, draw_numbers, give_back, recover, tally, verdict
+from .draws import DRAW, FOLDER, NOTE, PROVENANCE, RETRY_OF, Heartbeat, draw_numbers, give_back, recover, tally, verdict
 from .report import write_trials_csv
 from .space import suggest, trial_config
 from .study import Job
@@ -95,6 +95,7 @@ def run_trial(study, trial, job: Job, data, beat: Heartbeat) -> None:
     for key in ("best_epoch", "best_val_loss_fusion", *[f"best_val_{metric}_{m}" for m in summary["modalities"]]):
         trial.set_user_attr(key.removeprefix("best_") if key != "best_epoch" else key, summary[key])
     trial.set_user_attr("seconds", round(summary["train_seconds"], 2))
+    trial.set_user_attr(PROVENANCE, summary["provenance"])  # in the storage: it travels with the study
     try:
         study.tell(trial, summary[f"best_val_{metric}_fusion"])
     except UpdateFinishedTrialError:

@@ -358,3 +358,17 @@ def test_a_folder_with_another_study_is_refused_and_kept(tmp_path, capsys):
         assert named in err and str(out) in err
     assert {name: (out / name).read_bytes() for name in kept} == kept
     assert sorted(p.name for p in (out / "trials").iterdir()) == ["0"] and not (tmp_path / "x.db").exists()
+
+
+def test_the_search_keeps_each_trials_provenance_in_its_storage(reference):
+    import shutil
+    from milesbook import provenance
+    best = json.loads((reference / "best.json").read_text())
+    assert best["provenance"]["threads"] == 1
+    assert best["provenance"]["milesbook.results_version"] == provenance.RESULTS_VERSION
+    # the storage carries it: the status report still says it without the trial folders
+    copy = reference.parent / "without-trials"
+    shutil.copytree(reference, copy, ignore=shutil.ignore_patterns("trials"))
+    storage, studies = search.status(copy)
+    text = search.format_status(studies[0], storage)
+    assert "Made under: milesbook" in text and ", 1 thread, deterministic on; data toy " in text

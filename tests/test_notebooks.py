@@ -91,6 +91,7 @@ def test_03_miles_grid_and_slider_settings(executed):
     at_half = [slowed[f"{t},0.5"] for t in taus]
     assert at_half[0] > at_half[1] > at_half[2] >= 1, at_half
     assert record["distinct_runs"] == 4  # three τ at μ = 0.5, and one run for all of μ = 1
+    assert record["same_run_same_numbers"] is True  # the three μ = 1 settings report one run's numbers
     default = record["default"]
     assert (default["tau"], default["mu"]) == (0.5, 0.5)
     assert all(_probability(default[k]) for k in ("audio", "image", "fusion"))

@@ -16,6 +16,13 @@ from .errors import UserError, check_choice
 from .methods import all_hyperparameters, check_method_options, hyperparameters_of
 
 
+def _threads_from_environment():
+    """$MILESBOOK_THREADS as an int, else 1; a value that is no integer stays as it is, and `check`
+    says so in one line."""
+    text = os.environ.get("MILESBOOK_THREADS", "1")
+    return int(text) if text.strip().isdigit() else text
+
+
 @dataclass(eq=False)
 class TrainConfig:
     dataset: str = "digits-av"
@@ -33,7 +40,7 @@ class TrainConfig:
     # torch threads while training. Thread count changes floating-point sums, so it is a setting of the
     # run (in its cache key and provenance), never the machine's core count: 1 unless set, or
     # $MILESBOOK_THREADS (what `milesbook notebooks --threads` hands the notebooks).
-    threads: int = field(default_factory=lambda: int(os.environ.get("MILESBOOK_THREADS", "1")))
+    threads: int = field(default_factory=lambda: _threads_from_environment())
     utilization_split: str = "val"   # "val" (the paper's default) or "train" (Table VI ablation)
     probes: bool = True              # train detached linear probes on methods that train no heads
     eval_batch_size: int = 1000
@@ -70,7 +77,7 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 2:
             raise UserError(f"--epochs must be ≥ 1 and --batch-size ≥ 2, got {self.epochs}, {self.batch_size}")
         if not (isinstance(self.threads, int) and self.threads >= 1):
-            raise UserError(f"--threads must be an integer ≥ 1, got {self.threads!r}")
+            raise UserError(f"--threads (or $MILESBOOK_THREADS) must be an integer ≥ 1, got {self.threads!r}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         unknown = sorted(set(self.method_options) - set(all_hyperparameters()))

@@ -58,7 +58,10 @@ def source_version() -> dict:
     try:
         commit = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10)
-        if commit.returncode != 0:
+        # the package's own checkout, not some project that happens to hold an installed copy
+        tracked = subprocess.run(["git", "-C", str(package), "ls-files", "--error-unmatch", "provenance.py"],
+                                 capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0 or tracked.returncode != 0:
             return {"source.git.commit": None, "source.git.dirty": None}
         dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
                                capture_output=True, text=True, timeout=10)
@@ -135,8 +138,8 @@ def collect(device: torch.device | str, threads: int, data=None) -> dict:
 @contextlib.contextmanager
 def reproducible(threads: int, device: torch.device | str):
     """Train under `threads` torch threads with deterministic algorithms (on CUDA also cuDNN's
-    deterministic kernels, no autotuning, and the cuBLAS workspace setting), and put the process's
-    previous settings back afterwards (a notebook keeps its own)."""
+    deterministic kernels and no autotuning; `train.resolve_device` sets cuBLAS's workspace before CUDA
+    starts), and put the process's previous settings back afterwards (a notebook keeps its own)."""
     device = torch.device(device)
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -146,7 +149,6 @@ def reproducible(threads: int, device: torch.device | str):
     # they warn instead of stopping the run, and provenance says "warn only".
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
@@ -156,12 +158,13 @@ def reproducible(threads: int, device: torch.device | str):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[3], before[4]
 
 
-def differences(recorded: dict | None, current: dict, fields=BITWISE_FIELDS) -> list[str]:
+def differences(recorded: dict | None, current: dict, fields=BITWISE_FIELDS,
+                labels=("recorded", "now")) -> list[str]:
     """"threads (recorded 2, now 1)" for each of `fields` on which the two records disagree; a run
     made before provenance was recorded differs in all of them."""
     if recorded is None:
         return ["no provenance recorded (made before milesbook 0.2)"]
-    return [f"{key} (recorded {_short(recorded.get(key))}, now {_short(current.get(key))})"
+    return [f"{key} ({labels[0]} {_short(recorded.get(key))}, {labels[1]} {_short(current.get(key))})"
             for key in fields if recorded.get(key) != current.get(key)]
 
 
@@ -212,8 +215,8 @@ def summarize_many(records: list[dict | None]) -> str:
     head = f"Made under: {describe(ordered[0][0])}" + (f" ({len(ordered[0])} of {len(records)} runs)"
                                                          if len(ordered) > 1 or lines else "") + "."
     for other in ordered[1:]:
-        diff = ", ".join(differences(ordered[0][0], other[0]))
-        lines.append(f"{len(other)} run(s) differ: {diff.replace('recorded', 'main').replace('now', 'these')}")
+        diff = ", ".join(differences(ordered[0][0], other[0], labels=("most", "these")))
+        lines.append(f"{len(other)} run(s) differ: {diff}")
     if len(ordered) > 1 or lines:
         head += " These runs MIX provenance: " + "; ".join(lines) + "."
     return head

@@ -116,6 +116,35 @@ def _config_difference(saved: dict, mine: dict, ignore=()) -> list[str]:
     return sorted(k for k in mine.keys() | saved.keys() if k not in ignore and saved.get(k) != mine.get(k))
 
 
+def _epochs_done(folder: Path) -> int:
+    """How many epochs the run in `folder` has finished (its history.csv rows)."""
+    path = Path(folder) / "history.csv"
+    if not path.exists():
+        return 0
+    with open(path) as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+def why_not_continued(folder, config: dict, current: dict) -> str | None:
+    """Why the run in `folder` cannot be continued as a run of `config` under the provenance `current`
+    (None when it can): another configuration (the epochs may only grow), or other conditions
+    (`BITWISE_FIELDS`: resuming would make its later epochs under other conditions than the first)."""
+    folder = Path(folder)
+    saved = folder / "config.json"
+    if not saved.exists():
+        return "it holds a checkpoint without config.json" if (folder / CHECKPOINT).exists() else None
+    keys = _config_difference(json.loads(saved.read_text()), config, ignore=("epochs",))
+    if keys:
+        return f"its configuration differs ({', '.join(keys)})"
+    done = _epochs_done(folder)
+    if done > config["epochs"]:
+        return f"it has {done} epochs, more than the {config['epochs']} asked for"
+    differ = provenance.differences(provenance.read(folder), current)
+    if differ:
+        return "made under other conditions (it cannot be continued): " + ", ".join(differ)
+    return None
+
+
 def reusable(folder, config: dict, current: dict) -> tuple[dict | None, str | None]:
     """What `folder` offers a run of `config` (a `to_dict()`) under the provenance `current`
     (`milesbook.provenance.collect`): (its summary, None) when it holds that run finished under the
@@ -123,21 +152,13 @@ def reusable(folder, config: dict, current: dict) -> tuple[dict | None, str | No
     epochs) under the same `BITWISE_FIELDS`, which training continues; else (None, why it cannot be used)."""
     folder = Path(folder)
     saved = folder / "config.json"
-    if not saved.exists():
-        return (None, None) if not (folder / CHECKPOINT).exists() else (None, "it holds a checkpoint without config.json")
-    old, recorded = json.loads(saved.read_text()), provenance.read(folder)
-    if (folder / "summary.json").exists() and not _config_difference(old, config):
-        differ = provenance.differences(recorded, current, provenance.REUSE_FIELDS)
+    if (folder / "summary.json").exists() and saved.exists() and \
+            not _config_difference(json.loads(saved.read_text()), config):
+        differ = provenance.differences(provenance.read(folder), current, provenance.REUSE_FIELDS)
         if not differ:
             return json.loads((folder / "summary.json").read_text()), None
         return None, "made under other conditions: " + ", ".join(differ)
-    keys = _config_difference(old, config, ignore=("epochs",))
-    if keys:
-        return None, f"its configuration differs ({', '.join(keys)})"
-    differ = provenance.differences(recorded, current)
-    if differ:
-        return None, "made under other conditions (it cannot be continued): " + ", ".join(differ)
-    return None, None
+    return None, why_not_continued(folder, config, current)
 
 
 def move_aside(folder) -> Path:
@@ -151,6 +172,30 @@ def move_aside(folder) -> Path:
     return aside
 
 
+def load_checkpoint(path: Path, device="cpu"):
+    """A checkpoint or weights file of ours, read with `weights_only=True`: tensors, state dicts and
+    plain Python values only, so a run folder someone passed around cannot run code when it is read.
+    Anything else is one line (a UserError) naming the file; nothing of it is run."""
+    import pickle
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        what = str(error).split("\n")[0][:160]
+        raise UserError(f"{path} holds more than tensors and plain values ({what}): refused, nothing of it was "
+                        "run — a crafted or foreign file? Delete it, or train into another --out") from None
+    except (EOFError, RuntimeError, OSError) as error:
+        raise UserError(f"{path} cannot be read ({type(error).__name__}: {str(error)[:120]}); delete it, or train "
+                        "into another --out") from None
+
+
+def check_resumable(folder, config: dict, current: dict) -> None:
+    """Raise a one-line UserError when the run in `folder` cannot be continued (`why_not_continued`)."""
+    why = why_not_continued(folder, config, current)
+    if why is not None:
+        raise UserError(f"{folder} cannot be resumed: {why}; resume it with the flags (e.g. --threads) and on the "
+                        "machine it was made with, or train into another --out")
+
+
 def start(folder: Path, config: dict, resume: bool, device, current: dict) -> dict | None:
     """Open `folder` for a run of `config` under the provenance `current` and write its config.json
     and provenance.json. A fresh run refuses a folder that already holds one; `resume` returns the
@@ -162,17 +207,11 @@ def start(folder: Path, config: dict, resume: bool, device, current: dict) -> di
     if not resume and path.exists():
         raise UserError(f"{folder} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and path.exists():
-        # weights_only: a copied run folder must not be able to run code (the checkpoint holds
-        # tensors, state dicts and plain Python values only).
-        state = torch.load(path, map_location=device, weights_only=True)
-        diff = _config_difference(state["config"], config, ignore=("epochs",))
-        if diff:
-            raise UserError(f"{folder} holds a run with a different configuration ({', '.join(diff)}); "
-                            "resume it with the same flags or choose another --out")
-        differ = provenance.differences(provenance.read(folder), current)
-        if differ:
-            raise UserError(f"{folder} was made under other conditions: {'; '.join(differ)}; resuming would mix "
-                            "them — continue it where it was made (e.g. with its --threads), or train into another --out")
+        check_resumable(folder, config, current)
+        state = load_checkpoint(path, device)
+        # A finished run continued for more epochs: its summary describes fewer epochs than the run will
+        # have, and must not be taken for the new run's if this one is killed before it finishes.
+        (folder / "summary.json").unlink(missing_ok=True)
     else:
         write_json(folder / provenance.FILE, current)
     write_json(folder / "config.json", config)
@@ -215,7 +254,7 @@ def reopen_selected(folder: Path) -> None:
     any other (pruned if the new epochs put it out of reach)."""
     path = Path(folder) / SELECTED
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_checkpoint(path)
         save_candidate(folder, saved["epoch"], saved["model"])
         path.unlink()
 
@@ -229,7 +268,7 @@ def _keep_selected(folder: Path, best: int) -> None:
         return
     chosen = place / f"epoch{best}.pt"
     if chosen.exists():
-        weights = torch.load(chosen, map_location="cpu", weights_only=True)
+        weights = load_checkpoint(chosen)
         atomic_write(Path(folder) / SELECTED, lambda p: torch.save({"epoch": best, "model": weights}, p))
     for path in place.glob("*"):
         path.unlink(missing_ok=True)
@@ -242,7 +281,7 @@ def selected_weights(folder, device="cpu") -> dict:
     if not path.exists():
         raise UserError(f"{folder} has no {SELECTED} (its selected epoch's weights were not kept: a run from "
                         "before milesbook kept them, or one extended after finishing); train it into an empty folder")
-    return torch.load(path, map_location=device, weights_only=True)["model"]
+    return load_checkpoint(path, device)["model"]
 
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,

@@ -5,6 +5,7 @@ how it resumes and which epoch it reports) in `milesbook.runs`.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,11 @@ from .models import build_model
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
+    if name == "cuda":  # cuBLAS's deterministic workspace: read when CUDA starts, so before any CUDA work
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return torch.device(name)
 
 
@@ -35,7 +38,7 @@ class Trainer:
     """Holds one run's data, model, optimizer and method; `fit` trains to `config.epochs`."""
 
     def __init__(self, config: TrainConfig, out: Path, dataset: MultimodalDataset | None = None,
-                 progress: bool = True):
+                 progress: bool = True, conditions: dict | None = None):
         self.config = config.check()
         self.out = Path(out)
         self.device = resolve_device(config.device)
@@ -49,8 +52,9 @@ class Trainer:
         # Which logits stand for "modality m" in history/summary columns without a suffix.
         self.source = "head" if self.method.modality_source == "heads" else "part"
         self._check_data()
-        # Everything that can change the numbers besides the config (`milesbook.provenance`).
-        self.provenance = provenance.collect(self.device, config.threads, self.data)
+        # Everything that can change the numbers besides the config (`milesbook.provenance`); `conditions`
+        # when the caller has just collected it for this data.
+        self.provenance = conditions or provenance.collect(self.device, config.threads, self.data)
 
         torch.manual_seed(config.seed)
         shapes = {m: self.data.shapes[m] for m in self.modalities}
@@ -349,10 +353,19 @@ def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None 
     if why is not None:
         aside = runs.move_aside(folder)
         tqdm.write(f"milesbook: retraining {folder}: {why}; the earlier run is kept in {aside}", file=sys.stderr)
-    return train(config, folder, resume=(folder / runs.CHECKPOINT).exists(), dataset=data, progress=progress)
+    return _train(config, folder, (folder / runs.CHECKPOINT).exists(), data, progress, None, current)
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,
           progress: bool = True, on_epoch_end=None) -> dict:
     """Train one run into the folder `out` and return its summary (see the module docstring)."""
-    return Trainer(config, Path(out), dataset, progress).fit(resume=resume, on_epoch_end=on_epoch_end)
+    data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+    current = provenance.collect(resolve_device(config.device), config.threads, data)
+    return _train(config, Path(out), resume, data, progress, on_epoch_end, current)
+
+
+def _train(config, out: Path, resume: bool, data, progress, on_epoch_end, current: dict) -> dict:
+    if resume and (out / runs.CHECKPOINT).exists():
+        # Refused before anything is built or trained (a method's reference runs included).
+        runs.check_resumable(out, config.to_dict(), current)
+    return Trainer(config, out, data, progress, current).fit(resume=resume, on_epoch_end=on_epoch_end)

@@ -98,7 +98,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     """Retrain each search's chosen configuration in `search_dir` over `seeds` fresh seeds (and once
     with the search's seed, reading test: the paper-style number), write `results.md` and
     `results.csv` in `out` (default `search_dir/compare`) and return {fusion: report}. `device`
-    overrides where the runs train (it does not change their results' cache key); `only` (method
+    overrides where the runs train (a run made on another device kind is not reused); `only` (method
     names) keeps those searches' rows and the unimodal references (what `verify --methods` re-runs)."""
     from .datasets import load_dataset
     if seeds < 1:

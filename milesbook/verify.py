@@ -90,18 +90,24 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     history = _rows(run / "history.csv") if (run / "history.csv").exists() else []
     if not history:
         raise UserError(f"{run} has no finished epoch (history.csv); nothing to verify")
-    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    if epochs is not None:
-        if not 1 <= epochs <= len(history):
-            raise UserError(f"--epochs must be between 1 and the run's {len(history)} epochs, got {epochs}")
-        config = replace(config, epochs=epochs)
-    checked = min(config.epochs, len(history))
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
+    if summary is not None and summary.get("epochs") != len(history):
+        print(f"NOT REPRODUCED: history.csv has {len(history)} epochs but summary.json says {summary.get('epochs')}: "
+              "the files do not describe one run")
+        return DIFFERS
+    # The recorded device kind, never "auto": a CPU run verified on a GPU machine would prove nothing.
+    config = replace(TrainConfig.from_dict(json.loads((run / "config.json").read_text())),
+                     device=recorded["device.kind"])
+    if epochs is not None and not 1 <= epochs <= len(history):
+        raise UserError(f"--epochs must be between 1 and the run's {len(history)} epochs, got {epochs}")
+    checked = epochs or len(history)
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     current = provenance.collect(resolve_device(config.device), config.threads, data)
     differ = provenance.differences(recorded, current)
-    if recorded.get("data.fingerprint") != current.get("data.fingerprint"):
+    data_changed = recorded.get("data.fingerprint") != current.get("data.fingerprint")
+    if data_changed:
         print(f"note: the data differs from what the run saw (fingerprint {recorded.get('data.fingerprint')}, "
-              f"now {current['data.fingerprint']}): re-prepared or edited since")
+              f"now {current['data.fingerprint']}): re-prepared or edited since, so the run cannot be re-made here")
     if differ:
         print("note: this machine's provenance differs from the run's — " + "; ".join(differ)
               + " — so bitwise equality is not expected; comparing all the same")
@@ -110,18 +116,25 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
         rerun_dir = place / "rerun"
         if rerun_dir.exists():
             raise UserError(f"{rerun_dir} exists already; give another --out")
-        print(f"retraining {run} ({config.method}, seed {config.seed}, {checked} epoch(s), {config.threads} thread(s)) "
-              f"in {rerun_dir}")
-        train(config, rerun_dir, dataset=data, progress=progress)
+        print(f"retraining {run} ({config.method}, seed {config.seed}, {checked} epoch(s), {config.threads} thread(s), "
+              f"{config.device}) in {rerun_dir}")
+
+        def enough(row: dict) -> None:  # the config's own epochs (a method's reference runs use them), cut short
+            if int(row["epoch"]) >= checked:
+                raise _Enough
+        try:
+            train(config, rerun_dir, dataset=data, progress=progress,
+                  on_epoch_end=enough if checked < len(history) else None)
+        except _Enough:
+            pass
         found = first_difference(history[:checked], _rows(rerun_dir / "history.csv")[:checked], "history.csv")
         files = ["history.csv"]
         if found is None and (run / "test_history.csv").exists():
             found = first_difference(_rows(run / "test_history.csv")[:checked],
                                      _rows(rerun_dir / "test_history.csv")[:checked], "test_history.csv")
             files.append("test_history.csv")
-        if found is None and checked == len(history) and (run / "summary.json").exists():
-            found = _summary_difference(json.loads((run / "summary.json").read_text()),
-                                        json.loads((rerun_dir / "summary.json").read_text()))
+        if found is None and checked == len(history) and summary is not None:
+            found = _summary_difference(summary, json.loads((rerun_dir / "summary.json").read_text()))
             files.append("summary.json")
     finally:
         if out is None:
@@ -129,11 +142,18 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     if found is None:
         print(f"verified: {checked} epochs identical ({', '.join(files)}; wall-clock columns aside)")
         return VERIFIED
+    if data_changed:
+        print(f"not identical, as expected with other data: first difference in {found}")
+        return INCONCLUSIVE
     if differ:
         print(f"not identical, as expected under another provenance: first difference in {found}")
         return INCONCLUSIVE
     print(f"NOT REPRODUCED under the same provenance: first difference in {found}")
     return DIFFERS
+
+
+class _Enough(Exception):
+    """Raised after the epochs `verify --epochs K` checks: the rest is not needed."""
 
 
 # -- a report ----------------------------------------------------------------------------------------
@@ -175,7 +195,10 @@ def compare_records(committed: dict, rerun: dict, only=None) -> dict:
             if again is None and only:
                 continue  # an effect of rows that were not re-run
             conclusions.append((fusion, name, effect["verdict"], again["verdict"] if again else "missing"))
-    consistent = all(c[-1] for c in checked) and all(a == b for _, _, a, b in conclusions)
+            identical &= again is not None and effect["difference"] == again["difference"]
+    holds = all(a == b for _, _, a, b in conclusions)
+    consistent = all(c[-1] for c in checked) and holds
+    identical &= holds
     return {"identical": identical, "cells": checked, "conclusions": conclusions, "consistent": consistent,
             "level": level}
 
@@ -187,6 +210,9 @@ def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool 
     from .tuned import compare_tuned
     folder = Path(folder)
     committed = json.loads((folder / REPORT).read_text())
+    if out is not None and Path(out).resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"--out {out} lies inside the report folder {folder}: its runs would be reused, not re-run, "
+                        "and its files overwritten; give a folder outside it")
     place = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="milesbook-verify-"))
     try:
         if committed["kind"] == "compare":
@@ -204,6 +230,8 @@ def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool 
             print(f"re-running the tuned comparison of {search_dir}, {committed['seeds']} seed(s), in {place}")
             compare_tuned(search_dir, committed["seeds"], place, workers=workers, progress=progress, only=only)
         rerun = json.loads((place / REPORT).read_text())
+        csv_checked = only is None and (folder / "results.csv").exists()  # the table people read
+        same_csv = not csv_checked or (folder / "results.csv").read_bytes() == (place / "results.csv").read_bytes()
     finally:
         if out is None:
             shutil.rmtree(place, ignore_errors=True)
@@ -219,9 +247,13 @@ def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool 
         print(f"  {fusion:6s} {name}: committed '{before}', re-run '{after}' — "
               f"{'holds' if before == after else 'DOES NOT HOLD'}")
     cells = len(result["cells"])
-    if result["identical"]:
-        print(f"verified: {cells} cells identical, bit for bit")
+    if result["identical"] and same_csv:
+        print(f"verified: {cells} cells and every conclusion identical, bit for bit"
+              + (" (and results.csv byte for byte)" if csv_checked else ""))
         return VERIFIED
+    if result["identical"]:
+        print("NOT REPRODUCED: report.json agrees but results.csv does not: the committed table was edited")
+        return DIFFERS
     if same:
         print(f"NOT REPRODUCED: the re-run was made under the same provenance but {cells} cells are not all identical")
         return DIFFERS

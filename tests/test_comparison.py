@@ -85,7 +85,7 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
 
     # second call: nothing is trained again
     calls = []
-    monkeypatch.setattr(train_module, "train", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(train_module, "_train", lambda *a, **k: calls.append(a) or {})
     again = compare("toy", ("vanilla", "miles"), ("concat", "sum"), seeds=2, out=tmp_path, base=base, progress=False)
     assert calls == [] and again["sum"]["rows"] == report["sum"]["rows"]
     monkeypatch.undo()
@@ -93,8 +93,8 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     # a setting only MILES reads leaves vanilla's runs valid; MILES's run is retrained, the old one
     # moved aside (never overwritten), with one line saying why
     retrained = []
-    real = train_module.train
-    monkeypatch.setattr(train_module, "train", lambda c, *a, **k: retrained.append(c.method) or real(c, *a, **k))
+    real = train_module._train  # what run_or_reuse calls to train: (config, folder, resume, data, …)
+    monkeypatch.setattr(train_module, "_train", lambda c, *a, **k: retrained.append(c.method) or real(c, *a, **k))
     capsys.readouterr()
     compare("toy", ("vanilla", "miles"), ("concat",), seeds=1, out=tmp_path, base=replace(base, mu=0.3), progress=False)
     assert retrained == ["miles"]
@@ -109,8 +109,8 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     history_before = mb.read_history(folder)
     (folder / "summary.json").unlink()
     resumed = []
-    real_train = train_module.train
-    monkeypatch.setattr(train_module, "train", lambda *a, **k: resumed.append(k["resume"]) or real_train(*a, **k))
+    real_train = train_module._train
+    monkeypatch.setattr(train_module, "_train", lambda *a, **k: resumed.append(a[2]) or real_train(*a, **k))
     compare("toy", ("vanilla", "miles"), ("concat",), seeds=2, out=tmp_path, base=base, progress=False)
     assert resumed == [True, False]  # vanilla's seed 1 continues; MILES's seed 0 (μ 0.3 now) is retrained
     assert mb.read_history(folder) == history_before

@@ -94,7 +94,7 @@ def test_a_run_is_never_resumed_under_other_conditions(tmp_path, toy):
     mb.train(_config(method="miles", epochs=1), tmp_path, dataset=toy, progress=False)
     record = json.loads((tmp_path / "provenance.json").read_text())
     (tmp_path / "provenance.json").write_text(json.dumps({**record, "cpu.capability": "AVX2"}))
-    with pytest.raises(UserError, match=r"made under other conditions: cpu.capability \(recorded AVX2, now"):
+    with pytest.raises(UserError, match=r"cannot be resumed: made under other conditions \(it cannot be continued\): cpu.capability \(recorded AVX2, now"):
         mb.train(_config(method="miles", epochs=2), tmp_path, dataset=toy, resume=True, progress=False)
     assert len(mb.read_history(tmp_path)) == 1  # nothing written
     # compare's cache moves it aside instead and trains afresh: nothing is lost
@@ -133,6 +133,33 @@ def test_verify_passes_on_a_fresh_run_and_fails_on_a_tampered_one(tmp_path, caps
     bad = run_cli("verify", out, "--epochs", "2")
     assert bad.returncode == 1 and "first difference in history.csv, epoch 2" in bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_verify_checks_the_first_epochs_and_that_the_files_agree(tmp_path, toy, capsys):
+    mb.train(_config(method="miles", epochs=3), tmp_path, dataset=toy, progress=False)
+    assert verify_run(tmp_path, epochs=1, dataset=toy, progress=False) == 0
+    assert "verified: 1 epochs identical (history.csv, test_history.csv;" in capsys.readouterr().out
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    (tmp_path / "history.csv").write_text("\n".join(lines[:-1]) + "\n")  # its last epoch dropped
+    assert verify_run(tmp_path, dataset=toy, progress=False) == 1
+    assert "history.csv has 2 epochs but summary.json says 3" in capsys.readouterr().out
+
+
+def test_a_finished_run_continued_and_killed_is_not_taken_as_finished(tmp_path, toy):
+    mb.train(_config(method="aux", epochs=1), tmp_path, dataset=toy, progress=False)
+
+    def killed(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        mb.train(_config(method="aux", epochs=3), tmp_path, dataset=toy, progress=False, resume=True, on_epoch_end=killed)
+    assert not (tmp_path / "summary.json").exists()  # the 1-epoch summary is gone with the 1-epoch run
+    summary = mb.run_or_reuse(_config(method="aux", epochs=3), tmp_path, toy, progress=False)
+    assert summary["epochs"] == 3 and not tmp_path.with_name(tmp_path.name + ".stale-1").exists()
+    # fewer epochs than the run has: not "resumed" into a longer run, retrained beside it
+    shorter = mb.run_or_reuse(_config(method="aux", epochs=2), tmp_path, toy, progress=False)
+    assert shorter["epochs"] == 2 and len(mb.read_history(tmp_path)) == 2
+    assert len(mb.read_history(tmp_path.with_name(tmp_path.name + ".stale-1"))) == 3
 
 
 def test_verify_retrains_instead_of_trusting_the_history(tmp_path, toy, capsys):
@@ -176,6 +203,22 @@ def test_compare_workers_give_the_same_numbers_and_the_report_verifies(tmp_path,
     assert verify_report(tmp_path / "one", only=["miles"], progress=False) == 0
     out = capsys.readouterr().out
     assert "bit for bit" in out and "miles − aux" not in out  # aux was not re-run: its effect is not checked
+    assert verify_report(tmp_path / "one", progress=False) == 0
+    assert "every conclusion identical, bit for bit (and results.csv byte for byte)" in capsys.readouterr().out
+    with pytest.raises(UserError, match="lies inside the report folder"):
+        verify_report(tmp_path / "one", out=tmp_path / "one" / "again", progress=False)
+    # the table people read edited, report.json not: caught
+    table = (tmp_path / "two" / "results.csv").read_text()
+    (tmp_path / "two" / "results.csv").write_text(table.replace("0.", "0.1", 1))
+    assert verify_report(tmp_path / "two", progress=False) == 1
+    assert "results.csv does not" in capsys.readouterr().out
+    # a conclusion edited while the numbers stay: caught
+    record = json.loads((tmp_path / "one" / "report.json").read_text())
+    effect = record["fusion_results"]["concat"]["effects"]["miles − aux"]
+    effect["verdict"] = "distinguishable from zero" if effect["verdict"].startswith("not") else "not distinguishable from zero"
+    (tmp_path / "one" / "report.json").write_text(json.dumps(record))
+    assert verify_report(tmp_path / "one", progress=False) == 1
+    assert "miles − aux" in capsys.readouterr().out
     # a committed cell changed: under the same provenance it must fail
     record = json.loads((tmp_path / "one" / "report.json").read_text())
     values = record["fusion_results"]["concat"]["methods"]["miles"]["values"]["fusion"]
@@ -204,7 +247,7 @@ def test_the_statistical_check_by_hand():
     assert [c[-1] for c in outside["cells"]] == [False, False] and not outside["consistent"]
     flipped = compare_records(_record({"miles": [0.80, 0.84, 0.82], "aux": [0.9] * 3}, verdict="distinguishable from zero"),
                               rerun)
-    assert flipped["identical"] and not flipped["consistent"]
+    assert not flipped["identical"] and not flipped["consistent"]  # equal numbers, another conclusion
     assert flipped["conclusions"] == [("concat", "miles − aux", "distinguishable from zero", "not distinguishable from zero")]
 
 

@@ -204,7 +204,7 @@ def test_cli_run_killed_with_sigkill_resumes_identically(tmp_path):
 
 def test_resume_with_other_flags_is_refused(tmp_path, toy):
     mb.train(mb.TrainConfig(dataset="toy", method="miles", epochs=1), tmp_path, dataset=toy, progress=False)
-    with pytest.raises(UserError, match="different configuration.*mu"):
+    with pytest.raises(UserError, match="cannot be resumed: its configuration differs \\(mu\\)"):
         mb.train(mb.TrainConfig(dataset="toy", method="miles", epochs=2, mu=0.3), tmp_path, dataset=toy, progress=False, resume=True)
 
 

@@ -155,9 +155,25 @@ def _class_of(raw: Path, rows: list[dict], row: int) -> int:
     return CLASSES.index(label)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler for CIFAR's python batches that admits only what they hold — numpy arrays (rebuilt
+    through `_reconstruct`, under numpy 1's and numpy 2's module names), dtypes, and the dicts, lists,
+    strings and ints pickle builds by itself — so a crafted file cannot name a function to call."""
+    _reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR batch never holds "
+                                         "(a crafted file?): refused, nothing of it was run")
+        return self.ALLOWED[module, name]
+
+
 def _unpickle(tar: tarfile.TarFile, member: str):
-    try:
-        return pickle.load(tar.extractfile(member), encoding="latin1")  # written by Python 2
+    try:  # written by Python 2: latin1 turns its byte strings back into what was pickled
+        return _ArraysOnly(tar.extractfile(member), encoding="latin1").load()
     except (KeyError, EOFError, OSError, zlib.error, pickle.UnpicklingError, tarfile.TarError) as error:
         raise common.damaged(tar.name, f"{member} is missing or unreadable: {error}", SCRIPT) from None
 

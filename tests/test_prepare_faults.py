@@ -320,3 +320,62 @@ def test_smnist_too_small_gives_the_counts_found(tmp_path, cache, script):
     line = refused(script("smnist", "--from", source), "smnist", cache / "smnist" / "raw", cache)
     assert "too small for (8000, 2000, 2000) samples" in line
     assert "120 training rows (needs 10000) and 40 test rows (needs 2000)" in line
+
+
+class _Payload:
+    """What a crafted pickle holds: a call to a shell command, run by a plain `pickle.load`."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_luma_crafted_pickle_in_a_from_tarball_runs_nothing(tmp_path, cache, script):
+    import io
+    import pickle
+    import tarfile
+    source = write_luma(tmp_path / "LUMA", per_class=1, test_per_class=1)
+    tarball = source / "cifar-10-python.tar.gz"
+    whole = tarball.read_bytes()
+    marker = tmp_path / "payload-ran"
+    with tarfile.open(fileobj=io.BytesIO(whole), mode="r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    members["cifar-10-batches-py/data_batch_1"] = pickle.dumps({"data": _Payload(marker), "labels": [0]}, protocol=2)
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    line = refused(script("luma", "--from", source), "luma", "cifar-10-python.tar.gz", cache)
+    assert "data_batch_1" in line and "posix.system" in line and "refused, nothing of it was run" in line
+    assert not marker.exists()
+    tarball.write_bytes(whole)  # the fixture's own batches (not the published bytes) still prepare
+    assert succeeded(script("luma", "--from", source), "luma", cache)["sizes"] == [42, 0, 42]
+    assert not marker.exists()
+
+
+def test_a_crafted_checkpoint_in_a_run_folder_runs_nothing(tmp_path):
+    import torch
+    from .conftest import run_cli
+    out = tmp_path / "run"
+    assert run_cli("train", "--dataset", "toy", "--epochs", "1", "--out", out).returncode == 0
+    marker = tmp_path / "payload-ran"
+    torch.save({"epoch": 1, "model": _Payload(marker)}, out / "last.pt")
+    done = run_cli("train", "--dataset", "toy", "--epochs", "2", "--out", out, "--resume")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+    assert "last.pt holds more than tensors and plain values" in done.stderr and "nothing of it was run" in done.stderr
+    assert not marker.exists()
+    # compare, which resumes by itself, refuses the same way
+    done = run_cli("compare", "--dataset", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "2",
+                   "--out", tmp_path / "cmp")
+    assert done.returncode == 0
+    folder = tmp_path / "cmp" / "vanilla-concat" / "seed0"
+    (folder / "summary.json").unlink()
+    torch.save({"epoch": 2, "model": _Payload(marker)}, folder / "last.pt")
+    done = run_cli("compare", "--dataset", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "3",
+                   "--out", tmp_path / "cmp")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "nothing of it was run" in done.stderr
+    assert not marker.exists()

@@ -24,6 +24,7 @@ bands (64 ms windows, 10 ms hop) of the whole clip, resized to 1×96×96 (stored
 from __future__ import annotations
 
 import csv
+import codecs
 import pickle
 import tarfile
 import zlib
@@ -155,14 +156,24 @@ def _class_of(raw: Path, rows: list[dict], row: int) -> int:
     return CLASSES.index(label)
 
 
+def _latin1(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as protocol-2 pickles of bytes use it, and nothing more: latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"it asks for _codecs.encode with {encoding!r}: refused, nothing of it was run")
+    return codecs.encode(text, "latin1")
+
+
 class _ArraysOnly(pickle.Unpickler):
     """An unpickler for CIFAR's python batches that admits only what they hold — numpy arrays (rebuilt
     through `_reconstruct`, under numpy 1's and numpy 2's module names), dtypes, and the dicts, lists,
-    strings and ints pickle builds by itself — so a crafted file cannot name a function to call."""
+    strings and ints pickle builds by itself, and `_codecs.encode`, with which Python 3 writes bytes at
+    protocol 2 (a re-pickled batch, like our test fixtures; it only encodes a string) — so a crafted file
+    cannot name a function that does anything else."""
     _reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
                ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): lambda text, encoding: _latin1(text, encoding)}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

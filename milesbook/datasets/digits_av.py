@@ -101,7 +101,7 @@ def build_digits_av(audio_noise: float, image_noise: float, seed: int) -> dict[s
     images = (digits.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     image_labels = digits.target.astype(np.int64)
 
-    fsdd = np.load(fsdd_path())
+    fsdd = np.load(fsdd_path(), allow_pickle=False)
     frames, audio_labels, lengths = fsdd["X"], fsdd["y"].astype(np.int64), fsdd["lengths"]
     sequences = np.split(frames, np.cumsum(lengths)[:-1])
 
@@ -157,7 +157,7 @@ def load_digits_av(audio_noise: float = DEFAULT_AUDIO_NOISE, image_noise: float 
     arrays = None
     if path.exists():
         try:
-            with np.load(path) as stored:
+            with np.load(path, allow_pickle=False) as stored:
                 arrays = {k: stored[k] for k in stored.files}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # damaged: rebuild it
             arrays = None

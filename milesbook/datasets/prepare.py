@@ -62,7 +62,7 @@ def read(folder: Path, name: str, script: str) -> tuple[dict[str, np.ndarray], d
     folder = Path(folder)
     if not is_prepared(folder):
         raise UserError(f"dataset {name!r} is not prepared; run: {script}")
-    with np.load(folder / "prepared.npz") as stored:
+    with np.load(folder / "prepared.npz", allow_pickle=False) as stored:
         arrays = {k: stored[k] for k in stored.files}
     return arrays, json.loads((folder / "prepared.json").read_text())
 

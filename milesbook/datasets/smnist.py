@@ -80,7 +80,7 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
 
 def _load_raw(raw: Path, name: str) -> np.ndarray:
     try:
-        return np.load(raw / name, mmap_mode="r")
+        return np.load(raw / name, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
         raise common.damaged(raw / name, f"not a NumPy file: {error}", SCRIPT) from None
 

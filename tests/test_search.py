@@ -372,3 +372,58 @@ def test_the_search_keeps_each_trials_provenance_in_its_storage(reference):
     storage, studies = search.status(copy)
     text = search.format_status(studies[0], storage)
     assert "Made under: milesbook" in text and ", 1 thread, deterministic on; data toy " in text
+
+
+def test_a_journal_cut_by_a_kill_is_repaired_and_only_the_cut_trial_runs_again(tmp_path, reference):
+    out = tmp_path / "cut"
+    args = [sys.executable, "-m", "milesbook", "search", *TOY, "--epochs", "1", "--trials", "3", "--out", str(out)]
+    assert subprocess.run(args, capture_output=True, env=ONE_THREAD, timeout=300).returncode == 0
+    before = {r["number"]: r for r in read_trials(out) if r["state"] == "COMPLETE"}
+    journal = out / "search.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2])  # a kill mid-write
+    status = subprocess.run([sys.executable, "-m", "milesbook", "search", "--status", str(out)],
+                            capture_output=True, text=True, env=ONE_THREAD, timeout=120)
+    assert status.returncode == 0 and "Traceback" not in status.stderr
+    assert status.stderr.strip().count("\n") == 0 and "last record was cut off" in status.stderr
+    assert "no complete trial yet" not in status.stdout
+    assert all(json.loads(line) for line in journal.read_bytes().splitlines())  # whole lines only
+    again = subprocess.run(args, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    rows = read_trials(out)
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    assert sorted(int(r["draw"]) for r in complete) == [0, 1, 2]
+    kept = {r["number"]: r for r in complete if r["number"] in before}
+    assert len(kept) >= len(before) - 1  # at most the trial whose record was cut ran again
+    for number, row in kept.items():
+        assert row["value"] == before[number]["value"] and row["seconds"] == before[number]["seconds"]
+    assert complete_params(out) == {k: v for k, v in complete_params(reference).items() if k < 3}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_a_killed_worker_leaves_a_usable_search(tmp_path):
+    out = tmp_path / "worker-killed"
+    args = [sys.executable, "-m", "milesbook", "search", *TOY, "--epochs", "3", "--trials", "6", "--workers", "2",
+            "--out", str(out)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None and \
+            not ((out / "trials.csv").exists() and any(r["state"] == "COMPLETE" for r in read_trials(out))):
+        time.sleep(0.05)
+    workers = [c for c in _children(process.pid)
+               if b"resource_tracker" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert workers, "the search ended before a worker could be killed"
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 2 and "Traceback" not in err, err
+    line = [x for x in err.splitlines() if x.strip()][-1]
+    assert line.startswith("milesbook: error: search") and f"(pid {workers[0]}) was killed by SIGKILL" in line
+    assert "run the same command again" in line
+    assert (out / "best.json").exists() and (out / "trials.csv").exists() and (out / "history.png").exists()
+    again = subprocess.run(args, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert len([r for r in read_trials(out) if r["state"] == "COMPLETE"]) == 6

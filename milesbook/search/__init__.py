@@ -120,29 +120,46 @@ def search(base: TrainConfig, out, *, trials: int = 80, sampler: str = "random",
             bar.refresh()
 
     show(study)
+    died = []
     try:
         if workers == 1:
             run_worker(job, data, on_trial_end=lambda s: (write_trials_csv(s, out), show(s)))
         else:
-            _run_workers(job, lambda: show(study))
+            died = _run_workers(job, lambda: show(study))
     finally:
         bar.close()
         write_trials_csv(study, out)  # also after Ctrl-C: the table matches the storage
-    write_best(study, out, job)
+    write_best(study, out, job)  # from the trials that completed, also when a worker died
     save_plots(study, out)
+    if died:
+        finished = len(tally(study.get_trials(deepcopy=False)).finished)
+        raise UserError(f"search {out}: {'; '.join(died)}; {finished} of {trials} draws are finished and kept "
+                        "(trials.csv, best.json and the plots are written from them); run the same command again "
+                        "to complete the rest")
     return study_status(study)
 
 
 def _run_workers(job: Job, show) -> None:
-    """Start `job.workers` processes on the study and wait for them (showing progress meanwhile)."""
+    """Start `job.workers` processes on the study and wait for them (showing progress meanwhile);
+    returns a line for each worker that did not end normally (killed, or crashed)."""
     import multiprocessing
     import signal
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
-    errors = context.Queue()
-    processes = [context.Process(target=spawned_worker, args=(replace(job, stream=i), errors))
-                 for i in range(job.workers)]
-    for p in processes:
-        p.start()
+    # A pipe per worker for its one-line error: a Queue's semaphores would make a killed worker's
+    # leftovers print a resource-tracker warning at exit.
+    pipes = [context.Pipe(duplex=False) for _ in range(job.workers)]
+    processes = [context.Process(target=spawned_worker, args=(replace(job, stream=i), sender))
+                 for i, (_, sender) in enumerate(pipes)]
+    # A killed worker leaves its locks (tqdm's, for one) to multiprocessing's resource tracker, which
+    # cleans them up and warns at exit: noise after the one line that says what happened.
+    quiet = "ignore:resource_tracker:UserWarning"
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{before},{quiet}" if before else quiet
+    try:
+        for p in processes:
+            p.start()
+    finally:
+        os.environ.pop("PYTHONWARNINGS") if before is None else os.environ.update(PYTHONWARNINGS=before)
     try:
         while any(p.is_alive() for p in processes):
             time.sleep(min(job.poll, 1.0))
@@ -154,13 +171,18 @@ def _run_workers(job: Job, show) -> None:
                 os.kill(p.pid, signal.SIGINT)
                 p.join(timeout=30)
         raise
-    message = None if errors.empty() else errors.get()
-    if message is not None:
-        raise UserError(message)
-    failed = [p.exitcode for p in processes if p.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"{len(failed)} search worker(s) ended with exit code {failed[0]} (traceback above); "
-                           "rerun the same command to continue")
+    for receiver, _ in pipes:
+        if receiver.poll():
+            raise UserError(receiver.recv())
+    return [_death(i, p) for i, p in enumerate(processes, start=1) if p.exitcode != 0]
+
+
+def _death(number: int, process) -> str:
+    """"worker 2 (pid 4711) was killed by SIGKILL" or "… ended with exit code 1"."""
+    import signal
+    code = process.exitcode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"ended with exit code {code}"
+    return f"worker {number} (pid {process.pid}) {how}"
 
 
 def status(out=None, storage: str | None = None) -> tuple[str, list[dict]]:

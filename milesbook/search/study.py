@@ -33,6 +33,7 @@ def open_storage(url: str | None, out: Path):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         path = Path(out) / JOURNAL
         lock = KernelLock(path.with_name(JOURNAL + ".flock")) if fcntl is not None else None
+        repair_journal(path, lock)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     # SQLite serialises writers: wait for the lock instead of failing at once.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -42,6 +43,43 @@ def open_storage(url: str | None, out: Path):
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot open --storage {shown_url(url)} ({reason}); give an SQLAlchemy URL that "
                         "opens, e.g. sqlite:///DIR/search.db or postgresql://user:password@host/db") from None
+
+
+def repair_journal(path: Path, lock=None) -> bool:
+    """Drop a last record that a killed writer cut off (every record is one line, appended whole by a
+    writer holding the lock, so only the last can be cut): Optuna skips such a line when reading, but the
+    next record would be appended onto it and the journal would no longer read at all. Every record
+    before it is kept as it was; the trial the cut record was about is then lost with its worker and its
+    draw runs again. Says so in one line; returns whether it repaired anything."""
+    import sys
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    if lock is not None:
+        lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return False
+            keep, block = size, 1 << 16
+            while keep > 0:  # back to the end of the last whole line
+                start = max(0, keep - block)
+                f.seek(start)
+                chunk = f.read(keep - start)
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                    break
+                keep = start
+            f.truncate(keep)
+    finally:
+        if lock is not None:
+            lock.release()
+    print(f"milesbook: {path}: its last record was cut off ({size - keep} bytes, a process killed while writing); "
+          "removed it — every earlier record is kept, and the trial it was about runs again", file=sys.stderr)
+    return True
 
 
 class KernelLock:

@@ -117,7 +117,7 @@ def spawned_worker(job: Job, errors) -> None:
     try:
         run_worker(job, on_trial_end=lambda study: write_trials_csv(study, job.out))
     except UserError as error:
-        errors.put(str(error))
+        errors.send(str(error))
         raise SystemExit(2)
     except KeyboardInterrupt:
         raise SystemExit(130)

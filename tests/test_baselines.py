@@ -310,3 +310,27 @@ def test_baseline_flag_errors(tmp_path, args, message):
     result = run_cli("train", "--epochs", "1", "--out", tmp_path / "r", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_mses_reports_its_restored_best_weights_after_a_stop(tmp_path, toy):
+    """After a modality stops, its encoder and head are its best epoch's (restored, frozen): every
+    later epoch reads exactly that epoch's validation and test values, and so does the summary."""
+    import csv
+    summary = mb.train(mb.TrainConfig(dataset="toy", method="mses", epochs=14, mses_patience=2, seed=0), tmp_path,
+                       dataset=toy, progress=False)
+    history = mb.read_history(tmp_path)
+    with open(tmp_path / "test_history.csv") as f:
+        test = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    checked = 0
+    for m in ("a", "b"):
+        stop = int(history[-1][f"mses_stopped_{m}"])
+        if not stop or stop == len(history):
+            continue
+        val = [row[f"val_acc_{m}"] for row in history]
+        best = val.index(max(val[:stop]))  # the first epoch at the best value before the stop
+        checked += val[stop - 1] < val[best]  # the last weights before the stop were worse: restoring matters
+        for epoch in range(stop, len(history)):  # epochs after the stop (0-based index)
+            assert val[epoch] == val[best] and test[epoch][f"test_acc_{m}"] == test[best][f"test_acc_{m}"]
+        if summary["best_epoch"] > stop:
+            assert summary[f"test_acc_{m}"] == test[best][f"test_acc_{m}"]
+    assert checked >= 1, "no modality stopped with last weights worse than its best: nothing to check"

@@ -38,7 +38,7 @@ def open_storage(url: str | None, out: Path):
     # SQLite serialises writers: wait for the lock instead of failing at once.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs)
     except Exception as error:  # any driver's error: a bad URL, a missing folder or driver, no server
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot open --storage {shown_url(url)} ({reason}); give an SQLAlchemy URL that "
@@ -80,6 +80,23 @@ def repair_journal(path: Path, lock=None) -> bool:
     print(f"milesbook: {path}: its last record was cut off ({size - keep} bytes, a process killed while writing); "
           "removed it — every earlier record is kept, and the trial it was about runs again", file=sys.stderr)
     return True
+
+
+POSTGRES_DRIVERS = (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2"))  # preferred first
+
+
+def with_driver(url: str) -> str:
+    """A `postgresql://…` URL (no driver named) with the PostgreSQL driver that is installed, psycopg 3
+    or psycopg2, so the same URL works on every machine; other URLs as they are."""
+    import importlib.util
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep:
+        return url
+    for module, dialect in POSTGRES_DRIVERS:
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    raise UserError(f"--storage {shown_url(url)} needs a PostgreSQL driver: pip install 'psycopg[binary]' "
+                    "(or psycopg2-binary), then run the same command again")
 
 
 class KernelLock:

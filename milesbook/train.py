@@ -345,6 +345,7 @@ def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None 
     conditions (`milesbook.runs.reusable`), else trained (continuing a checkpoint made under the same
     provenance). A run that cannot be used is moved aside (`<folder>.stale-<k>`), with one line saying why."""
     folder = Path(folder)
+    config.check()
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     current = provenance.collect(resolve_device(config.device), config.threads, data)
     summary, why = runs.reusable(folder, config.to_dict(), current)
@@ -359,6 +360,7 @@ def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,
           progress: bool = True, on_epoch_end=None) -> dict:
     """Train one run into the folder `out` and return its summary (see the module docstring)."""
+    config.check()  # bad settings are one line before anything is loaded
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     current = provenance.collect(resolve_device(config.device), config.threads, data)
     return _train(config, Path(out), resume, data, progress, on_epoch_end, current)

@@ -7,7 +7,9 @@ the same numbers as `--workers 1`, only sooner.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 from .config import TrainConfig
@@ -23,6 +25,20 @@ def _run_job(job: tuple[dict, str]) -> dict:
     if key not in _DATA:
         _DATA[key] = load_dataset(config.dataset, **config.dataset_options)
     return run_or_reuse(config, job[1], _DATA[key], progress=False)
+
+
+@contextlib.contextmanager
+def quiet_resource_tracker():
+    """Start worker processes inside this: a worker that dies (killed, or ending with the pool) leaves its
+    locks to multiprocessing's resource tracker, which cleans them up and warns at exit — noise after
+    the lines that say what happened. The tracker and the workers inherit the filter from here."""
+    quiet = "ignore:resource_tracker:UserWarning"
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = f"{before},{quiet}" if before else quiet
+    try:
+        yield
+    finally:
+        os.environ.pop("PYTHONWARNINGS") if before is None else os.environ.update(PYTHONWARNINGS=before)
 
 
 def run_many(jobs: list[tuple[TrainConfig, Path]], workers: int = 1, data=None, progress: bool = True) -> list[dict]:
@@ -41,7 +57,9 @@ def run_many(jobs: list[tuple[TrainConfig, Path]], workers: int = 1, data=None, 
     else:
         import multiprocessing
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers) as pool:
+        with quiet_resource_tracker():
+            pool = context.Pool(workers)
+        with pool:
             for summary in pool.imap(_run_job, [(c.to_dict(), str(f)) for c, f in jobs]):
                 results.append(summary)
                 bar.update()

@@ -150,16 +150,10 @@ def _run_workers(job: Job, show) -> None:
     pipes = [context.Pipe(duplex=False) for _ in range(job.workers)]
     processes = [context.Process(target=spawned_worker, args=(replace(job, stream=i), sender))
                  for i, (_, sender) in enumerate(pipes)]
-    # A killed worker leaves its locks (tqdm's, for one) to multiprocessing's resource tracker, which
-    # cleans them up and warns at exit: noise after the one line that says what happened.
-    quiet = "ignore:resource_tracker:UserWarning"
-    before = os.environ.get("PYTHONWARNINGS")
-    os.environ["PYTHONWARNINGS"] = f"{before},{quiet}" if before else quiet
-    try:
+    from ..pool import quiet_resource_tracker
+    with quiet_resource_tracker():  # a killed worker's locks: no warning at exit after our one line
         for p in processes:
             p.start()
-    finally:
-        os.environ.pop("PYTHONWARNINGS") if before is None else os.environ.update(PYTHONWARNINGS=before)
     try:
         while any(p.is_alive() for p in processes):
             time.sleep(min(job.poll, 1.0))

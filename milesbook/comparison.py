@@ -252,6 +252,18 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
     return "\n".join(lines) + "\n\n" + text[0]
 
 
+def gblend_floor_note(summaries: list[dict], floor: float) -> str:
+    """How often our floor on G-Blend's fusion weight bound, over these runs' weight estimations: when it
+    binds, the row measures the guard as much as G-Blend's own weights."""
+    counted = [s for s in summaries if "gblend_estimations" in s]
+    if not counted:
+        return "How often its fusion-weight floor bound was not recorded (runs made before it was counted)."
+    bound, estimations = sum(s["gblend_floor_bound"] for s in counted), sum(s["gblend_estimations"] for s in counted)
+    return (f"Its fusion-weight floor ({floor:g}, our guard, not the paper's) bound in {bound} of {estimations} "
+            f"weight estimations over {len(counted)} run(s)" + (": there the fusion head's weight is ours, not "
+                                                                 "G-Blend's." if bound else "."))
+
+
 def expand_methods(methods, modalities=None) -> list[str]:
     """Method names, with "all" standing for the 2 × 2 (vanilla, miles-lab, aux, miles), the seven baselines
     and the recent methods (`RECENT_METHODS`) — without those defined for fewer modalities than
@@ -357,8 +369,8 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
             extra = [read_history(run_dir(out, "gblend", fusion, s))[-1]["gblend_extra_epochs"] for s in range(seeds)]
             report[fusion]["gblend_extra_epochs"] = extra
             md += [f"G-Blend's weight estimation trained {int(max(extra))} extra epochs per run on top of "
-                   f"the {base.epochs} counted above (mode {base.gblend_mode}, every {base.gblend_every} epochs, "
-                   f"{base.gblend_epochs} per head).", ""]
+                   f"the {base.epochs} counted above (mode {base.gblend_mode}, super-epoch {base.gblend_every} "
+                   f"epochs per head). {gblend_floor_note(summaries['gblend'], base.gblend_min_fusion)}", ""]
         if weak:
             md += [f"The weak modality ({weak}) at three choices of epoch:", "",
                    f"| method | selected (tolerance rule) | strict (highest val {label}) | last epoch |",

@@ -6,7 +6,9 @@ never leaves half a file; `last.pt` is written before the tables that mention it
 - `history.csv`   — one row per epoch: `epoch`, `lr_fusion`, `lr_<m>` (rates used during the epoch),
   `train_loss`, `train_acc_*`, `val_loss_fusion`, `val_acc_fusion`, `val_acc_<m>` (the modality
   metric the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
-  `delta` (end of the epoch, for every method), the method's own columns, `seconds`;
+  `delta` (end of the epoch, for every method), the method's own columns, `seconds` (the epoch's
+  whole wall time: the method's work, training, validation, test and the epoch's file writes; the
+  copy of the history inside `last.pt` holds its last epoch's time without those writes);
 - `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
   they let the summary report the test score at any validation-chosen epoch without saving weights.
   A run with `TrainConfig.test_split` off (a search's trial) never evaluates test: no such file, and
@@ -286,7 +288,7 @@ def selected_weights(folder, device="cpu") -> dict:
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,
            modalities, task: str, metric: str, metrics: tuple[str, ...], device: str,
-           modality_reading: str, heads: str, inference: str = "fusion head") -> dict:
+           modality_reading: str, heads: str, inference: str = "fusion head", method_entries: dict | None = None) -> dict:
     """Choose the best epoch on validation (on the headline `metric`) and write summary.json with the
     test metrics at it, at the strict-rule epoch and at the last epoch."""
     tolerance = config["selection_tolerance"]
@@ -306,7 +308,7 @@ def finish(folder: Path, config: dict, history: list[dict], test_history: list[d
                **{f"last_{k}": v for k, v in at[len(history)].items() if k != "epoch"},
                **{f"best_{k}": v for k, v in history[best - 1].items() if k.startswith("val_")},
                "train_seconds": sum(r["seconds"] for r in history), "device": device,
-               "provenance": provenance.read(folder)}
+               **(method_entries or {}), "provenance": provenance.read(folder)}
     _keep_selected(folder, best)
     write_json(folder / "summary.json", summary)
     return summary

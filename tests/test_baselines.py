@@ -113,16 +113,21 @@ def test_gblend_weights_uniform_when_no_head_moved():
     assert w == {"fusion": 0.5, "a": 0.5}
 
 
-def test_gblend_estimation_defaults_to_the_super_epoch():
-    config = mb.TrainConfig()
-    assert config.gblend_epochs == config.gblend_every == 10  # one length for both, as the references
+def test_gblend_has_one_super_epoch_for_estimation_and_period():
+    """Both references estimate over one super-epoch and re-estimate every super-epoch: one knob, so a
+    search cannot draw the two apart (the tuned row once ran 10 estimation epochs every 12)."""
+    from milesbook.methods import hyperparameters_of
+    from milesbook.search import search_space
+    names = [k.name for k in hyperparameters_of("gblend")]
+    assert "gblend_every" in names and not any("epochs" in n for n in names)
+    assert "gblend_every" in search_space("gblend", ("image", "audio"))
 
 
 def test_gblend_estimates_on_the_training_input_distribution(toy):
     """The train/held-out losses G-Blend compares are measured with the noise training adds."""
     import dataclasses
     noisy = dataclasses.replace(toy, train_noise_std={"a": 1.0, "b": 1.0})
-    trainer = Trainer(mb.TrainConfig(dataset="toy", method="gblend", gblend_epochs=1), "/unused", noisy, False)
+    trainer = Trainer(mb.TrainConfig(dataset="toy", method="gblend", gblend_every=1), "/unused", noisy, False)
     calls = []
     evaluate = trainer.evaluate
 
@@ -140,14 +145,32 @@ def test_gblend_estimates_on_the_training_input_distribution(toy):
 
 def test_gblend_holds_out_and_counts_estimation_epochs(tmp_path, toy):
     config = mb.TrainConfig(dataset="toy", method="gblend", epochs=3, gblend_mode="online", gblend_every=2,
-                            gblend_epochs=1, gblend_holdout=0.2)
+                            gblend_holdout=0.2)
     trainer = Trainer(config, tmp_path, toy, False)
     assert len(trainer.splits["train"][1]) == 240 and len(trainer.splits["gblend_holdout"][1]) == 60
     trainer.fit()
     rows = mb.read_history(tmp_path)
-    assert [r["gblend_extra_epochs"] for r in rows] == [3, 3, 6]  # estimated before epochs 1 and 3
+    assert [r["gblend_extra_epochs"] for r in rows] == [6, 6, 12]  # before epochs 1 and 3: 3 heads × 2 epochs
+    assert [r["gblend_estimations"] for r in rows] == [1, 1, 2]
     for r in rows:
         assert r["gblend_w_fusion"] + r["gblend_w_a"] + r["gblend_w_b"] == pytest.approx(1.0)
+
+
+def test_gblend_counts_the_estimations_its_floor_decides(toy):
+    """A fusion head whose held-out loss barely moves gets a raw weight far below the floor: the floor
+    sets it, and the run counts that estimation; a balanced estimation is not counted."""
+    trainer = Trainer(mb.TrainConfig(dataset="toy", method="gblend", gblend_every=1), "/unused", toy, False)
+    method = trainer.method
+    stalled = {"fusion": [(1.0, 1.0), (0.9, 0.999)], "a": [(1.0, 1.0), (0.9, 0.8)], "b": [(1.0, 1.0), (0.9, 0.8)]}
+    calls = iter([pair for head in ("fusion", "a", "b") for pair in stalled[head]])
+    method._losses = lambda head, epoch: next(calls)
+    method.start_epoch(1)
+    assert method.weights["fusion"] == pytest.approx(0.1) and (method.estimations, method.floor_bound) == (1, 1)
+    even = iter([(1.0, 1.0), (0.9, 0.8)] * 3)
+    method._losses = lambda head, epoch: next(even)
+    method.start_epoch(2)
+    assert method.weights["fusion"] == pytest.approx(1 / 3) and (method.estimations, method.floor_bound) == (2, 1)
+    assert method.summary() == {"gblend_estimations": 2, "gblend_floor_bound": 1}
 
 
 # ---- MSLR ---------------------------------------------------------------------------------------
@@ -283,7 +306,7 @@ ALL = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
 @pytest.mark.parametrize("method", ALL)
 def test_every_method_runs_and_resumes(tmp_path, digits, method, fusion):
-    config = mb.TrainConfig(method=method, fusion=fusion, epochs=2, gblend_every=1, gblend_epochs=1,
+    config = mb.TrainConfig(method=method, fusion=fusion, epochs=2, gblend_every=1,
                             mslr_lrs={"image": 1e-3, "audio": 2e-3}, mslr_window=2, mses_patience=1)
     whole = mb.train(config, tmp_path / "whole", dataset=digits, progress=False)
     assert 0 < whole["test_acc_fusion"] <= 1 and 0 <= whole["test_acc_audio"] <= 1

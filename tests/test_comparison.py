@@ -118,7 +118,7 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
 
 
 def test_compare_all_methods_reports_gblend_cost(tmp_path):
-    base = mb.TrainConfig(epochs=2, dataset_options={"sizes": [200, 60, 60]}, gblend_epochs=1)
+    base = mb.TrainConfig(epochs=2, dataset_options={"sizes": [200, 60, 60]}, gblend_mode="offline", gblend_every=1)
     report = compare("toy", ["all"], ("concat",), seeds=1, out=tmp_path, base=base, progress=False)
     methods = [r["method"] for r in report["concat"]["rows"]]
     assert methods == ["unimodal-a", "unimodal-b", "vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k",
@@ -126,6 +126,9 @@ def test_compare_all_methods_reports_gblend_cost(tmp_path):
     assert report["concat"]["gblend_extra_epochs"] == [3]  # one estimation: 3 heads × 1 epoch
     text = (tmp_path / "results.md").read_text()
     assert "trained 3 extra epochs per run" in text and "MSLR rates" in text
+    summary = json.loads((tmp_path / "gblend-concat" / "seed0" / "summary.json").read_text())
+    assert summary["gblend_estimations"] == 1 and summary["gblend_floor_bound"] in (0, 1)
+    assert f"bound in {summary['gblend_floor_bound']} of 1 weight estimations over 1 run(s)" in text
     searched = json.loads((tmp_path / "mslr-k-concat" / "seed0" / "config.json").read_text())["mslr_lrs"]
     grid = (1e-3 / 3, 1e-3, 3e-3)  # the global rate × ⅓, 1, 3
     assert set(searched) == {"a", "b"}

@@ -22,7 +22,7 @@ def three():
 
 
 def _config(method, **options):
-    settings = dict(epochs=2, gblend_every=1, gblend_epochs=1, mses_patience=1, mslr_window=2,
+    settings = dict(epochs=2, gblend_every=1, mses_patience=1, mslr_window=2,
                     mslr_lrs={"a": 1e-3, "b": 2e-3, "c": 3e-3})
     return mb.TrainConfig(dataset="toy", dataset_options={"strengths": "1.2,0.6,0.2"}, method=method,
                           **(settings | options))

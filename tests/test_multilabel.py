@@ -70,7 +70,7 @@ def multilabel_data(n=(160, 60, 60), classes=5, vocab=50, length=12, seed=0) -> 
 def test_every_method_trains_multilabel(method, tmp_path):
     data = multilabel_data()
     config = mb.TrainConfig(dataset="synthetic-multilabel", method=method, epochs=3, batch_size=32, lr=3e-3,
-                            gblend_epochs=1, mses_patience=1)
+                            gblend_mode="offline", gblend_every=1, mses_patience=1)
     summary = mb.train(config, tmp_path / method, dataset=data, progress=False)
     assert summary["task"] == "multilabel" and summary["metric"] == "f1micro"
     history = mb.read_history(tmp_path / method)

@@ -136,6 +136,10 @@ class Method:
         """True once the method has finished training early."""
         return False
 
+    def summary(self) -> dict:
+        """The method's own entries in summary.json (e.g. how often one of its guards bound)."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 

@@ -295,6 +295,10 @@ def _search(args) -> int:
     methods = _search_methods(args.method, args.dataset)
     if len(methods) > 1 and args.study_name:
         raise UserError("--study-name names one study; leave it out when --method names several")
+    # MSLR trains each encoder at the rate its unimodal search chose: those studies run first, in this
+    # folder (several methods) or beside it (one method's --out).
+    methods.sort(key=lambda m: not m.startswith("unimodal-"))
+    root = Path(args.out) if len(methods) > 1 else Path(args.out).parent
     # Check every study before the first trial: a typo in the fourth method must not wait an hour.
     plans = []
     for method in methods:
@@ -302,10 +306,14 @@ def _search(args) -> int:
         if method.startswith("unimodal-"):  # one modality: concat and sum are the same model
             config = replace(config, fusion="concat")
         out = Path(args.out) if len(methods) == 1 else Path(args.out) / search.folder_name(config)
+        if method.startswith("mslr-") and not config.mslr_lrs:
+            config = _with_unimodal_rates(config, root, methods, placeholder=True)
         search.prepare(config, out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
                        workers=args.workers, storage=args.storage, study_name=args.study_name, space_file=args.space)
         plans.append((config, out))
     for config, out in plans:
+        if config.method.startswith("mslr-") and not _config(args).mslr_lrs:
+            config = _with_unimodal_rates(config, root, methods, placeholder=False)
         try:
             result = search.search(config, out, trials=args.trials, sampler=args.sampler, pruner=args.pruner,
                                    workers=args.workers, storage=args.storage, study_name=args.study_name,
@@ -319,6 +327,24 @@ def _search(args) -> int:
         written = [name for name in ("trials.csv", "best.json", "history.png", "params.png") if (out / name).exists()]
         print(f"files in {out}: {', '.join(written)}; each trial's run folder in {out}/trials/\n")
     return 0
+
+
+def _with_unimodal_rates(config, root: Path, methods: list[str], placeholder: bool):
+    """`config` with MSLR's per-encoder rates from the unimodal searches in `root` (their chosen lr),
+    as the MSLR paper sets them. Before those searches have run in this same command (`placeholder`),
+    the global rate stands in, for checking only."""
+    from .datasets import REGISTRY
+    from .search.space import unimodal_rates
+    modalities = REGISTRY[config.dataset].modalities
+    rates = unimodal_rates(root, modalities)
+    if rates is None and placeholder and all(f"unimodal-{m}" in methods for m in modalities):
+        rates = {m: config.lr for m in modalities}
+    if rates is None:
+        wanted = ", ".join(f"{root / f'unimodal-{m}'}" for m in modalities)
+        raise UserError(f"{config.method}'s search trains each encoder at its unimodal model's chosen rate (the "
+                        f"MSLR paper's protocol) and finds no finished unimodal search in {wanted}: search "
+                        f"--method unimodal,{config.method} --out {root}, or give the rates with --mslr-lrs")
+    return replace(config, mslr_lrs=rates)
 
 
 def _search_methods(text: str, dataset: str) -> list[str]:

@@ -26,8 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import provenance
-from .comparison import (ALL_METHODS, REPORT, cell, decomposition, factorial, markdown_table, report_record,
-                         summarize, weak_modality)
+from .comparison import (ALL_METHODS, REPORT, cell, decomposition, factorial, gblend_floor_note, markdown_table,
+                         report_record, summarize, weak_modality)
 from .methods import report_name
 from .config import TrainConfig
 from .errors import UserError
@@ -89,6 +89,21 @@ def t_interval(values: list[float]) -> tuple[float, float] | None:
     return mean - half, mean + half
 
 
+def _check_mslr_rates(record: dict, searched: dict, modalities, search_dir) -> None:
+    """An MSLR search trains each encoder at its unimodal search's chosen rate (`milesbook.search`):
+    its row needs those searches beside it, and the rates it was searched with must be theirs."""
+    name = f"{record['config']['method']}-{record['config']['fusion']}"
+    missing = [f"unimodal-{m}" for m in modalities if f"unimodal-{m}" not in searched]
+    if missing:
+        raise UserError(f"--from-search {search_dir}: {name} takes its encoder rates from the unimodal searches, "
+                        f"and {', '.join(missing)} is not there; search it (--method unimodal --out {search_dir})")
+    chosen = {m: searched[f"unimodal-{m}"]["params"]["lr"] for m in modalities}
+    if record["config"]["mslr_lrs"] != chosen:
+        raise UserError(f"--from-search {search_dir}: {name} was searched with encoder rates "
+                        f"{record['config']['mslr_lrs']}, not the ones the unimodal searches chose ({chosen}); "
+                        f"move {record['folder']} aside and search it again")
+
+
 def _setting(params: dict) -> str:
     return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in params.items())
 
@@ -117,6 +132,9 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     multimodal = [r for r in records if not r["config"]["method"].startswith("unimodal-")]
     if not multimodal:
         raise UserError(f"--from-search {search_dir} holds only unimodal searches; search a multimodal method too")
+    for r in multimodal:
+        if r["config"]["method"].startswith("mslr-"):
+            _check_mslr_rates(r, searched, modalities, search_dir)
     where_to = {} if device is None else {"device": device}
     references = {}
     for m in modalities:
@@ -185,6 +203,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             method, runs = row["method"], by_method[row["method"]]
             record = record_of.get(method)
             setting = f"{_setting(record['params'])} ({record['trials_complete']})" if record else "default"
+            if method.startswith("mslr-"):
+                setting += "; encoders at their unimodal rates"
             key = f"test_{metric}_fusion" if not method.startswith("unimodal-") else \
                 f"test_{metric}_{method.removeprefix('unimodal-')}"
             values = [r[key] for r in runs]
@@ -223,6 +243,9 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
                           "markdown": "\n".join(lines), "decomposition": decomposition(rows, modalities),
                           "factorial": factorial(by_method, rows, modalities, metric)}
         summary_record["fusion_results"][fusion] = report_record(by_method, rows, modalities, metric)
+        if by_method.get("gblend"):
+            floor = TrainConfig.from_dict(record_of["gblend"]["config"]).gblend_min_fusion
+            note += " G-Blend: " + gblend_floor_note(by_method["gblend"], floor)
         md += [f"## {fusion} fusion", "", report[fusion]["markdown"], "", note, ""]
         if report[fusion]["decomposition"]:
             md += ["At each method's tuned setting: " + report[fusion]["decomposition"], ""]

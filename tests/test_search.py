@@ -64,11 +64,12 @@ def test_space_of_each_method_comes_from_its_declarations():
     assert list(search.search_space("miles-lab", ("a", "b"))) == ["lr", "tau", "mu"]
     assert list(search.search_space("aux", ("a", "b"))) == ["lr"]
     assert list(search.search_space("vanilla", ("a", "b"))) == ["lr"]
-    mslr = search.search_space("mslr-s", ("a", "b"))
-    assert list(mslr) == ["lr", "mslr_lr_a", "mslr_lr_b", "mslr_lambda"]
-    assert (mslr["mslr_lr_a"].low, mslr["mslr_lr_a"].high, mslr["mslr_lr_a"].log) == (1e-4, 1e-2, True)
-    config = search.trial_config(TrainConfig(method="mslr-s"), {"lr": 0.001, "mslr_lr_a": 0.002,
-                                                                "mslr_lr_b": 0.003, "mslr_lambda": 0.4}, ("a", "b"))
+    # MSLR's encoder rates are its unimodal searches' choices, never drawn: the rest is searched.
+    assert list(search.search_space("mslr-s", ("a", "b"))) == ["lr", "mslr_lambda"]
+    assert list(search.search_space("mslr-k", ("a", "b"))) == ["lr"]
+    assert list(search.search_space("mslr-d", ("a", "b"))) == ["lr", "mslr_window"]
+    config = search.trial_config(TrainConfig(method="mslr-s", mslr_lrs={"a": 0.002, "b": 0.003}),
+                                 {"lr": 0.001, "mslr_lambda": 0.4}, ("a", "b"))
     assert config.mslr_lrs == {"a": 0.002, "b": 0.003} and config.mslr_lambda == 0.4 and config.lr == 0.001
 
 

@@ -9,6 +9,7 @@ import pytest
 from milesbook.comparison import paired_difference
 from milesbook.tuned import compare_tuned, fresh_seeds, run_many, t_interval
 from milesbook.config import TrainConfig
+from milesbook.errors import UserError
 
 from .test_search import TOY, run_main
 
@@ -64,6 +65,36 @@ def test_tuned_comparison_retrains_each_chosen_setting_on_fresh_seeds(searches, 
     assert "retrained over 2 seed(s) the searches never used (1, 2)" in text
     assert "reproduce the search's validation values exactly" in text
     assert "(`aux` − `vanilla`)" in report["decomposition"]
+
+
+def test_mslr_searches_at_the_unimodal_searches_rates(tmp_path, capsys):
+    """As the MSLR paper: each encoder at the rate its unimodal search chose, MSLR's own search drawing
+    the rest; without the unimodal searches, one line; the tuned comparison checks the rates."""
+    import shutil
+    out = tmp_path / "search"
+    code, _, err = run_main(capsys, "search", *TOY, "--epochs", "1", "--trials", "2", "--method", "mslr-k",
+                            "--out", out / "mslr-k-concat")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unimodal" in err and "Traceback" not in err
+    assert not (out / "mslr-k-concat").exists()
+    code, _, err = run_main(capsys, "search", *TOY, "--epochs", "1", "--trials", "2", "--method", "mslr-k,unimodal",
+                            "--out", out)
+    assert code == 0, err
+    chosen = {m: json.loads((out / f"unimodal-{m}" / "best.json").read_text())["params"]["lr"] for m in ("a", "b")}
+    best = json.loads((out / "mslr-k-concat" / "best.json").read_text())
+    assert best["config"]["mslr_lrs"] == chosen and list(best["params"]) == ["lr"]
+    for trial in (out / "mslr-k-concat" / "trials").iterdir():
+        assert json.loads((trial / "config.json").read_text())["mslr_lrs"] == chosen
+    report = compare_tuned(out, seeds=1, out=tmp_path / "cmp", progress=False)["concat"]
+    assert [r["method"] for r in report["rows"]] == ["unimodal-a", "unimodal-b", "mslr-k"]
+    assert "encoders at their unimodal rates" in (tmp_path / "cmp" / "results.md").read_text()
+    # A unimodal search chose again (here: its record edited) after MSLR's search: refused in one line.
+    record = json.loads((out / "unimodal-a" / "best.json").read_text())
+    (out / "unimodal-a" / "best.json").write_text(json.dumps({**record, "params": {"lr": 0.5}}))
+    with pytest.raises(UserError, match="not the ones the unimodal searches chose"):
+        compare_tuned(out, seeds=1, out=tmp_path / "cmp", progress=False)
+    shutil.rmtree(out / "unimodal-a")
+    with pytest.raises(UserError, match="unimodal-a is not there"):
+        compare_tuned(out, seeds=1, out=tmp_path / "cmp", progress=False)
 
 
 def test_fresh_seeds_skip_every_search_seed():

@@ -82,10 +82,9 @@ def _refuse_fixed(base: TrainConfig, space: dict) -> None:
     """A searched parameter set away from its default (`--tau 0.3`) would be silently drawn over."""
     defaults = TrainConfig()
     for name, r in space.items():
-        key = "mslr_lrs" if name.startswith("mslr_lr_") else name
-        if getattr(base, key) != getattr(defaults, key):
-            value = getattr(base, key)
-            raise UserError(f"--{key.replace('_', '-')} {value} is searched ({describe_range(r)}); leave it out, "
+        if getattr(base, name) != getattr(defaults, name):
+            value = getattr(base, name)
+            raise UserError(f"--{name.replace('_', '-')} {value} is searched ({describe_range(r)}); leave it out, "
                             f"or fix it with --space FILE holding: [{name}] choices = [{value}]")
 
 

@@ -1,10 +1,11 @@
 """The search space: what a search of a method draws, and where each range comes from.
 
 Every method searches the same global learning rate (`LR_RANGE`), plus each of its knobs declared
-with a `search` range beside the method (`milesbook.methods`, `Hyperparameter.search`); MSLR's
-per-modality rates (its `mslr_lrs` dict knob) are searched as one log-uniform rate per modality.
-`--space FILE` replaces ranges (or gives one to a knob declared without), each end checked against
-the parameter's valid domain.
+with a `search` range beside the method (`milesbook.methods`, `Hyperparameter.search`). MSLR's
+per-encoder rates are not drawn: as in the MSLR paper, each encoder trains at the rate its unimodal
+model's own search chose (`unimodal_rates`), and MSLR's search draws the rest — the global rate (its
+fusion head's), λ, the window. `--space FILE` replaces ranges (or gives one to a knob declared
+without), each end checked against the parameter's valid domain.
 """
 from __future__ import annotations
 
@@ -23,18 +24,12 @@ LR_RANGE = SearchRange(1e-4, 1e-2, log=True, source="ours: a decade either side 
                                                     "(the paper states no range)")
 
 
-def _rate_names(method: str, modalities) -> list[str]:
-    """MSLR's per-modality rates (its `mslr_lrs` dict knob), searched one log-uniform rate each."""
-    return [f"mslr_lr_{m}" for m in modalities] if method.startswith("mslr-") else []
-
-
 def search_space(method: str, modalities, overrides: dict | None = None, origin: str = "") -> dict[str, SearchRange]:
-    """The parameters a search of `method` draws, {name: SearchRange}: the global `lr` (`LR_RANGE`),
-    one rate per modality for MSLR (`mslr_lr_<m>`), and every knob of the method declared with a
-    `search` range. `overrides` ({name: {low, high, log, choices}}, e.g. from `--space FILE`, named
-    by `origin`) replace ranges after a check against each parameter's valid domain."""
-    rate = replace(LR_RANGE, source="ours: the global lr range, one rate per modality")
-    space = {"lr": LR_RANGE, **{name: rate for name in _rate_names(method, modalities)}}
+    """The parameters a search of `method` draws, {name: SearchRange}: the global `lr` (`LR_RANGE`)
+    and every knob of the method declared with a `search` range. `overrides` ({name: {low, high, log,
+    choices}}, e.g. from `--space FILE`, named by `origin`) replace ranges after a check against each
+    parameter's valid domain."""
+    space = {"lr": LR_RANGE}
     space.update({k.name: k.search for k in hyperparameters_of(method) if k.search is not None})
     for name, fields_ in (overrides or {}).items():
         knob = _knob(name, method)
@@ -146,10 +141,18 @@ def suggest(trial, name: str, r: SearchRange):
 
 
 def trial_config(base: TrainConfig, params: dict, modalities) -> TrainConfig:
-    """`base` with one trial's parameters: lr, the method's knobs, and MSLR's rates gathered into
-    its `mslr_lrs` dict."""
-    values = dict(params)
-    rates = {m: values.pop(f"mslr_lr_{m}") for m in modalities if f"mslr_lr_{m}" in values}
-    if rates:
-        values["mslr_lrs"] = rates
-    return replace(base, **values)
+    """`base` with one trial's parameters (lr and the method's knobs)."""
+    return replace(base, **params)
+
+
+def unimodal_rates(folder, modalities) -> dict[str, float] | None:
+    """{modality: lr} that the finished `unimodal-<m>` searches in `folder` chose (their best.json),
+    or None when one of them is missing: the rates MSLR trains each encoder at."""
+    import json
+    rates = {}
+    for m in modalities:
+        best = Path(folder) / f"unimodal-{m}" / "best.json"
+        if not best.exists():
+            return None
+        rates[m] = json.loads(best.read_text())["params"]["lr"]
+    return rates

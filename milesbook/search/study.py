@@ -168,8 +168,7 @@ def space_signature(space: dict) -> dict:
 def definition_of(base: TrainConfig, space: dict, sampler: str, pruner: str) -> dict:
     """What makes two searches the same study: the fixed settings that change results, the ranges,
     the sampler and the pruner (not --trials, --workers or the device)."""
-    fixed = {k: v for k, v in relevant_config(base.to_dict()).items()
-             if k not in space and not (k == "mslr_lrs" and any(n.startswith("mslr_lr_") for n in space))}
+    fixed = {k: v for k, v in relevant_config(base.to_dict()).items() if k not in space}
     # Through JSON, so that it compares equal to what the storage gives back (lists, not tuples).
     return json.loads(json.dumps({"config": fixed, "space": space_signature(space),
                                   "sampler": sampler, "pruner": pruner}))

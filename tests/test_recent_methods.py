@@ -159,6 +159,31 @@ def test_pmr_prototypes_are_class_means_blended_with_momentum(tmp_path, digits):
     assert set(metrics.row) == {"pmr_ratio", "pmr_boost_image", "pmr_boost_audio"}
 
 
+def test_pmr_entropy_term_raises_the_leading_modalitys_entropy_in_the_first_epochs(tmp_path, digits):
+    """The paper's PER (Eq. 13), off by default as in the official code: with μ > 0 the loss is the
+    official one minus μ·λ·H_A − μ·β·H_B in epochs 1..E_r, and the official one after."""
+    from milesbook.methods.pmr import prototype_entropy
+    uniform = torch.zeros(3, 4)
+    assert prototype_entropy(uniform).item() == pytest.approx(math.log(4))
+    assert prototype_entropy(torch.tensor([[0.0, -50.0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+    def loss_at(epoch, **knobs):
+        config = mb.TrainConfig(method="pmr", epochs=3, pmr_alpha=2.0, pmr_entropy_epochs=2, **knobs)
+        trainer = Trainer(config, tmp_path / str(knobs), dataset=digits, progress=False)
+        trainer.method.start_epoch(epoch)
+        inputs, labels = trainer.splits["train"]
+        batch = {m: trainer._input(m, inputs[m][:64]) for m in digits.modalities}
+        out = trainer.model(batch)
+        return trainer.method.loss(out, labels[:64], trainer.task.loss).item(), out, labels[:64], trainer.method
+    official, out, y, method = loss_at(1)
+    per, *_ = loss_at(1, pmr_entropy=0.01)
+    sims = {m: prototype_logits(out.features[m], method.prototypes[m]) for m in digits.modalities}
+    beta, lam, _ = pmr_coefficients(sims["image"], sims["audio"], y, 2.0)
+    expected = official - 0.01 * (lam * prototype_entropy(sims["image"]) + beta * prototype_entropy(sims["audio"])).item()
+    assert (beta + lam).item() == 2.0 and per == pytest.approx(expected, rel=1e-6) and per != official
+    assert loss_at(3, pmr_entropy=0.01)[0] == pytest.approx(loss_at(3)[0], rel=1e-7)  # after E_r: the official loss
+
+
 # ---- MLA -----------------------------------------------------------------------------------------
 
 from milesbook.methods.mla import entropy_weights, project_head_gradient  # noqa: E402

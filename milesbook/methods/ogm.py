@@ -91,6 +91,14 @@ class OGM(Method):
       unmodulated gradient, for both modalities while modulation is active (official code).
     - More than two modalities (ours): each modality's score against the mean of the others'
       (`ogm_coefficients_many`); two keep the official rule.
+    - Sum fusion. The official `SumFusion` is two linear layers added, fc_a(z_A) + fc_v(z_V), each with
+      its own bias, and its training-time scores use each layer with its whole bias — in weights that is
+      a concatenation head. Our `--fusion sum` is the MILES paper's sum: one linear layer shared by
+      z_A + z_B, so a part is W z_m + b/2 (one W for both modalities, half the bias each). Under
+      `--fusion concat` our parts W_m z_m + b/2 are the official concat fusion's exactly; the official
+      "sum" is closest to our concat (it differs only in splitting the bias into two trained halves).
+      What the choice of fusion changes for OGM here is measured in docs/deviations/ (README, "Where
+      methods deviate").
     Beware of Adam (the MILES paper's optimizer, our default): it divides each gradient by a running
     estimate of its own scale, so a coefficient that stays roughly constant is almost cancelled, and
     OGM then trains nearly like vanilla. The official code uses SGD with momentum (`--optimizer sgd`).

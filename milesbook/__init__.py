@@ -4,9 +4,16 @@ from ._version import __version__
 from .datasets import MultimodalDataset, list_datasets, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
 from .models import JointFusionModel, build_model
-from . import notebooks, plots
+from . import notebooks
 from .comparison import compare, load_summaries, sweep
 from .config import TrainConfig
 from .runs import read_history
 from .train import run_or_reuse, train
 
+
+def __getattr__(name: str):
+    # `mb.plots` on first use: matplotlib costs ≈ 0.4 s of every command's start-up otherwise.
+    if name == "plots":
+        import importlib
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'milesbook' has no attribute {name!r}")

@@ -306,16 +306,14 @@ class Trainer:
             val = self.evaluate("val")
             # Test now, on the weights validation just scored: `end_epoch` may change them (MSES puts a
             # stopped modality's best weights back), and an epoch's val and test must describe one model.
-            testing = time.perf_counter()
             test = self.evaluate("test") if self.config.test_split else None
-            testing = time.perf_counter() - testing
             row, util_metrics = self._row(epoch, lrs, train, val)
             # The weights validation just scored (before `end_epoch` may change them), while they can be chosen.
             tolerance = self.config.selection_tolerance
             scored = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} \
                 if epoch in runs.can_be_selected([*self.history, row], tolerance, self.metric) else None
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
-            row["seconds"] = time.perf_counter() - began - testing  # the method's work + train + validation
+            row["seconds"] = time.perf_counter() - began  # so far; the whole epoch once its files are written
             self.history.append(row)
             if test is not None:
                 self.test_history.append({"epoch": epoch, **self._test_row(test)})
@@ -323,6 +321,8 @@ class Trainer:
                 runs.save_candidate(self.out, epoch, scored)
             runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
             runs.prune_candidates(self.out, self.history, tolerance, self.metric)
+            row["seconds"] = time.perf_counter() - began
+            runs.write_history(self.out / "history.csv", self.history)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)
@@ -337,7 +337,8 @@ class Trainer:
                            modalities=self.modalities, task=self.task.name, metric=self.metric,
                            metrics=self.task.metrics, device=str(self.device), modality_reading=self.source,
                            heads="trained" if self.method.trains_heads else
-                           "probes" if self.config.probes else "untrained", inference=self.method.inference)
+                           "probes" if self.config.probes else "untrained", inference=self.method.inference,
+                           method_entries=self.method.summary())
 
 
 def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True) -> dict:

@@ -18,7 +18,8 @@ from .errors import UserError
 def _train_flags(parser: argparse.ArgumentParser) -> None:
     from .config import TrainConfig
     d = TrainConfig()
-    parser.add_argument("--dataset", default=d.dataset, help="dataset name (see `milesbook datasets`)")
+    parser.add_argument("--dataset", default=d.dataset, help="a dataset name (see `milesbook datasets`), or the "
+                        "path of your own data: a folder of <modality>.npy + labels.npy (README, \"Your own data\")")
     parser.add_argument("--fusion", default=d.fusion, help="concat | sum")
     parser.add_argument("--encoder", default=d.encoder,
                         help="auto (the dataset's choice; else MLP for vectors, small CNN for images) | cnn | mlp | "
@@ -333,9 +334,9 @@ def _with_unimodal_rates(config, root: Path, methods: list[str], placeholder: bo
     """`config` with MSLR's per-encoder rates from the unimodal searches in `root` (their chosen lr),
     as the MSLR paper sets them. Before those searches have run in this same command (`placeholder`),
     the global rate stands in, for checking only."""
-    from .datasets import REGISTRY
+    from .datasets import entry_for
     from .search.space import unimodal_rates
-    modalities = REGISTRY[config.dataset].modalities
+    modalities = entry_for(config.dataset).modalities
     rates = unimodal_rates(root, modalities)
     if rates is None and placeholder and all(f"unimodal-{m}" in methods for m in modalities):
         rates = {m: config.lr for m in modalities}
@@ -351,12 +352,11 @@ def _search_methods(text: str, dataset: str) -> list[str]:
     """--method's names: comma-separated, "all" for the 2 × 2 and the baselines, "unimodal" for each
     modality's reference."""
     from .comparison import expand_methods
-    from .datasets import REGISTRY
-    from .errors import check_choice
+    from .datasets import entry_for
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UserError("--method is empty; name a method, e.g. --method miles")
-    modalities = REGISTRY[check_choice("dataset", dataset, REGISTRY)].modalities
+    modalities = entry_for(dataset).modalities
     methods = []
     for name in names:
         if name == "unimodal":

@@ -105,7 +105,8 @@ def data_fingerprint(data) -> str:
         split = data.splits[name]
         for key, x in [*sorted(split.inputs.items()), ("labels", split.labels)]:
             digest.update(f"|{name}/{key}/{x.dtype}/{tuple(x.shape)}|".encode())
-            digest.update(_tensor_bytes(x))
+            for part in x.chunks() if hasattr(x, "chunks") else [x]:  # a split read from disk: a chunk at a time
+                digest.update(_tensor_bytes(part))
     return digest.hexdigest()[:16]
 
 
@@ -132,6 +133,8 @@ def collect(device: torch.device | str, threads: int, data=None) -> dict:
               "env": {name: os.environ.get(name) for name in NUMBER_ENV}}
     if data is not None:
         record.update({"data.name": data.name, "data.fingerprint": data_fingerprint(data)})
+        if getattr(data, "origin", ""):  # your own data: a folder's path, or "in memory"
+            record["data.origin"] = data.origin
     return record
 
 

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import provenance, runs
 from .config import TrainConfig
-from .datasets import MultimodalDataset, load_dataset
+from .datasets import MultimodalDataset, is_path, load_dataset
 from .errors import NonFiniteLossError, UserError
 from .methods import EpochMetrics, build_method, unimodal_modality
 from .metrics import task_of
@@ -341,6 +342,13 @@ class Trainer:
                            method_entries=self.method.summary())
 
 
+def _named(config: TrainConfig, data: MultimodalDataset) -> TrainConfig:
+    """Your own data given as an object (`from_arrays`, `from_folder`): the run records its name, not
+    the default dataset's (a config that names the data's folder keeps that path)."""
+    own = data.origin and not is_path(config.dataset) and config.dataset != data.name
+    return replace(config, dataset=data.name) if own else config
+
+
 def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True) -> dict:
     """The summary of `config` in `folder`: read if finished with this configuration under the same
     conditions (`milesbook.runs.reusable`), else trained (continuing a checkpoint made under the same
@@ -348,6 +356,7 @@ def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None 
     folder = Path(folder)
     config.check()
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+    config = _named(config, data)
     current = provenance.collect(resolve_device(config.device), config.threads, data)
     summary, why = runs.reusable(folder, config.to_dict(), current)
     if summary is not None:
@@ -363,6 +372,7 @@ def train(config: TrainConfig, out, *, resume: bool = False, dataset: Multimodal
     """Train one run into the folder `out` and return its summary (see the module docstring)."""
     config.check()  # bad settings are one line before anything is loaded
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+    config = _named(config, data)
     current = provenance.collect(resolve_device(config.device), config.threads, data)
     return _train(config, Path(out), resume, data, progress, on_epoch_end, current)
 

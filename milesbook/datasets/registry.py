@@ -48,6 +48,9 @@ class MultimodalDataset:
     # Per modality, the encoder `--encoder auto` builds and its arguments, when the dataset knows
     # better than the shape does, e.g. {"text": {"kind": "bow", "vocab_size": 20002}}.
     encoder_options: dict[str, dict] = field(default_factory=dict)
+    # Where the data came from, when it is not a registered dataset: "folder /abs/path" or "in memory"
+    # (`milesbook.datasets.arrays`); recorded in every run's provenance.
+    origin: str = ""
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -93,6 +96,12 @@ def load_dataset(name: str, **options) -> MultimodalDataset:
     if not entry.prepared():
         raise UserError(f"dataset {name!r} is not prepared; run: {entry.data_script}")
     return entry.load(**options)
+
+
+def take_rows(x, index):
+    """`x[index]` of a split's tensor; of a split read on demand (`arrays.Rows`), the same rows still
+    unread — G-Blend's held-out part of a folder larger than memory stays on disk."""
+    return x.subset(index) if hasattr(x, "subset") else x[index]
 
 
 def cache_dir() -> Path:

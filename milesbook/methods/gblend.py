@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..datasets.registry import take_rows
 from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
 
 
@@ -90,8 +91,8 @@ class GBlend(Method):
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.config.seed))
         n_holdout = max(1, round(self.config.gblend_holdout * len(labels)))
         held, kept = order[:n_holdout].to(labels.device), order[n_holdout:].to(labels.device)
-        trainer.splits["gblend_holdout"] = ({m: x[held] for m, x in inputs.items()}, labels[held])
-        trainer.splits["train"] = ({m: x[kept] for m, x in inputs.items()}, labels[kept])
+        trainer.splits["gblend_holdout"] = ({m: take_rows(x, held) for m, x in inputs.items()}, labels[held])
+        trainer.splits["train"] = ({m: take_rows(x, kept) for m, x in inputs.items()}, labels[kept])
         self.heads = ["fusion", *self.model.modalities]
         self.weights = {k: 1.0 / len(self.heads) for k in self.heads}
         self.extra_epochs = 0

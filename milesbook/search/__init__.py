@@ -49,10 +49,10 @@ def prepare(base: TrainConfig, out, *, trials: int = 80, sampler: str = "random"
             workers: int = 1, storage: str | None = None, study_name: str | None = None,
             space_file=None) -> Job:
     """Check every input (names, counts, the space) and build the job. Writes nothing."""
-    from ..datasets import REGISTRY
+    from ..datasets import entry_for
     from ..methods import method_names
     from ..models import FUSIONS
-    entry = REGISTRY[check_choice("dataset", base.dataset, REGISTRY)]
+    entry = entry_for(base.dataset)
     check_choice("method", base.method, method_names(entry.modalities))
     check_choice("fusion", base.fusion, FUSIONS)
     check_choice("sampler", sampler, SAMPLERS)
@@ -102,8 +102,8 @@ def search(base: TrainConfig, out, *, trials: int = 80, sampler: str = "random",
         from ..datasets import load_dataset
         data = load_dataset(job.config.dataset, **job.config.dataset_options)
     elif workers > 1:
-        from ..datasets import REGISTRY
-        entry = REGISTRY[job.config.dataset]
+        from ..datasets import entry_for
+        entry = entry_for(job.config.dataset)
         if not entry.prepared():
             raise UserError(f"dataset {entry.name!r} is not prepared; run: {entry.data_script}")
     study = open_study(job)

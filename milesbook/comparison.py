@@ -282,7 +282,7 @@ def expand_methods(methods, modalities=None) -> list[str]:
 
 
 def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True,
-                       factors=(1 / 3, 1.0, 3.0)) -> dict:
+                       factors=(1 / 3, 1.0, 3.0), encoders: dict | None = None) -> dict:
     """Each modality's best unimodal learning rate (highest validation metric at its selected epoch,
     seed 0) over `factors` × the global rate — what MSLR-K/S start from. Runs are cached like any other."""
     grid = [base.lr * f for f in factors]
@@ -293,21 +293,27 @@ def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True
             config = replace(base, method=f"unimodal-{m}", lr=lr, seed=0)
             folder = run_dir(out, f"unimodal-{m}", "concat", 0) if lr == base.lr else \
                 Path(out) / "lr-search" / f"unimodal-{m}-lr{lr:.3g}"
-            summary = run_or_reuse(config, folder, data, progress)
+            summary = run_or_reuse(config, folder, data, progress, encoders=encoders)
             scores[lr] = summary[f"best_val_{history_metric(summary)}_fusion"]
         best[m] = max(grid, key=lambda lr: (scores[lr], lr == base.lr))
     return {"grid": grid, "best": best}
 
 
-def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",), seeds: int = 3,
-            out="runs/compare", base: TrainConfig | None = None, progress: bool = True, workers: int = 1) -> dict:
+def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seeds: int = 3,
+            out="runs/compare", base: TrainConfig | None = None, progress: bool = True, workers: int = 1,
+            encoders: dict | None = None) -> dict:
     """Train (or reuse) every method × fusion × seed plus the unimodal references (`workers` processes
     at once, each run with its own `base.threads`: the numbers do not depend on `workers`), write the
     report (`results.md`, `results.csv`, `report.json`, figures) and return {fusion: {"rows",
-    "strict_rows", "last_rows", "markdown", …}}."""
+    "strict_rows", "last_rows", "markdown", …}}. `dataset`: a name, the path of your own data, or a
+    `MultimodalDataset` (e.g. `from_arrays`); `encoders` {modality: nn.Module}: your own encoders."""
     out = Path(out)
+    if isinstance(dataset, str):
+        data = load_dataset(dataset, **(base or TrainConfig()).dataset_options)
+    else:  # a folder's data keeps its path (worker processes load it by that); data in memory its name
+        data = dataset
+        dataset = data.origin.removeprefix("folder ") if data.origin.startswith("folder ") else data.name
     base = replace(base or TrainConfig(), dataset=dataset)
-    data = load_dataset(dataset, **base.dataset_options)
     modalities = data.modalities
     task = task_of(data.task)
     label = METRIC_LABELS[task.headline]
@@ -315,7 +321,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
     references = [f"unimodal-{m}" for m in modalities]
     search_note = ""
     if any(m.startswith("mslr-") for m in methods) and not base.mslr_lrs:
-        rates = unimodal_lr_search(base, data, out, progress)
+        rates = unimodal_lr_search(base, data, out, progress, encoders=encoders)
         search_note = (f"MSLR rates: each modality's best unimodal rate on validation over "
                        f"{sorted(rates['grid'])} (seed 0): {rates['best']}.")
         base_mslr = replace(base, mslr_lrs=rates["best"])
@@ -339,7 +345,7 @@ def compare(dataset: str = "digits-av", methods=MAIN_METHODS, fusions=("concat",
                                  fusion=fusion if method in methods else "concat", seed=seed)
                 jobs.setdefault((method, fusion if method in methods else "concat", seed),
                                 (config, run_dir(out, method, fusion, seed)))
-    done = dict(zip(jobs, run_many(list(jobs.values()), workers, data, progress)))
+    done = dict(zip(jobs, run_many(list(jobs.values()), workers, data, progress, encoders)))
     everything = list(done.values())
     made_under = provenance.summarize_many([s.get("provenance") for s in everything])
     md += [made_under, ""]

@@ -182,10 +182,14 @@ def parse_encoder_spec(spec: str, modalities) -> dict[str, str]:
     return kinds
 
 
-def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: dict | None = None) -> nn.Module:
+def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: dict | None = None,
+                  modality: str = "") -> nn.Module:
     """An encoder for samples of `shape`: (D,) vectors, (C, H, W) images, or (L,) token ids when the
     dataset's `options` say so ({"tokens": True, "vocab_size": V, "kind": default, "path": BERT}).
-    `kind="auto"` takes the dataset's default, else an MLP for vectors and the small CNN for images."""
+    `kind="auto"` takes the dataset's default, else an MLP for vectors and the small CNN for images;
+    "package.module:factory" builds your own (`encoder_from_factory`, then `adopt_encoder`)."""
+    if ":" in kind:
+        return adopt_encoder(encoder_from_factory(kind, shape, feature_dim), shape, feature_dim, options, modality)
     check_choice("encoder", kind, ENCODERS)
     options = options or {}
     if kind == "auto":
@@ -265,11 +269,60 @@ class JointFusionModel(nn.Module):
 
 def build_model(shapes: dict[str, tuple[int, ...]], num_classes: int, fusion: str = "concat",
                 encoder: str = "auto", feature_dim: int = 64,
-                encoder_options: dict[str, dict] | None = None) -> JointFusionModel:
+                encoder_options: dict[str, dict] | None = None,
+                given: dict[str, nn.Module] | None = None) -> JointFusionModel:
     """A joint-fusion model with an encoder per modality of `shapes` ({modality: sample shape}):
     `encoder` is one kind for all or "m=kind,..." (`parse_encoder_spec`); `encoder_options` are the
-    dataset's per-modality hints (`MultimodalDataset.encoder_options`)."""
+    dataset's per-modality hints (`MultimodalDataset.encoder_options`); `given` {modality: nn.Module}
+    are your own encoders, used instead (`adopt_encoder`)."""
     kinds = parse_encoder_spec(encoder, list(shapes))
-    options = encoder_options or {}
-    encoders = {m: build_encoder(kinds[m], shape, feature_dim, options.get(m)) for m, shape in shapes.items()}
+    options, given = encoder_options or {}, given or {}
+    encoders = {m: adopt_encoder(given[m], shape, feature_dim, options.get(m), m) if m in given else
+                build_encoder(kinds[m], shape, feature_dim, options.get(m), m) for m, shape in shapes.items()}
     return JointFusionModel(encoders, feature_dim, num_classes, fusion)
+
+
+def adopt_encoder(module: nn.Module, shape: tuple[int, ...], feature_dim: int, options: dict | None = None,
+                  modality: str = "") -> nn.Module:
+    """Your own encoder for samples of `shape`, as a run uses it: a copy (every run starts from the
+    weights you gave), its output width D read from a dry run on two zero samples (eval mode, no
+    gradient), and a linear map D → `feature_dim` after it when D differs (the fusion head and the
+    other encoders share one width)."""
+    import copy
+    if not isinstance(module, nn.Module):
+        raise UserError(f"the encoder given for {modality!r} is a {type(module).__name__}, not a torch.nn.Module")
+    module = copy.deepcopy(module)
+    tokens = bool((options or {}).get("tokens"))
+    sample = torch.zeros((2, *shape), dtype=torch.long if tokens else torch.float32,
+                         device=next(module.parameters(), torch.zeros(())).device)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(sample)
+    except Exception as error:  # the user's code: say which encoder and what it was given
+        raise UserError(f"the encoder for {modality!r} ({type(module).__name__}) fails on a batch of shape "
+                        f"{tuple(sample.shape)} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                        "it must map a batch (B, *sample shape) to features (B, D)") from None
+    module.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"the encoder for {modality!r} ({type(module).__name__}) returns {got} for a batch of "
+                        f"{tuple(sample.shape)}; it must return features of shape (B, D)")
+    width = out.shape[1]
+    return module if width == feature_dim else nn.Sequential(module, nn.Linear(width, feature_dim))
+
+
+def encoder_from_factory(spec: str, shape: tuple[int, ...], feature_dim: int) -> nn.Module:
+    """`--encoder MODALITY=package.module:factory`: import the module and call the factory, with the
+    keywords it accepts among `shape` (the sample shape) and `feature_dim`."""
+    import importlib
+    import inspect
+    module_name, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"--encoder {spec}: cannot import {name} from {module_name} ({error}); give "
+                        "package.module:factory with the package on PYTHONPATH") from None
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in (("shape", shape), ("feature_dim", feature_dim)) if k in accepted})

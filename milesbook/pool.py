@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from .config import TrainConfig
+from .errors import UserError
 from .train import run_or_reuse
 
 _DATA = {}  # per worker process: each dataset loaded once
@@ -41,18 +42,22 @@ def quiet_resource_tracker():
         os.environ.pop("PYTHONWARNINGS") if before is None else os.environ.update(PYTHONWARNINGS=before)
 
 
-def run_many(jobs: list[tuple[TrainConfig, Path]], workers: int = 1, data=None, progress: bool = True) -> list[dict]:
+def run_many(jobs: list[tuple[TrainConfig, Path]], workers: int = 1, data=None, progress: bool = True,
+             encoders: dict | None = None) -> list[dict]:
     """The summary of each (config, folder) job, trained or reused (`run_or_reuse`), in job order.
     With `workers` > 1, that many fresh processes (spawned: no forked torch state), each training one
     run at a time with the run's own `threads`; `data` (used with one worker) saves loading the
-    dataset again when the caller has it."""
+    dataset again when the caller has it. Data or `encoders` given in memory train in this process."""
     from tqdm.auto import tqdm
+    if workers > 1 and (encoders or getattr(data, "origin", "") == "in memory"):
+        raise UserError("data or encoders given in memory train in this process: use workers=1 (or save the "
+                        "data as a folder and give the encoders as package.module:factory)")
     bar = tqdm(total=len(jobs), desc="runs", unit="run", **({} if progress else {"disable": True}))
     results = []
     if workers <= 1:
         for config, folder in jobs:
             bar.set_postfix_str(f"{config.method} {config.fusion} seed {config.seed}")
-            results.append(run_or_reuse(config, folder, data, progress=False))
+            results.append(run_or_reuse(config, folder, data, progress=False, encoders=encoders))
             bar.update()
     else:
         import multiprocessing

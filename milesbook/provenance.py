@@ -17,12 +17,15 @@ holds `provenance.json` (and a copy in `summary.json`), a flat record:
   that change numbers (`NUMBER_ENV`);
 - `data.name` and `data.fingerprint`: a hash of every tensor the run could read (each split's inputs
   and labels, after the dataset's options) and of how they are read (normalisation, training noise,
-  task, classes) — a change in any sample changes it.
+  task, classes) — a change in any sample changes it; `data.origin` for your own data ("folder
+  PATH" or "in memory");
+- `encoders`, when you gave encoders as modules: per modality its class, parameter count, a hash of
+  its initial weights (`encoder_identity`) and "origin": "in memory".
 
 Which fields must agree for what:
 
 - `REUSE_FIELDS` — a finished run is reused (compare's cache) only when its configuration and these
-  agree: the results version, the threads, the device kind and the data;
+  agree: the results version, the threads, the device kind, the data and the encoders you gave;
 - `BITWISE_FIELDS` — a run is resumed only when these agree too (the torch build, the CPU or GPU and
   its instruction set, the determinism settings): otherwise the resumed epochs would be made under
   other conditions than the first ones. Runs whose `BITWISE_FIELDS` agree are bit-for-bit identical
@@ -44,7 +47,7 @@ import torch
 RESULTS_VERSION = 2  # CHANGELOG.md says what moved at each bump
 FILE = "provenance.json"
 NUMBER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG")
-REUSE_FIELDS = ("milesbook.results_version", "threads", "device.kind", "data.fingerprint")
+REUSE_FIELDS = ("milesbook.results_version", "threads", "device.kind", "data.fingerprint", "encoders")
 BITWISE_FIELDS = (*REUSE_FIELDS, "torch.version", "torch.git_version", "cuda.version", "cudnn.version",
                   "device.name", "cpu.capability", "deterministic", "cudnn.deterministic", "cudnn.benchmark",
                   "cuda.matmul.allow_tf32", "cudnn.allow_tf32", "env")
@@ -110,9 +113,21 @@ def data_fingerprint(data) -> str:
     return digest.hexdigest()[:16]
 
 
-def collect(device: torch.device | str, threads: int, data=None) -> dict:
-    """The provenance of a run about to train on `device` with `threads` torch threads over `data`
-    (see the module docstring for the fields)."""
+def encoder_identity(module: torch.nn.Module) -> dict:
+    """What names an encoder you gave: its class, its parameters' count and shapes, and a sha256 (16 hex
+    digits) of its initial weights and buffers."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(f"|{name}/{tensor.dtype}/{tuple(tensor.shape)}|".encode())
+        digest.update(_tensor_bytes(tensor.detach().cpu()))
+    kind = type(module)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}",
+            "parameters": sum(p.numel() for p in module.parameters()), "weights": digest.hexdigest()[:16]}
+
+
+def collect(device: torch.device | str, threads: int, data=None, encoders: dict | None = None) -> dict:
+    """The provenance of a run about to train on `device` with `threads` torch threads over `data`, with
+    your own `encoders` {modality: nn.Module} if any (see the module docstring for the fields)."""
     from ._version import __version__
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -135,6 +150,8 @@ def collect(device: torch.device | str, threads: int, data=None) -> dict:
         record.update({"data.name": data.name, "data.fingerprint": data_fingerprint(data)})
         if getattr(data, "origin", ""):  # your own data: a folder's path, or "in memory"
             record["data.origin"] = data.origin
+    if encoders:  # given in memory: the run is reused only with the same encoders, and says so
+        record["encoders"] = {m: {**encoder_identity(e), "origin": "in memory"} for m, e in sorted(encoders.items())}
     return record
 
 

@@ -39,7 +39,7 @@ class Trainer:
     """Holds one run's data, model, optimizer and method; `fit` trains to `config.epochs`."""
 
     def __init__(self, config: TrainConfig, out: Path, dataset: MultimodalDataset | None = None,
-                 progress: bool = True, conditions: dict | None = None):
+                 progress: bool = True, conditions: dict | None = None, encoders: dict | None = None):
         self.config = config.check()
         self.out = Path(out)
         self.device = resolve_device(config.device)
@@ -55,13 +55,19 @@ class Trainer:
         self._check_data()
         # Everything that can change the numbers besides the config (`milesbook.provenance`); `conditions`
         # when the caller has just collected it for this data.
-        self.provenance = conditions or provenance.collect(self.device, config.threads, self.data)
+        # Your own encoders {modality: nn.Module}, for the modalities this run trains.
+        self.encoders = {m: e for m, e in (encoders or {}).items() if m in self.modalities}
+        unknown = sorted(set(encoders or {}) - set(self.data.modalities))
+        if unknown:
+            raise UserError(f"encoders given for {unknown}, which {self.data.name!r} does not have; its modalities "
+                            f"are {list(self.data.modalities)}")
+        self.provenance = conditions or provenance.collect(self.device, config.threads, self.data, self.encoders)
 
         torch.manual_seed(config.seed)
         shapes = {m: self.data.shapes[m] for m in self.modalities}
         with provenance.reproducible(config.threads, self.device):
             self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
-                                     config.feature_dim, self.data.encoder_options).to(self.device)
+                                     config.feature_dim, self.data.encoder_options, self.encoders).to(self.device)
         groups = self.model.param_groups(config.lr)
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999)) if config.optimizer == "adam" \
             else torch.optim.SGD(groups, momentum=0.9)
@@ -277,7 +283,7 @@ class Trainer:
         """Train (or reuse) a run this run builds on — e.g. a unimodal model it starts from — in
         `<out>/<name>/` on the same data, and return its selected epoch's weights (a `state_dict`)."""
         folder = self.out / name
-        run_or_reuse(config, folder, self.data, progress=False)
+        run_or_reuse(config, folder, self.data, progress=False, encoders=self.encoders)
         return runs.selected_weights(folder, self.device)
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -349,7 +355,8 @@ def _named(config: TrainConfig, data: MultimodalDataset) -> TrainConfig:
     return replace(config, dataset=data.name) if own else config
 
 
-def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True) -> dict:
+def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None = None, progress: bool = True,
+                 encoders: dict | None = None) -> dict:
     """The summary of `config` in `folder`: read if finished with this configuration under the same
     conditions (`milesbook.runs.reusable`), else trained (continuing a checkpoint made under the same
     provenance). A run that cannot be used is moved aside (`<folder>.stale-<k>`), with one line saying why."""
@@ -357,28 +364,35 @@ def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None 
     config.check()
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     config = _named(config, data)
-    current = provenance.collect(resolve_device(config.device), config.threads, data)
+    current = provenance.collect(resolve_device(config.device), config.threads, data, _for_run(encoders, config))
     summary, why = runs.reusable(folder, config.to_dict(), current)
     if summary is not None:
         return summary
     if why is not None:
         aside = runs.move_aside(folder)
         tqdm.write(f"milesbook: retraining {folder}: {why}; the earlier run is kept in {aside}", file=sys.stderr)
-    return _train(config, folder, (folder / runs.CHECKPOINT).exists(), data, progress, None, current)
+    return _train(config, folder, (folder / runs.CHECKPOINT).exists(), data, progress, None, current, encoders)
 
 
 def train(config: TrainConfig, out, *, resume: bool = False, dataset: MultimodalDataset | None = None,
-          progress: bool = True, on_epoch_end=None) -> dict:
-    """Train one run into the folder `out` and return its summary (see the module docstring)."""
+          progress: bool = True, on_epoch_end=None, encoders: dict | None = None) -> dict:
+    """Train one run into the folder `out` and return its summary (see the module docstring).
+    `encoders` {modality: nn.Module}: your own encoders for those modalities (`models.adopt_encoder`)."""
     config.check()  # bad settings are one line before anything is loaded
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     config = _named(config, data)
-    current = provenance.collect(resolve_device(config.device), config.threads, data)
-    return _train(config, Path(out), resume, data, progress, on_epoch_end, current)
+    current = provenance.collect(resolve_device(config.device), config.threads, data, _for_run(encoders, config))
+    return _train(config, Path(out), resume, data, progress, on_epoch_end, current, encoders)
 
 
-def _train(config, out: Path, resume: bool, data, progress, on_epoch_end, current: dict) -> dict:
+def _for_run(encoders: dict | None, config: TrainConfig) -> dict:
+    """The given encoders of the modalities this run trains (a unimodal reference: its one)."""
+    only = unimodal_modality(config.method)
+    return {m: e for m, e in (encoders or {}).items() if only is None or m == only}
+
+
+def _train(config, out: Path, resume: bool, data, progress, on_epoch_end, current: dict, encoders=None) -> dict:
     if resume and (out / runs.CHECKPOINT).exists():
         # Refused before anything is built or trained (a method's reference runs included).
         runs.check_resumable(out, config.to_dict(), current)
-    return Trainer(config, out, data, progress, current).fit(resume=resume, on_epoch_end=on_epoch_end)
+    return Trainer(config, out, data, progress, current, encoders).fit(resume=resume, on_epoch_end=on_epoch_end)

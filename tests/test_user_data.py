@@ -130,3 +130,78 @@ def test_gblend_keeps_a_folder_on_disk(tmp_path):
     held, kept = trainer.splits["gblend_holdout"][0]["audio"], trainer.splits["train"][0]["audio"]
     assert isinstance(held, Rows) and isinstance(kept, Rows) and len(held) + len(kept) == 210
     assert not set(held.index) & set(kept.index)
+
+
+# -- your own encoders ---------------------------------------------------------------------------
+
+class TinyAudioNet(torch.nn.Module):
+    """What a user brings: any module mapping a batch to (B, D) — here D = 24, not the model's width."""
+
+    def __init__(self, in_features=12):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(in_features, 32), torch.nn.Tanh(), torch.nn.Linear(32, 24))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def tiny_audio_net(shape, feature_dim):
+    """A factory for `--encoder audio=tests.test_user_data:tiny_audio_net`."""
+    return TinyAudioNet(shape[0])
+
+
+@pytest.mark.parametrize("method", ["vanilla", "aux", "miles"])
+def test_your_own_encoder_trains_under_each_method(tmp_path, method):
+    data = from_folder(write_folder(tmp_path / "mine"))
+    torch.manual_seed(5)
+    mine = TinyAudioNet()
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    summary = mb.train(mb.TrainConfig(method=method, epochs=2), tmp_path / "run", dataset=data, progress=False,
+                       encoders={"audio": mine})
+    assert 0 < summary["test_acc_fusion"] <= 1
+    assert all(torch.equal(before[k], v) for k, v in mine.state_dict().items())  # the run trained a copy
+    weights = torch.load(tmp_path / "run" / "selected.pt", weights_only=True)["model"]
+    assert weights["encoders.audio.0.net.0.weight"].shape == (32, 12)  # yours, then 24 → 64
+    assert weights["encoders.audio.1.weight"].shape == (64, 24)
+    identity = json.loads((tmp_path / "run" / "provenance.json").read_text())["encoders"]["audio"]
+    assert identity == {**mb.provenance.encoder_identity(mine), "origin": "in memory"}
+    assert identity["class"] == "tests.test_user_data.TinyAudioNet" and identity["parameters"] == 12 * 32 + 32 + 32 * 24 + 24
+
+
+def test_other_initial_weights_are_another_run(tmp_path):
+    data = from_folder(write_folder(tmp_path / "mine"))
+    config = mb.TrainConfig(method="aux", epochs=1)
+    torch.manual_seed(1)
+    first = TinyAudioNet()
+    mb.run_or_reuse(config, tmp_path / "run", data, progress=False, encoders={"audio": first})
+    assert mb.run_or_reuse(config, tmp_path / "run", data, progress=False, encoders={"audio": first})["epochs"] == 1
+    assert not (tmp_path / "run.stale-1").exists()  # the same encoder: reused
+    torch.manual_seed(2)
+    mb.run_or_reuse(config, tmp_path / "run", data, progress=False, encoders={"audio": TinyAudioNet()})
+    assert (tmp_path / "run.stale-1").is_dir()  # another encoder: the old run moved aside, retrained
+
+
+def test_an_encoder_of_the_wrong_shape_is_one_line(tmp_path):
+    data = from_folder(write_folder(tmp_path / "mine"))
+
+    class Flat(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :, None]
+    with pytest.raises(UserError, match=r"returns \(2, 12, 1\) for a batch of \(2, 12\); it must return features"):
+        mb.train(mb.TrainConfig(method="aux", epochs=1), tmp_path / "run", dataset=data, progress=False,
+                 encoders={"audio": Flat()})
+    with pytest.raises(UserError, match="encoders given for \\['video'\\]"):
+        mb.train(mb.TrainConfig(method="aux", epochs=1), tmp_path / "run", dataset=data, progress=False,
+                 encoders={"video": TinyAudioNet()})
+
+
+def test_a_factory_on_the_command_line(tmp_path, capsys):
+    folder = write_folder(tmp_path / "mine")
+    code = cli.main(["train", "--dataset", str(folder), "--method", "miles", "--epochs", "1", "--out",
+                     str(tmp_path / "run"), "--encoder", "audio=tests.test_user_data:tiny_audio_net"])
+    assert code == 0, capsys.readouterr().err
+    weights = torch.load(tmp_path / "run" / "selected.pt", weights_only=True)["model"]
+    assert weights["encoders.audio.0.net.0.weight"].shape == (32, 12)
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "bad",
+                         "--encoder", "audio=tests.no_such_module:net")
+    assert "cannot import net from tests.no_such_module" in err

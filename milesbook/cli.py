@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="a run folder: check only its first K epochs")
     p.add_argument("--methods", help="a report: re-run only these rows (comma-separated), e.g. miles,aux")
     p.add_argument("--workers", type=int, default=1, help="a report: processes training at once")
+    p.add_argument("--dataset", help="a run trained on data given in memory: the same data saved as a folder")
+    p.add_argument("--encoder", help="a run given encoders in memory: MODALITY=package.module:factory,… "
+                                     "rebuilding them")
     p.add_argument("--out", help="where the re-run goes (default: a temporary folder, removed afterwards; a "
                                  "report's re-run is kept in --out so that an interrupted verify resumes)")
 
@@ -228,7 +231,8 @@ def _run(args) -> int:
         return _search(args)
     if args.command == "verify":
         from .verify import verify
-        return verify(args.path, epochs=args.epochs, methods=args.methods, workers=args.workers, out=args.out)
+        return verify(args.path, epochs=args.epochs, methods=args.methods, workers=args.workers, out=args.out,
+                      dataset=args.dataset, encoder=args.encoder)
     if args.command == "notebooks":
         from . import notebooks
         parameters = {name: _json_or_text(value) for name, value in args.parameter}

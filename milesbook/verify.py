@@ -32,20 +32,25 @@ VERIFIED, DIFFERS, INCONCLUSIVE = 0, 1, 3
 WALL_CLOCK = {"seconds", "train_seconds"}
 
 
-def verify(path, epochs: int | None = None, methods: str | None = None, workers: int = 1, out=None) -> int:
+def verify(path, epochs: int | None = None, methods: str | None = None, workers: int = 1, out=None,
+           dataset: str | None = None, encoder: str | None = None) -> int:
     """Check the run or report at `path` (see the module docstring); prints what it finds and returns
-    the exit status."""
+    the exit status. A run made on data or with encoders given in memory needs them back: `dataset`
+    (the path of the same data saved as a folder) and `encoder` ("MODALITY=package.module:factory,…",
+    rebuilding the same initial weights)."""
     from .comparison import REPORT
     path = Path(path)
     if (path / REPORT).exists():
         if epochs is not None:
             raise UserError("--epochs applies to a run folder; a report is checked on all its epochs")
         only = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+        if dataset or encoder:
+            raise UserError("--dataset and --encoder apply to a run folder; a report re-runs its own settings")
         return verify_report(path, only=only, workers=workers, out=out)
     if (path / "config.json").exists():
         if methods is not None:
             raise UserError("--methods applies to a report folder (report.json); this is one run")
-        return verify_run(path, epochs=epochs, out=out)
+        return verify_run(path, epochs=epochs, out=out, dataset_path=dataset, encoder=encoder)
     raise UserError(f"{path} is neither a run folder (config.json) nor a report folder ({REPORT}); give the --out "
                     "of `milesbook train` or of `milesbook compare`")
 
@@ -76,9 +81,11 @@ def _summary_difference(recorded: dict, rerun: dict) -> str | None:
     return None
 
 
-def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress: bool = True) -> int:
+def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress: bool = True,
+               dataset_path: str | None = None, encoder: str | None = None) -> int:
     """Retrain the run in `run` (its first `epochs` epochs, default all) and compare; returns the exit
-    status (0 identical, 1 different under the recorded provenance, 3 different under another)."""
+    status (0 identical, 1 different under the recorded provenance, 3 different under another).
+    `dataset_path` and `encoder` give back data and encoders the run was given in memory."""
     from .config import TrainConfig
     from .datasets import load_dataset
     from .train import resolve_device, train
@@ -101,8 +108,19 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     if epochs is not None and not 1 <= epochs <= len(history):
         raise UserError(f"--epochs must be between 1 and the run's {len(history)} epochs, got {epochs}")
     checked = epochs or len(history)
+    if recorded.get("data.origin") == "in memory" and dataset is None and dataset_path is None:
+        raise UserError(f"{run} was trained on data given in memory ({recorded.get('data.name')}): verify cannot "
+                        "rebuild it; save the same arrays as a folder (README, \"Your own data\") and give --dataset PATH")
+    if dataset is None and dataset_path is not None:
+        from .datasets import from_folder
+        dataset = from_folder(dataset_path)
+        if recorded.get("data.origin") == "in memory":  # the run knew the data by the name it was given
+            dataset = replace(dataset, name=recorded.get("data.name"))
+        else:
+            config = replace(config, dataset=dataset_path)
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
-    current = provenance.collect(resolve_device(config.device), config.threads, data)
+    encoders = _given_encoders(recorded, encoder, data, config, run)
+    current = provenance.collect(resolve_device(config.device), config.threads, data, encoders)
     differ = provenance.differences(recorded, current)
     data_changed = recorded.get("data.fingerprint") != current.get("data.fingerprint")
     if data_changed:
@@ -123,7 +141,7 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
             if int(row["epoch"]) >= checked:
                 raise _Enough
         try:
-            train(config, rerun_dir, dataset=data, progress=progress,
+            train(config, rerun_dir, dataset=data, progress=progress, encoders=encoders,
                   on_epoch_end=enough if checked < len(history) else None)
         except _Enough:
             pass
@@ -150,6 +168,24 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
         return INCONCLUSIVE
     print(f"NOT REPRODUCED under the same provenance: first difference in {found}")
     return DIFFERS
+
+
+def _given_encoders(recorded: dict, spec: str | None, data, config, run: Path) -> dict | None:
+    """The encoders a run was given in memory, rebuilt from `--encoder MODALITY=package.module:factory`
+    (their initial weights are checked through the provenance's `encoders` field)."""
+    from .models import encoder_from_factory, parse_encoder_spec
+    given = recorded.get("encoders") or {}
+    if not given:
+        if spec:
+            raise UserError(f"{run} was trained with the encoders its config names ({config.encoder}); leave out --encoder")
+        return None
+    named = {m: kind for m, kind in parse_encoder_spec(spec, list(data.modalities)).items() if ":" in kind} if spec else {}
+    missing = sorted(set(given) - set(named))
+    if missing:
+        raise UserError(f"{run} was trained with {', '.join(missing)} encoder(s) given in memory "
+                        f"({', '.join(given[m]['class'] for m in missing)}): give them back with --encoder "
+                        f"{missing[0]}=package.module:factory")
+    return {m: encoder_from_factory(named[m], data.shapes[m], config.feature_dim) for m in given}
 
 
 class _Enough(Exception):

@@ -205,3 +205,24 @@ def test_a_factory_on_the_command_line(tmp_path, capsys):
     err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "bad",
                          "--encoder", "audio=tests.no_such_module:net")
     assert "cannot import net from tests.no_such_module" in err
+
+
+def seeded_audio_net(shape):
+    """A factory that rebuilds the same initial weights (what `verify --encoder` needs)."""
+    torch.manual_seed(5)
+    return TinyAudioNet(shape[0])
+
+
+def test_verify_asks_for_data_and_encoders_given_in_memory(tmp_path, capsys):
+    from milesbook.verify import verify
+    folder = write_folder(tmp_path / "mine")
+    arrays = {m: np.load(folder / f"{m}.npy") for m in ("audio", "image")}
+    data = from_arrays(arrays, np.load(folder / "labels.npy"), name="sensors")
+    mb.train(mb.TrainConfig(method="miles", epochs=2), tmp_path / "run", dataset=data, progress=False,
+             encoders={"audio": seeded_audio_net((12,))})
+    with pytest.raises(UserError, match="given in memory \\(sensors\\).*--dataset PATH"):
+        verify(tmp_path / "run")
+    with pytest.raises(UserError, match="audio encoder\\(s\\) given in memory \\(tests.test_user_data.TinyAudioNet\\)"):
+        verify(tmp_path / "run", dataset=str(folder))
+    code = verify(tmp_path / "run", dataset=str(folder), encoder="audio=tests.test_user_data:seeded_audio_net")
+    assert code == 0 and "verified: 2 epochs identical" in capsys.readouterr().out

@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes training at once, each run with its --threads (default 1; the numbers do not "
                         "depend on it)")
 
+    p = sub.add_parser("diagnose", help="is a modality starved in my model? unimodal models, vanilla fusion with "
+                       "probes (and with --full the 2 × 2) over seeds, read against a stated rule")
+    _train_flags(p)
+    p.add_argument("--seeds", type=int, default=3, help="paired seeds (default 3, at least 2)")
+    p.add_argument("--full", action="store_true", help="also train miles-lab, aux and miles: does balancing help?")
+    p.add_argument("--out", default="runs/diagnose", help="report folder, in compare's layout (default runs/diagnose)")
+    p.add_argument("--workers", type=int, default=1, help="processes training at once (the numbers do not depend on it)")
+
     p = sub.add_parser("search", help="the paper's protocol: the best of N random draws of a method's "
                        "hyper-parameters on validation, as a resumable Optuna study (never reads test)")
     _train_flags(p)
@@ -229,6 +237,15 @@ def _run(args) -> int:
         return 0
     if args.command == "search":
         return _search(args)
+    if args.command == "diagnose":
+        from .diagnose import diagnose
+        if args.workers < 1:
+            raise UserError(f"--workers must be ≥ 1, got {args.workers}")
+        result = diagnose(args.dataset, args.seeds, args.out, _config(args), full=args.full, workers=args.workers,
+                          fusion=args.fusion)
+        print(result["verdict"])
+        print(f"\nreport: {args.out}/diagnosis.md (figure diagnosis.png; the runs' own report results.md)")
+        return 0
     if args.command == "verify":
         from .verify import verify
         return verify(args.path, epochs=args.epochs, methods=args.methods, workers=args.workers, out=args.out,

@@ -362,7 +362,8 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
         text = markdown_table(tables[""], modalities, probes)
         report[fusion] = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
                           "markdown": text, "decomposition": decomposition(tables[""], modalities),
-                          "factorial": factorial(summaries, tables[""], modalities, task.headline)}
+                          "factorial": factorial(summaries, tables[""], modalities, task.headline),
+                          "summaries": summaries, "made_under": made_under}
         record["fusion_results"][fusion] = report_record(summaries, tables[""], modalities, task.headline)
         md += [f"## {fusion} fusion", "", text, "", report[fusion]["decomposition"], ""]
         if report[fusion]["factorial"]:

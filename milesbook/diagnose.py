@@ -1,0 +1,215 @@
+"""`milesbook diagnose`: is a modality starved in my model, and does balancing help here?
+
+Starving: trained only on the fused loss L_AB, the fusion leans on the modality that lowers the loss
+first, and the other's encoder stops learning what it could learn alone. Three readings of each
+modality m tell it apart, all on the test split at the epoch chosen on validation:
+
+- **alone** — the unimodal model of m (what its encoder can learn);
+- **in fusion** — vanilla fusion's own use of m: its fusion head's part W_m z_m + b/M;
+- **probe** — a detached linear probe on vanilla's m encoder (what the encoder learnt inside fusion);
+
+and the conditional utilization rate u_m over the epochs (how much the fused prediction needs m).
+The part and the probe are both linear readings of the same encoder, each a lower bound of what it
+holds (the probe learns beside the encoder and can lag it), so *inside fusion* is the better of the
+two, per seed.
+
+**The rule.** m is *starved* when the gap alone − inside fusion (paired by seed) has a 95 %
+t-interval above zero and a mean of at least `STARVED_POINTS` points: its encoder holds measurably
+less inside fusion than alone. With `full`, the 2 × 2 (vanilla, miles-lab, aux, miles) says whether balancing
+helps: scheduling on L_AB (`miles-lab` − `vanilla` on m's probe), and the fused model under MILES
+(`miles` − `vanilla`); an effect counts when its 95 % interval excludes zero.
+
+The runs are `compare`'s, in its layout (`<out>/<method>-<fusion>/seed<k>/`, results.md, report.json),
+so `compare` and `verify` read the same runs and agree by construction; diagnose adds
+`diagnosis.md`, `diagnosis.json` and `diagnosis.png`.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from .comparison import FACTORIAL, compare, paired_difference, run_dir
+from .errors import UserError
+from .metrics import METRIC_LABELS
+from .runs import read_history, write_json
+
+STARVED_POINTS = 3.0  # the smallest gap (percentage points) called starving; a sampling wobble is less
+FILES = ("diagnosis.md", "diagnosis.json", "diagnosis.png")
+
+
+def diagnose(dataset, seeds: int = 3, out="runs/diagnose", base=None, full: bool = False, workers: int = 1,
+             fusion: str = "concat", encoders: dict | None = None, progress: bool = True) -> dict:
+    """Train (or reuse) the unimodal models and vanilla fusion with probes (with `full`, the 2 × 2)
+    over `seeds` seeds into `out`, and write the diagnosis (see the module docstring). `dataset`: a
+    name, the path of your own data, or a `MultimodalDataset`. Returns the diagnosis as a dict:
+    per modality the readings (mean, std, per seed) and gaps, `starved` (modalities), `verdict` (words)."""
+    from .config import TrainConfig
+    if seeds < 2:
+        raise UserError(f"--seeds must be ≥ 2 for a diagnosis (its intervals need two paired seeds), got {seeds}")
+    base = base or TrainConfig()
+    if not base.probes:
+        raise UserError("diagnose reads each encoder with a detached probe; leave out --no-probes")
+    out = Path(out)
+    methods = list(FACTORIAL) if full else ["vanilla"]
+    report = compare(dataset, methods, (fusion,), seeds, out, base, progress, workers, encoders)[fusion]
+    summaries = report["summaries"]
+    modalities = [m.removeprefix("unimodal-") for m in summaries if m.startswith("unimodal-")]
+    metric = summaries["vanilla"][0]["metric"]
+    if len(modalities) < 2:
+        raise UserError("diagnose compares modalities inside fusion; the data has one")
+    diagnosis = _read(summaries, modalities, metric, full)
+    diagnosis["utilization"] = _utilization(out, fusion, seeds, modalities)
+    diagnosis.update(dataset=summaries["vanilla"][0]["dataset"], seeds=seeds, full=full, fusion=fusion,
+                     metric=metric, rule=_rule_text(), made_under=report["made_under"])
+    write_json(out / "diagnosis.json", diagnosis)
+    (out / "diagnosis.md").write_text(_markdown(diagnosis))
+    _draw(diagnosis, out / "diagnosis.png")
+    return diagnosis
+
+
+def _by_seed(runs: list[dict], key: str) -> list[dict]:
+    return [{"seed": r["seed"], "value": r[key]} for r in runs]
+
+
+def _stats(runs: list[dict], key: str) -> dict:
+    values = [r[key] for r in runs]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "per_seed": values}
+
+
+def _read(summaries: dict, modalities: list[str], metric: str, full: bool) -> dict:
+    """Each modality's readings and gaps, which are starved, the balancing effects and the verdict."""
+    vanilla = summaries["vanilla"]
+    per_modality = {}
+    for m in modalities:
+        alone = summaries[f"unimodal-{m}"]
+        alone_key = f"test_{metric}_{m}"
+        probe_key, part_key = f"test_{metric}_head_{m}", f"test_{metric}_part_{m}"
+        inside = [{"seed": r["seed"], "value": max(r[probe_key], r[part_key])} for r in vanilla]
+        gap = paired_difference(_by_seed(alone, alone_key), inside, "value")
+        entry = {"alone": _stats(alone, alone_key), "in_fusion": _stats(vanilla, part_key),
+                 "probe": _stats(vanilla, probe_key), "inside": _stats(inside, "value"), "gap": gap,
+                 "starved": bool(gap is not None and gap["low"] is not None and gap["low"] > 0
+                                 and 100 * gap["mean"] >= STARVED_POINTS)}
+        if full:
+            entry["scheduling_on_probe"] = paired_difference(summaries["miles-lab"], vanilla, probe_key)
+            entry["probe_under_scheduling"] = _stats(summaries["miles-lab"], probe_key)
+        per_modality[m] = entry
+    result = {"modalities": per_modality, "starved": [m for m, e in per_modality.items() if e["starved"]],
+              "fused": {"vanilla": _stats(vanilla, f"test_{metric}_fusion")}}
+    if full:
+        result["fused"]["miles"] = _stats(summaries["miles"], f"test_{metric}_fusion")
+        result["fused_gain"] = paired_difference(summaries["miles"], vanilla, f"test_{metric}_fusion")
+    result["verdict"] = _verdict(result, full)
+    return result
+
+
+def _points(stats: dict) -> str:
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+
+def _interval(diff: dict) -> str:
+    return f"{100 * diff['mean']:+.1f} (95 % CI {100 * diff['low']:+.1f} to {100 * diff['high']:+.1f})"
+
+
+def _counts(diff: dict | None) -> bool:
+    return diff is not None and diff["low"] is not None and (diff["low"] > 0 or diff["high"] < 0)
+
+
+def _verdict(result: dict, full: bool) -> str:
+    """The diagnosis in plain words, from the numbers and the stated rule."""
+    sentences = []
+    for m in result["starved"]:
+        e = result["modalities"][m]
+        text = (f"{m} is starved in fusion: read inside fusion {_points(e['inside'])} (probe {_points(e['probe'])}) "
+                f"against {_points(e['alone'])} alone (gap {_interval(e['gap'])})")
+        if full:
+            lift = e["scheduling_on_probe"]
+            text += (f"; scheduling on L_AB (miles-lab) {'lifts' if _counts(lift) and lift['mean'] > 0 else 'moves'} "
+                     f"its probe to {_points(e['probe_under_scheduling'])} ({_interval(lift)}"
+                     f"{'' if _counts(lift) else ', not distinguishable from zero'})")
+        sentences.append(text + ".")
+    if not result["starved"]:
+        sentences.append(f"No modality is starved here: no modality read inside fusion is both {STARVED_POINTS:g} or "
+                         "more points below its unimodal model and distinguishable from it.")
+    if full:
+        gain = result["fused_gain"]
+        sentences.append(f"The fused model under MILES against vanilla: {_interval(gain)} — "
+                         + ("a gain." if _counts(gain) and gain["mean"] > 0 else "a loss." if _counts(gain)
+                            else "not distinguishable from zero."))
+    return " ".join(sentences)
+
+
+def _rule_text() -> str:
+    return (f"A modality is starved when the gap between its unimodal model and its reading inside vanilla fusion "
+            "(the better of the fusion head's part and the detached probe, per seed), paired by seed, has a 95 % "
+            f"t-interval above zero and a mean of at least {STARVED_POINTS:g} points. A balancing effect counts when "
+            "its paired 95 % interval excludes zero.")
+
+
+def _utilization(out: Path, fusion: str, seeds: int, modalities: list[str]) -> dict:
+    """u_m of vanilla per epoch, the mean over seeds (one list per modality)."""
+    histories = [read_history(run_dir(out, "vanilla", fusion, s)) for s in range(seeds)]
+    epochs = min(len(h) for h in histories)
+    return {m: [statistics.fmean(h[e][f"u_{m}"] for h in histories) for e in range(epochs)] for m in modalities}
+
+
+def _markdown(d: dict) -> str:
+    label = METRIC_LABELS[d["metric"]]
+    lines = [f"# Diagnosis: {d['dataset']}", "", f"**{d['verdict']}**", "",
+             f"Test {label} (%), mean ± std over {d['seeds']} seeds, {d['fusion']} fusion, at the epoch chosen on "
+             "validation. *Alone*: the modality's unimodal model. *In fusion*: vanilla fusion's part for it "
+             "(W_m z_m + b/M). *Probe*: a detached linear probe on vanilla's encoder. *Inside*: the better "
+             "of the two, per seed. *Gap*: alone − inside, paired by seed.", "",
+             "| modality | alone | in fusion | probe | inside | gap (95 % CI) | starved |", "|---|---|---|---|---|---|---|"]
+    for m, e in d["modalities"].items():
+        gap = _interval(e["gap"]) if e["gap"]["low"] is not None else "–"
+        lines.append(f"| {m} | {_points(e['alone'])} | {_points(e['in_fusion'])} | {_points(e['probe'])} | "
+                     f"{_points(e['inside'])} | {gap} | "
+                     f"{'yes' if e['starved'] else 'no'} |")
+    lines += ["", f"Fused model: vanilla {_points(d['fused']['vanilla'])}"
+              + (f", miles {_points(d['fused']['miles'])}" if d["full"] else "") + ".", "",
+              "Utilization over the epochs (vanilla, mean over seeds; `diagnosis.png`): " + "; ".join(
+                  f"u_{m} from {u[0]:.3f} to {u[-1]:.3f}" for m, u in d["utilization"].items()) + ".", "",
+              f"**The rule.** {d['rule']}", "", d["made_under"], "",
+              "The runs are `milesbook compare`'s, in its layout: `compare` over the same folder reads them, and "
+              "`milesbook verify` checks them.", ""]
+    return "\n".join(lines)
+
+
+def _draw(d: dict, path: Path) -> None:
+    """Left: each modality alone, in fusion and by its probe (per-seed points, mean bar). Right: u_m."""
+    import matplotlib.pyplot as plt
+
+    from .plots import book_style, colour
+    with book_style():
+        fig, (bars, lines) = plt.subplots(1, 2, figsize=(11, 3.8))
+        readings = (("alone", 1.0), ("in_fusion", 0.35), ("probe", 0.65))
+        for i, (m, e) in enumerate(d["modalities"].items()):
+            for j, (reading, alpha) in enumerate(readings):
+                x = i * (len(readings) + 1) + j
+                values = [100 * v for v in e[reading]["per_seed"]]
+                bars.bar(x, statistics.fmean(values), color=colour(m), alpha=alpha, width=0.8)
+                bars.plot([x] * len(values), values, "o", color="black", ms=3)
+        bars.set_xticks([i * (len(readings) + 1) + j for i in range(len(d["modalities"])) for j in range(len(readings))],
+                        [f"{m}\n{r.replace('_', ' ')}" for m in d["modalities"] for r, _ in readings], fontsize=8)
+        bars.set_ylabel(f"test {METRIC_LABELS[d['metric']]} (%)")
+        bars.set_title("each modality: alone, in fusion, probe")
+        for m, u in d["utilization"].items():
+            lines.plot(range(1, len(u) + 1), u, color=colour(m), label=f"u_{m}")
+        lines.set_xlabel("epoch")
+        lines.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        lines.set_title("utilization (vanilla)")
+        lines.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def read(out) -> dict:
+    """The diagnosis written in `out` (`diagnosis.json`)."""
+    path = Path(out) / "diagnosis.json"
+    if not path.exists():
+        raise UserError(f"{out} holds no diagnosis; run `milesbook diagnose --out {out}` first")
+    return json.loads(path.read_text())

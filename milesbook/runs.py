@@ -77,6 +77,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def check_writable(folder: Path, alternative: str) -> None:
+    """Refuse, before anything is written, a folder this process cannot create files in (creating it
+    if need be): found halfway, a read-only location would end in a traceback and half a result.
+    `alternative` says where else the user can write, e.g. "choose another --out"."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write in {folder} ({error.strerror or error}): give this user write access to "
+                        f"it, or {alternative}") from None
+
+
 def write_json(path: Path, value) -> None:
     atomic_write(Path(path), lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
 

@@ -1,4 +1,4 @@
-"""Issue 12: sources in their published formats (the fixtures), damaged on purpose. Each damaged input
+"""Issues 12 and 28: sources in their published formats (the fixtures), damaged on purpose. Each damaged input
 must end the data script with exit code ≠ 0 and one line naming the file, no traceback and no
 `prepared.json`; after the source is fixed, a re-run must succeed. Markers must say truthfully how
 each source was verified."""
@@ -379,3 +379,274 @@ def test_a_crafted_checkpoint_in_a_run_folder_runs_nothing(tmp_path):
                    "--out", tmp_path / "cmp")
     assert done.returncode == 2 and "Traceback" not in done.stderr and "nothing of it was run" in done.stderr
     assert not marker.exists()
+
+
+# Issue 28: the second sweep. Every damaged or odd input is one line naming the file; nothing is marked
+# complete, and nothing already written is lost.
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Call it with a folder to make that folder read-only, as a user who does not own it finds it (as
+    root, chmod stops nothing): creating a file or folder inside it raises PermissionError."""
+    import builtins
+    import errno
+    import io
+    import os
+    folders = []
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+    def refuse_inside(path):
+        if isinstance(path, (str, bytes, os.PathLike)):
+            path = Path(os.fsdecode(path)).absolute()
+            if any(path == folder or folder in path.parents for folder in folders):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def open_(file, mode="r", *args, **kwargs):
+        if set(mode) & set("wax+"):
+            refuse_inside(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse_inside(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        refuse_inside(path)
+        return real_mkdir(path, *args, **kwargs)
+    for module, name, replacement in ((builtins, "open", open_), (io, "open", open_), (os, "open", os_open),
+                                      (os, "mkdir", mkdir)):
+        monkeypatch.setattr(module, name, replacement)
+    return lambda folder: folders.append(Path(folder).absolute())
+
+
+SMALL_SOURCES = {"smnist": write_smnist, "cremad": small_cremad, "mmimdb": lambda folder: write_mmimdb(folder, (6, 3, 3)),
+                 "luma": lambda folder: write_luma(folder, per_class=1, test_per_class=1)}
+
+
+@pytest.mark.parametrize("name", list(SMALL_SOURCES))
+def test_a_read_only_cache_is_named_up_front(tmp_path, cache, script, read_only, name):
+    source = SMALL_SOURCES[name](tmp_path / name)
+    cache.mkdir()
+    read_only(cache)
+    line = refused(script(name, "--from", source), name, cache / name, cache)
+    assert "cannot write in" in line and "Permission denied" in line
+    assert "--out DIR" in line and "MILESBOOK_CACHE=DIR" in line
+    assert list(cache.iterdir()) == []
+
+
+def test_a_read_only_out_folder_is_named_and_a_prepared_one_still_reads(tmp_path, cache, script, read_only):
+    source = write_mmimdb(tmp_path / "m", sizes=(6, 3, 3))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    read_only(out)
+    code, _, err = script("mmimdb", "--from", source, "--out", out)
+    assert code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert err.startswith(f"mmimdb: error: cannot write in {out} (Permission denied)")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # A prepared folder needs no write access: the script says so, and the loader reads it.
+    prepared = tmp_path / "prepared"
+    assert script("mmimdb", "--from", source, "--out", prepared)[0] == 0
+    read_only(prepared)
+    code, out_text, _ = script("mmimdb", "--from", source, "--out", prepared)
+    assert code == 0 and f"already prepared in {prepared}" in out_text
+    assert mmimdb.load_mmimdb(prepared).sizes() == {"train": 6, "val": 3, "test": 3}
+
+
+def test_search_on_a_read_only_out_folder_is_one_line(tmp_path, capsys, read_only):
+    from milesbook import cli
+    out = tmp_path / "search"
+    read_only(tmp_path)
+    code = cli.main(["search", "--dataset", "toy", "--method", "vanilla", "--trials", "1", "--epochs", "1",
+                     "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert err.startswith(f"milesbook: error: cannot write in {out} (Permission denied)")
+    assert "choose another --out" in err and not out.exists()
+
+
+def _repack(tarball: Path, member: str, change) -> None:
+    """Rewrite one member of a tarball with `change(bytes) -> bytes`."""
+    import io
+    with tarfile.open(tarball, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    members[member] = change(members[member])
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+
+def _batch_edit(edit):
+    """A `_repack` change that edits a CIFAR batch's dict and pickles it back as the CIFAR site does."""
+    import pickle
+
+    def change(blob: bytes) -> bytes:
+        batch = pickle.loads(blob, encoding="latin1")
+        edit(batch)
+        return pickle.dumps(batch, protocol=2)
+    return change
+
+
+def _overwrite_every_997th_byte(blob: bytes) -> bytes:
+    damaged = bytearray(blob)
+    damaged[40::997] = b"\xff" * len(damaged[40::997])
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("change, said", [
+    (_overwrite_every_997th_byte, "cifar-100-python/train is missing or unreadable: 'utf-8' codec can't decode"),
+    (_batch_edit(lambda batch: batch.update(data=batch["data"][:, :3000])),
+     "cifar-100-python/train holds images of shape (100, 3000) with 100 labels, expected (N, 3072)"),
+    (_batch_edit(lambda batch: batch.pop("fine_labels")), "cifar-100-python/train holds no 'fine_labels'"),
+    (_batch_edit(lambda batch: batch["fine_labels"].__setitem__(0, 100)), "holds fine_labels outside 0–99"),
+], ids=["damaged bytes", "wrong shape", "missing key", "label out of range"])
+def test_luma_damaged_cifar_batch_is_one_line(tmp_path, cache, script, change, said):
+    source = write_luma(tmp_path / "LUMA", per_class=1, test_per_class=1)
+    _repack(source / "cifar-100-python.tar.gz", "cifar-100-python/train", change)
+    line = refused(script("luma", "--from", source), "luma", cache / "luma" / "raw" / "cifar-100-python.tar.gz", cache)
+    assert said in line and f"it is a copy of {source / 'cifar-100-python.tar.gz'}: replace that file" in line
+    assert (cache / "luma" / "raw" / "audio" / "datalist.csv").read_text() == \
+        (source / "audio" / "datalist.csv").read_text()  # what was copied is kept for the re-run
+
+
+@pytest.mark.parametrize("rows, said", [
+    ("100000\n", "it names row 100000, past the 48 rows of the test images of LUMA classes in the CIFAR tarballs"),
+    ("-1\n", "a negative row number (-1)")], ids=["past the end", "negative"])
+def test_luma_bad_index_file_is_named_with_its_folder(tmp_path, cache, script, rows, said):
+    source = write_luma(tmp_path / "LUMA", per_class=1, test_per_class=1)
+    index = source / "split_indices" / "image_test.txt"
+    index.write_text(index.read_text() + rows)
+    line = refused(script("luma", "--from", source), "luma", cache / "luma" / "raw" / "split_indices" / index.name,
+                   cache)
+    assert said in line and "CIFAR python release" not in line and f"it is a copy of {index}" in line
+
+
+def test_mmimdb_record_with_null_genres_is_named(tmp_path, cache, script):
+    source = write_mmimdb(tmp_path / "m", sizes=(6, 3, 3), tarball=False)
+    record = source / "mmimdb" / "dataset" / "0000005.json"
+    good = record.read_text()
+    record.write_text(json.dumps({**json.loads(good), "genres": None}))
+    line = refused(script("mmimdb", "--from", source), "mmimdb", cache / "mmimdb" / "raw" / "mmimdb" / "dataset"
+                   / record.name, cache)
+    assert "its 'genres' is null, not a list of strings" in line and f"it is a copy of {record}" in line
+    record.write_text(good)
+    assert succeeded(script("mmimdb", "--from", source), "mmimdb", cache)["sizes"] == [6, 3, 3]
+
+
+def test_mmimdb_without_an_archive_does_not_say_to_unpack_one(tmp_path, cache):
+    """raw/mmimdb left by an earlier run, its archive gone: deleting the folder would not unpack anything."""
+    raw = cache / "mmimdb" / "raw"
+    shutil.copytree(write_mmimdb(tmp_path / "m", sizes=(6, 3, 3), tarball=False) / "mmimdb", raw / "mmimdb")
+    (raw / "mmimdb" / "dataset" / "0000003.json").write_text("{not json")
+    with pytest.raises(UserError) as error:
+        mmimdb.prepare(progress=False)
+    line = str(error.value)
+    assert line.startswith(f"{raw / 'mmimdb' / 'dataset' / '0000003.json'} is truncated or damaged")
+    assert "no archive is left to unpack it from" in line and "--from DIR" in line and "unpack the archive" not in line
+    assert not (cache / "mmimdb" / "prepared.json").exists() and (raw / "mmimdb" / "split.json").exists()
+
+
+def _write_float_wav(path: Path, samples: np.ndarray) -> None:
+    from scipy.io import wavfile
+    wavfile.write(path, 16000, samples.astype(np.float32))
+
+
+@pytest.mark.parametrize("samples", ["NaN", "1e20"])
+def test_cremad_wav_giving_a_non_finite_spectrogram_is_named(tmp_path, cache, script, samples):
+    source = small_cremad(tmp_path / "CREMA-D")
+    wav = source / "AudioWAV" / "1002_IEO_HAP_HI.wav"
+    tone = np.sin(np.arange(16000) / 5)
+    _write_float_wav(wav, np.where(np.arange(16000) % 100 == 0, np.nan, tone) if samples == "NaN" else tone * 1e20)
+    line = refused(script("cremad", "--from", source), "cremad", cache / "cremad" / "raw" / "AudioWAV" / wav.name, cache)
+    assert ("samples that are NaN or infinite" if samples == "NaN" else "NaN or infinite values") in line
+    _write_float_wav(wav, 0.3 * tone)  # a float WAV in range prepares
+    assert succeeded(script("cremad", "--from", source), "cremad", cache)["sizes"] == [8, 2, 2]
+
+
+def test_prepared_arrays_are_checked_before_the_marker(tmp_path, cache, monkeypatch):
+    """The shared check, whatever let a bad value through: NaN names its row's source; shapes and labels."""
+    source = small_cremad(tmp_path / "CREMA-D")
+    _write_float_wav(source / "AudioWAV" / "1001_IEO_SAD_HI.wav", np.zeros(16000))
+
+    def unchecked_feature(path, script, rate, transform):  # a NaN the per-file check does not see
+        feature = transform(common.read_wav(path, script, rate))
+        return feature * np.float32(np.nan) if path.stem == "1001_IEO_SAD_HI" else feature
+    monkeypatch.setattr(common, "audio_feature", unchecked_feature)
+    with pytest.raises(UserError, match=r"^the prepared audio of clip 1001_IEO_SAD_HI \((train|val|test) row \d+\) "
+                                        "holds NaN or infinite values"):
+        cremad.prepare(source=source, progress=False)
+    assert not cremad.is_prepared()
+    arrays = {f"{s}_{k}": v for s in ("train", "val", "test") for k, v in
+              {"x": np.zeros((2, 3), np.float32), "labels": np.array([0, 1]), "id": np.array([7, 8])}.items()}
+    layout = common.Layout({"x": ((3,), "float32")}, classes=2, row_id="id")
+    common.check_prepared(arrays, layout, "S")
+    with pytest.raises(UserError, match=r"prepared val_labels \(int64 \(2,\)\) are not class ids 0–1"):
+        common.check_prepared({**arrays, "val_labels": np.array([0, 2])}, layout, "S")
+    with pytest.raises(UserError, match=r"prepared test_x is float64 \(2, 3\), expected float32 \(2, 3\)"):
+        common.check_prepared({**arrays, "test_x": np.zeros((2, 3))}, layout, "S")
+    with pytest.raises(UserError, match=r"^the prepared x of id 8 \(train row 1\) holds NaN or infinite values"):
+        common.check_prepared({**arrays, "train_x": np.array([[0, 0, 0], [0, np.inf, 0]], np.float32)}, layout, "S")
+
+
+def test_cremad_second_copy_is_named_and_left_out(tmp_path, cache, script):
+    source = small_cremad(tmp_path / "CREMA-D")
+    copy = source / "AudioWAV" / "1001_IEO_ANG_XX (1).wav"
+    shutil.copyfile(source / "AudioWAV" / "1001_IEO_ANG_XX.wav", copy)
+    code, _, err = script("cremad", "--from", source)
+    assert code == 0, err
+    warning, = [line for line in err.splitlines() if line.strip() and not PROGRESS.match(line)]
+    assert warning.startswith(f"warning: ignoring AudioWAV/{copy.name} in {source}: a second copy")
+    marker = json.loads((cache / "cremad" / "prepared.json").read_text())
+    assert marker["sizes"] == [8, 2, 2] and not (cache / "cremad" / "raw" / "AudioWAV" / copy.name).exists()
+
+
+def test_smnist_second_copy_is_named_and_left_out(tmp_path, cache, script):
+    source = write_smnist(tmp_path / "s")
+    (source / "labels_train (2).npy").write_bytes(b"<html>a second download</html>")
+    code, _, err = script("smnist", "--from", source)  # fails for its size, after the warning
+    assert code == 2
+    warning, error = err.strip().splitlines()
+    assert warning.startswith(f"warning: ignoring labels_train (2).npy in {source}") and "too small" in error
+
+
+def test_cremad_unknown_emotion_names_the_file(tmp_path, cache, script):
+    source = small_cremad(tmp_path / "CREMA-D")
+    for sub, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
+        shutil.copyfile(source / sub / f"1001_IEO_ANG_XX.{ext}", source / sub / f"1001_IEO_JOY_XX.{ext}")
+    line = refused(script("cremad", "--from", source), "cremad", source / "AudioWAV" / "1001_IEO_JOY_XX.wav", cache)
+    assert "emotion 'JOY' is not one of ANG, DIS, FEA, HAP, NEU, SAD; rename or remove it" in line
+    assert not any((cache / "cremad" / "raw").iterdir())  # refused before anything was copied
+
+
+def test_cremad_raw_files_of_an_earlier_preparation_are_not_read_then_removed(tmp_path, cache, script):
+    """raw/ holds the clips of an earlier, bigger source (one of them damaged, one with an unknown
+    emotion): a failed run keeps them; a complete run from the new source never reads them, then removes them."""
+    earlier = write_cremad(tmp_path / "earlier", actors=(1001, 1002, 1003), sentences=("IEO",))
+    stale = ["AudioWAV/1003_IEO_ANG_XX.wav", "VideoFlash/1003_IEO_ANG_XX.flv", "AudioWAV/1003_IEO_ZZZ_XX.wav"]
+    common.copy_from(earlier, cache / "cremad" / "raw", stale[:2], "earlier media")
+    raw = cache / "cremad" / "raw"
+    (raw / stale[0]).write_bytes(b"RIFF damaged")
+    (raw / stale[2]).write_bytes(b"RIFF unknown emotion")
+    source = small_cremad(tmp_path / "CREMA-D")
+    video = source / "VideoFlash" / "1002_IEO_FEA_XX.flv"
+    whole = video.read_bytes()
+    video.write_bytes(whole[:len(whole) // 3])
+    refused(script("cremad", "--from", source), "cremad", raw / "VideoFlash" / video.name, cache)
+    assert all((raw / name).exists() for name in stale)  # nothing removed by a run that did not complete
+    video.write_bytes(whole)
+    code, out, err = script("cremad", "--from", source)
+    assert code == 0, err
+    assert json.loads((cache / "cremad" / "prepared.json").read_text())["sizes"] == [8, 2, 2]
+    assert "removed 3 file(s) left in" in out and not any((raw / name).exists() for name in stale)
+    assert sorted(p.name for p in (raw / "AudioWAV").iterdir()) == sorted(p.name for p in (source / "AudioWAV").iterdir())
+
+
+def test_smnist_html_page_does_not_suggest_allow_pickle(tmp_path, cache, script):
+    source = write_smnist(tmp_path / "s")
+    (source / "data_wr_test.npy").write_text("<!DOCTYPE html><html><body>429 Too Many Requests</body></html>")
+    line = refused(script("smnist", "--from", source), "smnist", cache / "smnist" / "raw" / "data_wr_test.npy", cache)
+    assert "not a NumPy .npy file: it starts with b'<!DOCTYPE html><' — a web page saved under the file's name" in line
+    assert "pickle" not in line and f"it is a copy of {source / 'data_wr_test.npy'}: replace that file" in line

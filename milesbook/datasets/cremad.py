@@ -42,6 +42,8 @@ LICENCE = "Open Database License (ODbL) v1.0, contents under the Database Conten
 CITATION = ("H. Cao, D. G. Cooper, M. K. Keutmann, R. C. Gur, A. Nenkova, R. Verma, \"CREMA-D: Crowd-sourced "
             "Emotional Multimodal Actors Dataset\", IEEE Transactions on Affective Computing 5(4), 2014.")
 SCRIPT = "python data_scripts/cremad.py"
+LAYOUT = common.Layout({"audio": ((1, SIZE, SIZE), "float16"), "video": ((3, SIZE, SIZE), "uint8")}, len(EMOTIONS),
+                       row_id="clip")
 
 
 def root() -> Path:
@@ -58,10 +60,15 @@ def split_sizes(n: int) -> tuple[int, int, int]:
     return n - val - test, val, test
 
 
-def clip_label(clip: str) -> int:
+def clip_label(clip: str, path: Path | None = None) -> int:
+    """The class of a clip name; a name of another form is refused, naming `path`, the file it came from."""
     parts = clip.split("_")
     if len(parts) != 4 or parts[2] not in EMOTIONS:
-        raise UserError(f"{clip!r} is not a CREMA-D clip name (<actor>_<sentence>_<emotion>_<level>)")
+        what = f"emotion {parts[2]!r} is not one of {', '.join(EMOTIONS)}" if len(parts) == 4 else \
+            "not a CREMA-D clip name (<actor>_<sentence>_<emotion>_<level>)"
+        if path is None:
+            raise UserError(f"{clip!r}: {what}")
+        raise UserError(f"{path}: {what}; rename or remove it (and the clip's other file), then re-run {SCRIPT}")
     return EMOTIONS.index(parts[2])
 
 
@@ -72,18 +79,29 @@ def _remote_files() -> list[str]:
                   and e["path"].endswith((".wav", ".flv")))
 
 
-def unpaired(folder: Path) -> list[Path]:
-    """The files a clip lacks under `folder`: each clip (but the known-bad ones) needs both
-    `AudioWAV/<clip>.wav` and `VideoFlash/<clip>.flv`."""
+def media_names(folder: Path) -> list[str]:
+    """`AudioWAV/*.wav` and `VideoFlash/*.flv` under `folder`, as paths relative to it."""
     folder = Path(folder)
-    audio = {p.stem for p in (folder / "AudioWAV").glob("*.wav")}
-    video = {p.stem for p in (folder / "VideoFlash").glob("*.flv")}
+    return sorted(str(p.relative_to(folder)) for sub, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv"))
+                  for p in (folder / sub).glob(f"*.{ext}"))
+
+
+def unpaired(folder: Path, names=None) -> list[Path]:
+    """The files a clip lacks under `folder` (among `names`, default all its media): each clip (but the
+    known-bad ones) needs both `AudioWAV/<clip>.wav` and `VideoFlash/<clip>.flv`."""
+    folder = Path(folder)
+    names = [Path(n) for n in (media_names(folder) if names is None else names)]
+    audio = {n.stem for n in names if n.parts[0] == "AudioWAV"}
+    video = {n.stem for n in names if n.parts[0] == "VideoFlash"}
     return sorted([folder / "AudioWAV" / f"{c}.wav" for c in video - audio - set(KNOWN_BAD)]
                   + [folder / "VideoFlash" / f"{c}.flv" for c in audio - video - set(KNOWN_BAD)])
 
 
-def _refuse_unpaired(folder: Path, fix: str) -> None:
-    missing = unpaired(folder)
+def _check_names(folder: Path, names, fix: str) -> None:
+    """Every media file is named after a clip of a known emotion, and every clip has both files."""
+    for name in names:
+        clip_label(Path(name).stem, folder / name)
+    missing = unpaired(folder, names)
     if missing:
         shown = ", ".join(map(str, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise UserError(f"missing {shown} (every clip needs its AudioWAV/<clip>.wav and VideoFlash/<clip>.flv); "
@@ -92,19 +110,20 @@ def _refuse_unpaired(folder: Path, fix: str) -> None:
 
 def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
     """Put `AudioWAV/*.wav` and `VideoFlash/*.flv` in `folder/raw`: copied from `source` (a clone, e.g.
-    `git lfs clone`) or downloaded file by file from GitHub's LFS media host, each verified against the
-    sha256 and size of its LFS pointer. Returns the source and how each kind of file was verified."""
+    `git lfs clone`; second copies such as `<clip> (1).wav` are named and left out) or downloaded file by
+    file from GitHub's LFS media host, each verified against the sha256 and size of its LFS pointer.
+    Returns the source, how each kind of file was verified and the files put in raw/."""
     raw = Path(folder) / "raw"
     if source is not None:
         source = Path(source)
-        names = sorted(str(p.relative_to(source)) for sub, ext in (("AudioWAV", "wav"), ("VideoFlash", "flv"))
-                       for p in (source / sub).glob(f"*.{ext}"))
+        names = common.without_copies(source, media_names(source))
         if not names:
             raise UserError(f"--from {source}: no AudioWAV/*.wav or VideoFlash/*.flv files (a CREMA-D clone)")
-        _refuse_unpaired(source, f"restore them in {source} and re-run {SCRIPT}")
+        _check_names(source, names, f"restore them in {source} and re-run {SCRIPT}")
         common.copy_from(source, raw, names, "CREMA-D media")
         how = common.FROM_UNCHECKED + "; every file decoded while preparing"
-        return {"source": str(source), "verified": {"AudioWAV/*.wav": how, "VideoFlash/*.flv": how}}
+        return {"source": str(source), "verified": {"AudioWAV/*.wav": how, "VideoFlash/*.flv": how},
+                common.RAW_FILES: names}
     names = _remote_files()
     print(f"downloading {len(names)} media files (~7.5 GB: WAVs ~0.6 GB, FLVs the rest) into {raw}")
     for name in tqdm(names, desc="CREMA-D files", disable=not progress):
@@ -112,7 +131,8 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
         download(f"https://media.githubusercontent.com/media/{REPO}/master/{name}", raw / name,
                  pointer["size"], progress=False, sha256=pointer["sha256"])
     how = "size and sha256 from the file's Git LFS pointer; decoded while preparing"
-    return {"source": f"github.com/{REPO} (Git LFS)", "verified": {"AudioWAV/*.wav": how, "VideoFlash/*.flv": how}}
+    return {"source": f"github.com/{REPO} (Git LFS)", "verified": {"AudioWAV/*.wav": how, "VideoFlash/*.flv": how},
+            common.RAW_FILES: names}
 
 
 def spectrogram(samples: np.ndarray) -> np.ndarray:
@@ -122,20 +142,22 @@ def spectrogram(samples: np.ndarray) -> np.ndarray:
     return common.resize(np.log(power + 1e-7), (SIZE, SIZE))[None]  # (257, 299) → (1, 224, 224)
 
 
-def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-    """The protocol arrays from the raw media (see the module docstring) and what was left out."""
+def build(raw: Path, seed: int = 0, progress: bool = True, names=None) -> tuple[dict[str, np.ndarray], dict]:
+    """The protocol arrays from the raw media `names` (paths relative to `raw`; default all it holds) —
+    see the module docstring — and what was left out."""
     raw = Path(raw)
-    clips = sorted(p.stem for p in (raw / "AudioWAV").glob("*.wav"))
+    names = media_names(raw) if names is None else names
+    clips = sorted(Path(n).stem for n in names if Path(n).parts[0] == "AudioWAV")
     if not clips:
         raise UserError(f"{raw}: no AudioWAV/*.wav files; re-run {SCRIPT}")
-    _refuse_unpaired(raw, f"re-run {SCRIPT} (with --from, put them in that folder first)")
+    _check_names(raw, names, f"re-run {SCRIPT} (with --from, put them in that folder first)")
     skipped = {c: why for c, why in KNOWN_BAD.items() if c in clips}
     clips = [c for c in clips if c not in skipped]
-    labels = np.array([clip_label(c) for c in clips])
+    labels = np.array([clip_label(c) for c in clips], dtype=np.int64)
     audio = np.empty((len(clips), 1, SIZE, SIZE), dtype=np.float16)
     video = np.empty((len(clips), 3, SIZE, SIZE), dtype=np.uint8)
     for i, clip in enumerate(tqdm(clips, desc="CREMA-D clips", disable=not progress)):
-        audio[i] = spectrogram(common.read_wav(raw / "AudioWAV" / f"{clip}.wav", SCRIPT, RATE))
+        audio[i] = common.audio_feature(raw / "AudioWAV" / f"{clip}.wav", SCRIPT, RATE, spectrogram)
         frame = common.middle_frame(raw / "VideoFlash" / f"{clip}.flv", SCRIPT).transpose(2, 0, 1)
         video[i] = np.clip(np.rint(common.resize(frame, (SIZE, SIZE))), 0, 255)
     parts = common.stratified_sizes(labels, split_sizes(len(clips)), np.random.default_rng(seed))
@@ -150,8 +172,14 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
 def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Fetch (or copy) the media, build the protocol arrays, write them and only then the marker."""
     folder = Path(folder or root())
-    return common.run("CREMA-D", folder, lambda: fetch(folder, source, progress),
-                      lambda: build(folder / "raw", seed, progress), {"seed": seed}, unit="clips")
+    fetched: dict = {}
+
+    def fetch_step() -> dict:
+        fetched.update(fetch(folder, source, progress))
+        return fetched
+    return common.run("CREMA-D", folder, fetch_step,
+                      lambda: build(folder / "raw", seed, progress, fetched[common.RAW_FILES]),
+                      LAYOUT, SCRIPT, {"seed": seed}, unit="clips")
 
 
 @register(NAME, ("audio", "video"), "CREMA-D: emotion from speech audio + a face frame, 70/15/15",

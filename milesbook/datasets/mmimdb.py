@@ -67,10 +67,11 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
     raw = Path(folder) / "raw"
     if source is not None and (Path(source) / "mmimdb" / "split.json").exists():
         names = [str(p.relative_to(source)) for p in (Path(source) / "mmimdb").rglob("*") if p.is_file()]
+        names = common.without_copies(source, names)
         (raw / UNPACKED).unlink(missing_ok=True)  # raw/mmimdb no longer holds one archive's contents
         common.copy_from(source, raw, names, "the unpacked MM-IMDb archive")
         how = f"{common.FROM_UNCHECKED} (none is published for single files); every file used decoded"
-        return {"source": str(source), "verified": {"mmimdb/": how}}
+        return {"source": str(source), "verified": {"mmimdb/": how}, common.RAW_FILES: names}
     if source is not None:
         common.copy_from(source, raw, [ARCHIVE], "MM-IMDb's mmimdb.tar.gz or its unpacked mmimdb/ folder")
         checked = {"source": str(source), "verified": {
@@ -84,7 +85,7 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
         if unpacked is None and (raw / "mmimdb" / "split.json").exists() and not (raw / ARCHIVE).exists():
             return {"source": f"{raw / 'mmimdb'}, left by an earlier run", "verified": {
                 "mmimdb/": "not recorded (copied with --from or unpacked by an earlier version); every file used "
-                           "decoded"}}
+                           "decoded"}, common.RAW_FILES: ["mmimdb"]}
         meta = fetch_json(f"https://archive.org/metadata/{ARCHIVE_ITEM}")
         info = next(f for f in meta["files"] if f["name"] == ARCHIVE)
         print(f"MM-IMDb licence (archive.org item): {meta.get('metadata', {}).get('licenseurl', 'not stated')}")
@@ -99,7 +100,7 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
         _unpack(raw)
         record = {"archive": _stat(raw / ARCHIVE), "origin": origin, "checked": checked}
         (raw / UNPACKED).write_text(json.dumps(record))
-    return checked
+    return {**checked, common.RAW_FILES: [ARCHIVE, UNPACKED, "mmimdb"]}
 
 
 def _stat(path: Path) -> list[int]:
@@ -162,7 +163,10 @@ def _fix(path: Path) -> str:
     if record.get("origin"):
         return (f"it was unpacked from {record['origin']}: replace that archive if the file is damaged there too, "
                 f"else delete the folder {base}; then re-run {SCRIPT}")
-    return f"delete the folder {base} and re-run {SCRIPT} to unpack the archive again"
+    if (base.parent / ARCHIVE).exists():
+        return f"delete the folder {base} and re-run {SCRIPT} to unpack the archive again"
+    return (f"no archive is left to unpack it from: re-run {SCRIPT} with --from DIR holding a good mmimdb.tar.gz or "
+            f"unpacked mmimdb/ folder, or delete the folder {base} and re-run it to download the archive (~8.1 GB)")
 
 
 def _poster(path: Path) -> np.ndarray:
@@ -175,19 +179,35 @@ def _poster(path: Path) -> np.ndarray:
         raise common.damaged(path, error, SCRIPT, _fix(path)) from None
 
 
-def _movie(path: Path) -> dict:
+def _json(path: Path):
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise common.damaged(path, error, SCRIPT, _fix(path)) from None
 
 
+def _movie(path: Path) -> tuple[str, list[str]]:
+    """A movie's plot (its summaries joined) and genres, from its record; a record whose fields are of
+    another form (null genres, say) is damage, named."""
+    movie = _json(path)
+    plot = movie.get("plot") if isinstance(movie, dict) else None
+    plot = [plot] if isinstance(plot, str) else plot or []
+    genres = movie.get("genres") if isinstance(movie, dict) else None
+    for field, value in (("plot", plot), ("genres", genres)):
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise common.damaged(path, f"its {field!r} is {json.dumps(value)[:40]}, not a list of strings as in "
+                                       "every MM-IMDb record", SCRIPT, _fix(path))
+    return " ".join(plot), genres
+
+
 def build(raw: Path, max_tokens: int = MAX_TOKENS, progress: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays (and plots, vocabulary) from the unpacked archive (see the module docstring)."""
     base = Path(raw) / "mmimdb"
-    split_ids = _movie(base / "split.json")
-    if set(split_ids) != {"train", "dev", "test"}:
-        raise UserError(f"{base / 'split.json'} should list train, dev and test ids; re-run {SCRIPT}")
+    split_ids = _json(base / "split.json")
+    if not isinstance(split_ids, dict) or set(split_ids) != {"train", "dev", "test"} \
+            or not all(isinstance(ids, list) for ids in split_ids.values()):
+        raise common.damaged(base / "split.json", "it should map train, dev and test to lists of ids", SCRIPT,
+                             _fix(base / "split.json"))
     arrays, plots = {}, {}
     for split, key in zip(SPLITS, ("train", "dev", "test")):
         ids = [str(i) for i in split_ids[key]]
@@ -195,10 +215,9 @@ def build(raw: Path, max_tokens: int = MAX_TOKENS, progress: bool = True) -> tup
         images = np.empty((len(ids), 3, *POSTER), dtype=np.uint8)
         texts = []
         for k, movie_id in enumerate(tqdm(ids, desc=f"MM-IMDb {split}", disable=not progress)):
-            movie = _movie(base / "dataset" / f"{movie_id}.json")
-            plot = movie.get("plot") or []
-            texts.append(" ".join(plot) if isinstance(plot, list) else str(plot))
-            for genre in movie.get("genres", []):
+            plot, genres = _movie(base / "dataset" / f"{movie_id}.json")
+            texts.append(plot)
+            for genre in genres:
                 if genre in GENRES:
                     labels[k, GENRES.index(genre)] = 1
             images[k] = _poster(base / "dataset" / f"{movie_id}.jpeg")
@@ -223,8 +242,10 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
         (folder / "plots.json").write_text(json.dumps(texts))  # read only once the marker exists
         return arrays, extra
 
-    return common.run("MM-IMDb", folder, lambda: fetch(folder, source, progress), build_and_keep_plots,
-                      unit="movies")
+    layout = common.Layout({"image": ((3, *POSTER), "uint8"), "text": ((max_tokens,), "int32")}, len(GENRES),
+                           row_id="id", multilabel=True)
+    return common.run("MM-IMDb", folder, lambda: fetch(folder, source, progress), build_and_keep_plots, layout,
+                      SCRIPT, unit="movies")
 
 
 def bert_ids(plots: dict[str, list[str]], text_model: str, max_tokens: int) -> tuple[dict[str, np.ndarray], dict]:

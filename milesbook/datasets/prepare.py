@@ -1,10 +1,12 @@
 """What the paper datasets' data scripts share: the cache folder, copying `--from` files, reading
-audio and video with clear errors, the completion marker, and the scripts' command line.
+audio and video with clear errors, the checks of the prepared arrays, the completion marker, and the
+scripts' command line.
 
 A prepared dataset is a folder under `cache_dir()` holding `raw/` (the source files), `prepared.npz`
 (the protocol's arrays) and `prepared.json` — which records where each source came from and how it
 was verified, and is written last, so a folder without it is never taken as complete, whatever else
-an interrupted run left there.
+an interrupted run left there. It is written only after the arrays pass `check_prepared`; files left in
+`raw/` by an earlier, different preparation are never read, and are removed once the new one is complete.
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import argparse
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..runs import check_writable
 from .registry import SPLITS, Split, atomic_save_npz, cache_dir
 
 
@@ -42,19 +47,91 @@ def finish(folder: Path, arrays: dict[str, np.ndarray], marker: dict) -> Path:
     return folder / "prepared.npz"
 
 
-def run(title: str, folder: Path, fetch, build, marker: dict | None = None, unit: str = "pairs") -> Path:
-    """The steps of every `prepare`: skip a prepared folder; `fetch()` the sources (returns their
-    `source` and, under `verified`, how each file was checked); `build()` the arrays (returns them and
-    extra marker fields); write both, marker last."""
+# The key under which a dataset's `fetch` returns the paths it put in raw/ (see `run`).
+RAW_FILES = "raw_files"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a dataset's prepared arrays must be: `modalities` maps each `{split}_<modality>` array to the
+    shape of one sample and its dtype; labels are class ids below `classes` (or, `multilabel`, 0/1 rows
+    of `classes` columns); `{split}_<row_id>` names each row's source in messages (a clip, a movie id)."""
+    modalities: dict[str, tuple[tuple[int, ...], str]]
+    classes: int
+    row_id: str
+    multilabel: bool = False
+
+
+def run(title: str, folder: Path, fetch, build, layout: Layout, script: str, marker: dict | None = None,
+        unit: str = "pairs") -> Path:
+    """The steps of every `prepare`: skip a prepared folder; refuse one this user cannot write in;
+    `fetch()` the sources (returns their `source`, under `verified` how each file was checked and, under
+    `RAW_FILES`, the paths in `raw/` it put there — not recorded); `build()` the arrays (returns them and
+    extra marker fields); check them against `layout`; write both, marker last; then remove what else
+    `raw/` holds."""
+    folder = Path(folder)
     if is_prepared(folder):
         print(f"{title} is already prepared in {folder}")
-        return Path(folder) / "prepared.npz"
-    checked = fetch()
+        return folder / "prepared.npz"
+    for where in (folder, folder / "raw"):
+        check_writable(where, f"prepare it elsewhere with --out DIR (or MILESBOOK_CACHE=DIR, the cache of all "
+                              f"datasets; now {cache_dir()})")
+    checked = dict(fetch())
+    used = checked.pop(RAW_FILES, None)
     arrays, extra = build()
+    check_prepared(arrays, layout, script)
     sizes = [len(arrays[f"{s}_labels"]) for s in SPLITS]
     path = finish(folder, arrays, {**(marker or {}), "sizes": sizes, **extra, **checked})
+    if used is not None:
+        remove_stale(folder / "raw", used)
     print(f"prepared {dict(zip(SPLITS, sizes))} {unit} in {path}")
     return path
+
+
+def check_prepared(arrays: dict[str, np.ndarray], layout: Layout, script: str, chunk: int = 256) -> None:
+    """Refuse arrays that are not what `layout` says, or hold NaN or infinity, before anything marks them
+    complete. A non-finite row names its source (a damaged file that decoded); the rest would be a bug."""
+    bug = "nothing was marked complete; this is a bug in milesbook's preparation, please report it"
+    for split in SPLITS:
+        labels = arrays[f"{split}_labels"]
+        n = len(labels)
+        for modality, (shape, dtype) in layout.modalities.items():
+            key = f"{split}_{modality}"
+            array = arrays[key]
+            if array.shape != (n, *shape) or array.dtype != np.dtype(dtype):
+                raise UserError(f"prepared {key} is {array.dtype} {array.shape}, expected {dtype} {(n, *shape)}; {bug}")
+            if array.dtype.kind != "f":
+                continue
+            for start in range(0, n, chunk):
+                bad = ~np.isfinite(array[start:start + chunk].reshape(-1, int(np.prod(shape))).astype(np.float32))
+                if bad.any():
+                    row = start + int(np.flatnonzero(bad.any(1))[0])
+                    raise UserError(f"the prepared {modality} of {layout.row_id} {arrays[f'{split}_{layout.row_id}'][row]} "
+                                    f"({split} row {row}) holds NaN or infinite values: a damaged source file that "
+                                    f"still decoded; replace it and re-run {script}")
+        if layout.multilabel:
+            wrong = labels.shape != (n, layout.classes) or not np.isin(labels, (0, 1)).all()
+        else:
+            wrong = labels.shape != (n,) or labels.dtype.kind not in "iu" or \
+                (n > 0 and (labels.min() < 0 or labels.max() >= layout.classes))
+        if wrong:
+            expected = f"0/1 rows of {layout.classes}" if layout.multilabel else f"class ids 0–{layout.classes - 1}"
+            raise UserError(f"prepared {split}_labels ({labels.dtype} {labels.shape}) are not {expected}; {bug}")
+
+
+def remove_stale(raw: Path, used) -> None:
+    """Remove the files of `raw` that are not `used` (paths relative to it; a folder keeps all it holds):
+    left by an earlier, different preparation (or `.part` files of an interrupted copy), never read."""
+    raw, used = Path(raw), {Path(name) for name in used}
+    stale = [p for p in raw.rglob("*") if p.is_file() and not any(
+        part in used for part in (p.relative_to(raw), *p.relative_to(raw).parents))]
+    for path in stale:
+        path.unlink()
+    for folder in sorted((p for p in raw.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if stale:
+        print(f"removed {len(stale)} file(s) left in {raw} by an earlier preparation, e.g. {stale[0].name}")
 
 
 def read(folder: Path, name: str, script: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -81,6 +158,27 @@ FROM_UNCHECKED = f"{FROM}, no checksum checked"
 # Where each raw file copied with --from came from (this process only), so a damaged copy's message can
 # name the file the user has to replace.
 _copied_from: dict[Path, Path] = {}
+
+
+# How a browser or file manager names a second copy of x.ext: "x (1).ext".
+SECOND_COPY = re.compile(r"^(?P<stem>.*?) \((?P<n>\d+)\)(?P<suffix>(\.[^.]+)*)$")
+
+
+def without_copies(source: Path, names) -> list[str]:
+    """`names` (paths relative to `source`) less the second copies ("x (1).ext") among them. Those, and the
+    second copies lying beside the files kept, are named in one warning on stderr: never read, since
+    which copy is the good one is the user's to say."""
+    source, names = Path(source), list(names)
+    kept = [n for n in names if not SECOND_COPY.match(Path(n).name)]
+    wanted = {source / n for n in kept}
+    beside = {p for folder in {path.parent for path in wanted} if folder.is_dir() for p in folder.iterdir()
+              if (m := SECOND_COPY.match(p.name)) and p.with_name(m["stem"] + m["suffix"]) in wanted}
+    copies = sorted({str(p.relative_to(source)) for p in beside} | (set(names) - set(kept)))
+    if copies:
+        shown = ", ".join(copies[:3]) + (f" and {len(copies) - 3} more" if len(copies) > 3 else "")
+        print(f"warning: ignoring {shown} in {source}: a second copy (\"name (1).ext\") is never read — if it is "
+              "the good one, put it in place of the original", file=sys.stderr)
+    return kept
 
 
 def copy_from(source: Path, dest: Path, names, what: str) -> None:
@@ -166,12 +264,25 @@ def read_wav(path: Path, script: str, rate: int = 16000) -> np.ndarray:
     elif samples.dtype.kind == "u":  # 8-bit WAVs are unsigned
         samples = (samples.astype(np.float32) - 128) / 128
     samples = samples.astype(np.float32)
+    if not np.isfinite(samples).all():  # a float WAV can hold them; every feature computed from it would too
+        raise damaged(path, "samples that are NaN or infinite", script)
     if samples.ndim == 2:
         samples = samples.mean(1)
     if file_rate != rate:
         g = gcd(file_rate, rate)
         samples = resample_poly(samples, rate // g, file_rate // g).astype(np.float32)
     return samples
+
+
+def audio_feature(path: Path, script: str, rate: int, transform) -> np.ndarray:
+    """`transform` of a WAV file's samples (see `read_wav`), refused, naming the file, when it holds NaN or
+    infinity: finite samples far outside [-1, 1] (a damaged float WAV) overflow a spectrogram."""
+    with np.errstate(all="ignore"):  # the overflow is reported below, as one line naming the file
+        feature = transform(read_wav(path, script, rate))
+    if not np.isfinite(feature).all():
+        raise damaged(path, "its samples give a spectrogram with NaN or infinite values (far outside [-1, 1]?)",
+                      script)
+    return feature
 
 
 def fit_length(samples: np.ndarray, length: int) -> np.ndarray:

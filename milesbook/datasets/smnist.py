@@ -30,6 +30,7 @@ FILES = ("data_wr_train.npy", "data_wr_test.npy", "data_sp_train.npy", "data_sp_
          "labels_train.npy", "labels_test.npy")
 SHAPES = {"wr": 784, "sp": 507}
 PROTOCOL_SIZES = (8000, 2000, 2000)
+LAYOUT = common.Layout({"image": ((1, 28, 28), "float32"), "audio": ((1, 28, 28), "float32")}, 10, row_id="index")
 CITATION = ("L. Khacef, L. Rodriguez, B. Miramond, \"Written and spoken digits database for multimodal "
             "learning\", Zenodo, 2020, doi:10.5281/zenodo.4452953. Sources: MNIST (LeCun et al.) and Google "
             "Speech Commands v0.02 (Warden, CC BY 4.0).")
@@ -64,9 +65,9 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
     file was verified."""
     raw = Path(folder) / "raw"
     if source is not None:
-        common.copy_from(source, raw, FILES, "the six S-MNIST .npy files")
+        common.copy_from(source, raw, common.without_copies(source, FILES), "the six S-MNIST .npy files")
         how = common.FROM_UNCHECKED + " (Zenodo's md5s need the network); shapes, labels and values checked"
-        return {"source": str(source), "verified": {name: how for name in FILES}}
+        return {"source": str(source), "verified": {name: how for name in FILES}, common.RAW_FILES: FILES}
     meta = record_metadata()
     print(f"S-MNIST licence (from the Zenodo record): {meta['licence']}")
     total = sum(meta["files"][n]["size"] for n in FILES)
@@ -75,14 +76,32 @@ def fetch(folder: Path, source: Path | None = None, progress: bool = True) -> di
         info = meta["files"][name]
         download(info["url"], raw / name, info["size"], info["md5"], progress)
     return {"source": f"zenodo record {RECORD}", "licence": meta["licence"],
-            "verified": {n: f"size and md5 {meta['files'][n]['md5']} from Zenodo record {RECORD}" for n in FILES}}
+            "verified": {n: f"size and md5 {meta['files'][n]['md5']} from Zenodo record {RECORD}" for n in FILES},
+            common.RAW_FILES: FILES}
+
+
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def _load_raw(raw: Path, name: str) -> np.ndarray:
+    """A raw file as a memory-mapped array. A file without the .npy signature (an HTML error page saved
+    under the file's name, say) is named as such: NumPy's own error would suggest allow_pickle, which
+    would run whatever a crafted file holds."""
+    path = raw / name
     try:
-        return np.load(raw / name, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise common.damaged(raw / name, f"not a NumPy file: {error}", SCRIPT) from None
+        with open(path, "rb") as f:
+            start = f.read(64)
+        if not start.startswith(NPY_MAGIC):
+            page = b"<html" in start.lower() or b"<!doctype" in start.lower()
+            raise common.damaged(path, f"not a NumPy .npy file: it starts with {start[:16]!r}"
+                                       + (" — a web page saved under the file's name" if page else ""), SCRIPT)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            error = "it holds Python objects, where S-MNIST's files hold numbers"
+        raise common.damaged(path, f"not a NumPy file of numbers: {error}", SCRIPT) from None
+    except (OSError, EOFError) as error:
+        raise common.damaged(path, f"not a NumPy file: {error}", SCRIPT) from None
 
 
 def _labels(array: np.ndarray, path: Path) -> np.ndarray:
@@ -173,7 +192,7 @@ def prepare(folder: Path | None = None, source: Path | None = None, seed: int = 
     `prepared.json` marker. Safe to re-run: verified raw files are not fetched again."""
     folder = Path(folder or root())
     return common.run("S-MNIST", folder, lambda: fetch(folder, source, progress),
-                      lambda: (build(folder / "raw", sizes, seed), {}), {"seed": seed})
+                      lambda: (build(folder / "raw", sizes, seed), {}), LAYOUT, SCRIPT, {"seed": seed})
 
 
 @register("smnist", ("image", "audio"), "S-MNIST: MNIST + spoken digits (Zenodo), 8k/2k/2k protocol",

@@ -18,7 +18,7 @@ import optuna
 
 from ..config import TrainConfig, relevant_config
 from ..errors import UserError
-from ..runs import write_json
+from ..runs import check_writable, write_json
 from .draws import GRACE_S, HEARTBEAT_S
 from .sampler import make_pruner, make_sampler
 
@@ -217,8 +217,10 @@ def open_study(job: Job):
     out = Path(job.out)
     _refuse_other_study(out, job.study_name, job.definition, job.storage)
     if job.storage is None:
-        out.mkdir(parents=True, exist_ok=True)  # the journal's folder (an RDB URL is opened first)
+        check_writable(out, "choose another --out")  # the journal's folder (an RDB URL is opened first)
     storage = open_storage(job.storage, out)
+    if job.storage is not None:
+        check_writable(out, "choose another --out")  # its trials and reports
     names = optuna.get_all_study_names(storage)
     if job.study_name in names:
         stored = optuna.load_study(study_name=job.study_name, storage=storage).user_attrs.get("definition")

@@ -1,14 +1,16 @@
 """milesbook: balanced multimodal learning with MILES, its baselines, and notebooks that explain it."""
 from ._version import __version__
 
-from .datasets import MultimodalDataset, list_datasets, load_dataset
+from .datasets import MultimodalDataset, Split, from_arrays, from_folder, list_datasets, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
 from .models import JointFusionModel, build_model
 from . import notebooks
 from .comparison import compare, load_summaries, sweep
+from .diagnose import diagnose
 from .config import TrainConfig
 from .runs import read_history
 from .train import run_or_reuse, train
+from . import provenance
 
 
 def __getattr__(name: str):

@@ -20,6 +20,7 @@ PARAMETERS = {
     "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
     "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
     "07_many_modalities": COMMON | {"DATASET", "VIEWS", "EPOCHS", "SEEDS", "TAU", "MU"},
+    "08_your_own_data": COMMON | {"EPOCHS", "SEEDS", "RIGHT_NOISE"},
 }
 
 
@@ -148,6 +149,20 @@ def test_07_many_modalities(executed):
     assert all(0 <= n <= 4 for n in [*record["slowed_epochs"].values(), *record["pair_actions"].values()])
     # a modality is slowed in an epoch exactly when some pair's block slowed it the epoch before
     assert sum(record["slowed_epochs"].values()) <= sum(record["pair_actions"].values())
+
+
+def test_08_your_own_data(executed):
+    """Plain arrays saved with numpy, an encoder of the notebook's own, and the diagnosis read back."""
+    from milesbook.diagnose import read
+    record = read_record(executed, "08")
+    assert record["data_origin"].startswith("folder ") and record["encoder_class"].endswith("HalfDigitNet")
+    assert set(record["alone"]) == {"left", "right"} and record["weak"] == "right"
+    assert all(_probability(v) for v in [*record["alone"].values(), *record["inside"].values(), *record["fused"].values()])
+    diagnosis = read(executed / "08-diagnose-4ep-2seeds")
+    assert record["verdict"] == diagnosis["verdict"] and record["starved"] == diagnosis["starved"]
+    for m, gap in record["gap"].items():  # the gap is alone − inside, as the report's rule reads it
+        assert gap == pytest.approx(record["alone"][m] - record["inside"][m])
+        assert (m in record["starved"]) == diagnosis["modalities"][m]["starved"]
 
 
 def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):

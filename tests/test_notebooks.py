@@ -206,3 +206,20 @@ def test_cli_runs_notebooks_and_says_where(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"executed: {tmp_path / '02_utilization_rates.ipynb'}" in result.stdout
     assert read_record(tmp_path / "work", "02")["largest_difference"] < 1e-6
+
+
+def test_a_notebook_prepares_the_dataset_it_reads(monkeypatch, cache, capsys):
+    """`milesbook notebooks` after `make demo` (nothing prepared): notebook 07 prepares mfeat first,
+    as `make test` does; a prepared dataset is left alone."""
+    from milesbook.datasets import mfeat
+    calls = []
+    monkeypatch.setattr(mfeat, "prepare", lambda folder=None, **k: calls.append(folder))
+    notebooks.prepare_needed("07_many_modalities")
+    assert calls == [None] and "reads mfeat, which is not prepared yet" in capsys.readouterr().out
+    notebooks.prepare_needed("02_utilization_rates")
+    assert calls == [None]  # notebook 02 reads only the embedded dataset
+    monkeypatch.setattr(mfeat, "is_prepared", lambda folder=None: True)
+    from milesbook.datasets import REGISTRY
+    monkeypatch.setattr(REGISTRY["mfeat"], "prepared", lambda: True)
+    notebooks.prepare_needed("07_many_modalities")
+    assert calls == [None]

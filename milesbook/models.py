@@ -3,6 +3,9 @@
 `JointFusionModel.forward` returns everything any method needs in one pass: the fusion logits, each
 modality's unimodal-head logits, and each modality's part of the fusion head (W_m z_m + b/M, which
 sum to the fusion logits) — so utilization rates need no extra forward pass.
+
+Encoders (`build_encoder`): an MLP for vectors; for images a small CNN or ResNet-6/10/18/34/50 made of
+torchvision's blocks; for token ids a bag of words or a local BERT.
 """
 from __future__ import annotations
 
@@ -49,83 +52,78 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, c_in, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = _shortcut(c_in, planes, stride)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, c_in, planes, stride=1):
-        super().__init__()
-        out = planes * self.expansion
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
-            nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
-            nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out))
-        self.shortcut = _shortcut(c_in, out, stride)
-
-    def forward(self, x):
-        return torch.relu(self.body(x) + self.shortcut(x))
-
-
-def _shortcut(c_in, c_out, stride):
-    if stride == 1 and c_in == c_out:
-        return nn.Identity()
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-
-# depth → (block, blocks per stage). ResNet-6 and -10 are the shallow variants the paper uses:
-# one block per stage, with 2 and 4 stages; depth counts the stem conv, the block convs and the head.
-RESNETS = {6: (BasicBlock, [1, 1]), 10: (BasicBlock, [1, 1, 1, 1]), 18: (BasicBlock, [2, 2, 2, 2]),
-           34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
+# depth → (torchvision.models.resnet block, blocks per stage). ResNet-6 and -10 are the shallow
+# variants the paper uses: one block per stage, with 2 and 4 stages; depth counts the stem conv, the
+# block convs and the head.
+RESNETS = {6: ("BasicBlock", (1, 1)), 10: ("BasicBlock", (1, 1, 1, 1)), 18: ("BasicBlock", (2, 2, 2, 2)),
+           34: ("BasicBlock", (3, 4, 6, 3)), 50: ("Bottleneck", (3, 4, 6, 3))}
 
 
 class ResNet(nn.Module):
-    """ResNet encoder of a given depth (6, 10, 18, 34, 50) for (N, C, H, W) → (N, feature_dim).
+    """ResNet encoder of a given depth (6, 10, 18, 34, 50) for (N, C, H, W) → (N, feature_dim), made of
+    torchvision's `BasicBlock`/`Bottleneck` with torchvision's module names (conv1, bn1, layer1, …),
+    downsample shortcuts and initialization: at width 64, with 3 channels and the ImageNet stem, our
+    ResNet-18/34/50 is torchvision's `resnet18/34/50(num_classes=feature_dim)` weight for weight at the
+    same seed, its `fc` named `project`.
 
     Inputs of 64 pixels or more use the ImageNet stem (7×7 stride-2 conv + max pool); smaller ones a
     3×3 stride-1 stem so 28×28 digits are not reduced to a pixel. A final linear layer maps the
     pooled features to `feature_dim` when `feature_dim` is given (so both encoders of a sum fusion
-    share a width); with `feature_dim=None` the pooled width (512, or 2048 for ResNet-50) is kept."""
+    share a width); with `feature_dim=None` the pooled width is kept (the last stage's: 512 for
+    ResNet-10/18/34 and 2048 for ResNet-50 at width 64, 128 for ResNet-6)."""
 
     def __init__(self, depth: int, in_channels: int, input_size: int, feature_dim: int | None = None,
                  width: int = 64):
         super().__init__()
         if depth not in RESNETS:
             raise UserError(f"unknown ResNet depth {depth}; choose one of {sorted(RESNETS)}")
-        block, layers = RESNETS[depth]
-        if input_size >= 64:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        else:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU())
-        stages, c_in = [], width
-        for i, n_blocks in enumerate(layers):
-            planes = width * 2 ** i
-            for j in range(n_blocks):
-                stages.append(block(c_in, planes, stride=2 if (i > 0 and j == 0) else 1))
-                c_in = planes * block.expansion
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # torchvision's own ResNet class fixes four stages and width 64, so the stages are composed here
+        # as its `_make_layer` does; imported here, not at the top, as torchvision takes seconds to import
+        from torchvision.models import resnet as tv_resnet
+        block_name, blocks = RESNETS[depth]
+        block = getattr(tv_resnet, block_name)
+        small = input_size < 64
+        self.conv1 = tv_resnet.conv3x3(in_channels, width) if small \
+            else nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity() if small else nn.MaxPool2d(3, 2, 1)
+        c_in = width
+        for i, count in enumerate(blocks):
+            layer, c_in = _resnet_layer(block, c_in, width * 2 ** i, count, stride=1 if i == 0 else 2)
+            self.add_module(f"layer{i + 1}", layer)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.project = nn.Identity() if feature_dim is None else nn.Linear(c_in, feature_dim)
         self.feature_dim = c_in if feature_dim is None else feature_dim
+        for module in self.modules():  # torchvision ResNet's initialization
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+
+    @property
+    def layers(self) -> list[nn.Sequential]:
+        """The residual stages layer1, layer2, … in order, each a sequence of blocks of one width."""
+        return [module for name, module in self.named_children() if name.startswith("layer")]
 
     def forward(self, x):
-        return self.project(self.pool(self.stages(self.stem(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for layer in self.layers:
+            x = layer(x)
+        return self.project(self.avgpool(x).flatten(1))
+
+
+def _resnet_layer(block, c_in: int, planes: int, count: int, stride: int) -> tuple[nn.Sequential, int]:
+    """`count` blocks of `planes` after `c_in` channels, and their output width; the first block's
+    shortcut is a strided 1×1 conv + BN when the shape changes (torchvision `_make_layer`'s)."""
+    from torchvision.models.resnet import conv1x1
+    c_out = planes * block.expansion
+    downsample = None
+    if stride != 1 or c_in != c_out:
+        downsample = nn.Sequential(conv1x1(c_in, c_out, stride), nn.BatchNorm2d(c_out))
+    layer = [block(c_in, planes, stride, downsample)] + [block(c_out, planes) for _ in range(count - 1)]
+    return nn.Sequential(*layer), c_out
 
 
 class BagOfWordsEncoder(nn.Module):

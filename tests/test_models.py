@@ -1,6 +1,9 @@
-"""Encoders and the joint-fusion model: shapes, fusion parts, probes, param groups."""
+"""Encoders and the joint-fusion model: shapes, fusion parts, probes, param groups; the ResNets against
+torchvision's (no weights are downloaded)."""
 import pytest
 import torch
+import torchvision
+from torch import nn
 
 from milesbook.errors import UserError
 from milesbook.models import ResNet, build_encoder, build_model
@@ -69,3 +72,49 @@ def test_unknown_names_list_the_choices():
         ResNet(12, 1, 28)
     with pytest.raises(UserError, match="shape"):
         build_encoder("cnn", (16,), 16)
+
+
+# ---- ResNets from torchvision's blocks ----------------------------------------------------------------
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_resnet_trunks_have_torchvisions_parameter_counts(depth):
+    reference = torchvision.models.get_model(f"resnet{depth}", weights=None)
+    published = torchvision.models.get_model_weights(f"resnet{depth}").IMAGENET1K_V1.meta["num_params"]
+    fc = reference.fc.weight.numel() + reference.fc.bias.numel()
+    reference.fc = nn.Identity()
+    assert _count(ResNet(depth, 3, 224)) == _count(reference) == published - fc
+    # the small-input stem on one channel against torchvision's with its stem changed the same way
+    reference.conv1, reference.maxpool = nn.Conv2d(1, 64, 3, 1, 1, bias=False), nn.Identity()
+    assert _count(ResNet(depth, 1, 28)) == _count(reference)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_resnet_is_torchvisions_weight_for_weight_at_the_same_seed(depth):
+    torch.manual_seed(0)
+    ours = ResNet(depth, 3, 224, feature_dim=10)
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(f"resnet{depth}", weights=None, num_classes=10)
+    theirs = {"project." + k[3:] if k.startswith("fc.") else k: v for k, v in reference.state_dict().items()}
+    assert list(ours.state_dict()) == list(theirs)
+    assert all(torch.equal(value, theirs[key]) for key, value in ours.state_dict().items())
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(ours.eval()(x), reference.eval()(x))
+
+
+def _basic_block_parameters(c_in: int, planes: int) -> int:
+    """Two 3×3 convs, two BNs (weight and bias), and a 1×1 conv + BN shortcut where the width changes."""
+    shortcut = c_in * planes + 2 * planes if c_in != planes else 0
+    return 9 * c_in * planes + 9 * planes * planes + 4 * planes + shortcut
+
+
+@pytest.mark.parametrize("depth,channels,size,widths", [(6, 3, 96, (8, 16)), (10, 1, 28, (8, 16, 32, 64))])
+def test_shallow_resnet_parameter_counts(depth, channels, size, widths):
+    kernel = 7 if size >= 64 else 3
+    stem = kernel * kernel * channels * 8 + 2 * 8
+    blocks = sum(_basic_block_parameters(c_in, planes) for c_in, planes in zip((8, *widths[:-1]), widths))
+    head = widths[-1] * 16 + 16
+    assert _count(ResNet(depth, channels, size, feature_dim=16, width=8)) == stem + blocks + head

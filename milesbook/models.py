@@ -4,22 +4,27 @@
 modality's unimodal-head logits, and each modality's part of the fusion head (W_m z_m + b/M, which
 sum to the fusion logits) — so utilization rates need no extra forward pass.
 
-Encoders (`build_encoder`): an MLP for vectors; for images a small CNN or ResNet-6/10/18/34/50 made of
-torchvision's blocks; for token ids a bag of words or a local BERT.
+Encoders (`build_encoder`): an MLP for vectors; for images a small CNN, ResNet-6/10/18/34/50 made of
+torchvision's blocks, or any torchvision classification model ("torchvision:NAME", weights only from
+a local file); for token ids a bag of words or a local BERT.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import UserError, check_choice
+from .safe_load import load_tensors
 
 FUSIONS = ("concat", "sum")
 ENCODERS = ("auto", "mlp", "cnn", "resnet6", "resnet10", "resnet18", "resnet34", "resnet50", "bow", "bert")
 TEXT_ENCODERS = ("bow", "bert")  # for token-id inputs (N, L)
+TORCHVISION = "torchvision:"  # besides ENCODERS, any torchvision classifier: "torchvision:NAME[@WEIGHTS_FILE]"
+_LIST_TORCHVISION = "python -c 'import torchvision as tv; print(tv.models.list_models(tv.models))'"
 
 
 class MLPEncoder(nn.Module):
@@ -167,9 +172,86 @@ class BertEncoder(nn.Module):
         return self.project(self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
 
 
+class TorchvisionEncoder(nn.Module):
+    """A torchvision classification model `name` (`torchvision.models.get_model`) for (N, C, H, W) →
+    (N, feature_dim): its last module, the classifier's Linear (resnet's `fc`, vgg's `classifier[6]`,
+    vit's `heads.head`, …), replaced by a Linear to `feature_dim`.
+
+    `weights` is a local file of that model's state dict as torchvision builds it
+    (`torch.save(torchvision.models.get_model(name, weights=...).state_dict(), path)`), read with
+    `weights_only=True`; the head's keys are dropped. Nothing is downloaded. When the input has C ≠ 3
+    channels the first convolution is rebuilt for C: each of its C input filters is the sum of the
+    RGB filters divided by C, so an input whose C channels all equal a gray image gets the response
+    the model gives that gray image as RGB."""
+
+    def __init__(self, name: str, in_channels: int, feature_dim: int, weights: str | None = None):
+        super().__init__()
+        import torchvision  # imported here, not at the top: it takes seconds
+        if name not in torchvision.models.list_models(torchvision.models):
+            raise UserError(f"unknown torchvision classification model {name!r}; "
+                            f"see the names with {_LIST_TORCHVISION}")
+        self.net = torchvision.models.get_model(name, weights=None)
+        head_name, head = list(self.net.named_modules())[-1]
+        if not isinstance(head, nn.Linear):
+            raise UserError(f"torchvision model {name!r} ends in {type(head).__name__} ({head_name}), not in a Linear "
+                            "classifier, so milesbook cannot replace its head; choose another, e.g. resnet18")
+        if weights:
+            _load_without_head(self.net, weights, name, head_name)
+        conv_name, conv = next((n, m) for n, m in self.net.named_modules() if isinstance(m, nn.Conv2d))
+        if conv.in_channels != in_channels:
+            _replace(self.net, conv_name, _conv_for_channels(conv, in_channels))
+        _replace(self.net, head_name, nn.Linear(head.in_features, feature_dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def parse_torchvision_kind(kind: str) -> tuple[str, str | None]:
+    """"torchvision:resnet18@/w.pt" → ("resnet18", "/w.pt"); without "@FILE" the weights are None."""
+    name, _, weights = kind.removeprefix(TORCHVISION).partition("@")
+    return name, weights or None
+
+
+def _load_without_head(net: nn.Module, path: str, name: str, head_name: str) -> None:
+    """Load the state dict in file `path` into `net`, all but the keys of module `head_name`."""
+    how = f"save one with torch.save(torchvision.models.get_model({name!r}, weights=...).state_dict(), PATH)"
+    if not Path(path).is_file():
+        raise UserError(f"no weights file {path} for torchvision model {name!r}; {how}")
+    state = load_tensors(Path(path), "cpu", how)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of tensors; {how}")
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith(head_name + ".")}
+    state = {k: v for k, v in state.items() if not k.startswith(head_name + ".")}
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    resized = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or unexpected or resized:
+        found = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                 ((missing, "missing"), (unexpected, "unexpected"), (resized, "of another shape")) if keys]
+        raise UserError(f"{path} does not fit torchvision model {name!r}: keys {', '.join(found)}; {how}")
+    net.load_state_dict(state, strict=False)
+
+
+def _conv_for_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of `conv` for `in_channels` inputs whose every input filter is Σ(conv's filters) / in_channels."""
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(1, keepdim=True).expand_as(new.weight) / in_channels)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where `net`'s submodule `name` ("classifier.6") is."""
+    parent, _, attribute = name.rpartition(".")
+    setattr(net.get_submodule(parent), attribute, module)
+
+
 def parse_encoder_spec(spec: str, modalities) -> dict[str, str]:
     """"resnet18" → that kind for every modality; "image=resnet50,text=bow" → one per modality
-    (modalities not named get "auto")."""
+    (modalities not named get "auto"). A kind may be "torchvision:NAME[@WEIGHTS_FILE]", whose file path
+    then holds no comma."""
     if "=" not in spec:
         return {m: spec for m in modalities}
     kinds = {m: "auto" for m in modalities}
@@ -183,8 +265,10 @@ def parse_encoder_spec(spec: str, modalities) -> dict[str, str]:
 def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: dict | None = None) -> nn.Module:
     """An encoder for samples of `shape`: (D,) vectors, (C, H, W) images, or (L,) token ids when the
     dataset's `options` say so ({"tokens": True, "vocab_size": V, "kind": default, "path": BERT}).
-    `kind="auto"` takes the dataset's default, else an MLP for vectors and the small CNN for images."""
-    check_choice("encoder", kind, ENCODERS)
+    `kind` is one of `ENCODERS` or "torchvision:NAME[@WEIGHTS_FILE]" (`TorchvisionEncoder`, images);
+    "auto" takes the dataset's default, else an MLP for vectors and the small CNN for images."""
+    if not kind.startswith(TORCHVISION):
+        check_choice("encoder", kind, (*ENCODERS, f"{TORCHVISION}NAME[@WEIGHTS_FILE]"))
     options = options or {}
     if kind == "auto":
         kind = options.get("kind") or ("mlp" if len(shape) == 1 else "cnn")
@@ -205,6 +289,9 @@ def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: 
         raise UserError(f"encoder {kind!r} needs (channels, height, width) samples, got shape {shape}")
     if kind == "cnn":
         return SmallCNN(shape[0], feature_dim)
+    if kind.startswith(TORCHVISION):
+        name, weights = parse_torchvision_kind(kind)
+        return TorchvisionEncoder(name, shape[0], feature_dim, weights)
     return ResNet(int(kind.removeprefix("resnet")), shape[0], min(shape[1:]), feature_dim)
 
 

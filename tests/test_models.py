@@ -1,12 +1,14 @@
 """Encoders and the joint-fusion model: shapes, fusion parts, probes, param groups; the ResNets against
-torchvision's (no weights are downloaded)."""
+torchvision's, and torchvision models as encoders (no weights are downloaded: files are saved here)."""
 import pytest
 import torch
 import torchvision
 from torch import nn
 
 from milesbook.errors import UserError
-from milesbook.models import ResNet, build_encoder, build_model
+from milesbook.models import ResNet, build_encoder, build_model, parse_encoder_spec
+
+from .fixtures import CraftedPayload
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
@@ -118,3 +120,81 @@ def test_shallow_resnet_parameter_counts(depth, channels, size, widths):
     blocks = sum(_basic_block_parameters(c_in, planes) for c_in, planes in zip((8, *widths[:-1]), widths))
     head = widths[-1] * 16 + 16
     assert _count(ResNet(depth, channels, size, feature_dim=16, width=8)) == stem + blocks + head
+
+
+# ---- torchvision models as encoders --------------------------------------------------------------------
+
+def test_a_torchvision_encoder_trains_in_a_model():
+    torch.manual_seed(0)
+    model = build_model({"image": (1, 28, 28), "audio": (4,)}, num_classes=3, encoder="image=torchvision:resnet18",
+                        feature_dim=16)
+    net = model.encoders["image"].net
+    assert (net.conv1.in_channels, net.fc.in_features, net.fc.out_features) == (1, 512, 16)
+    before = net.layer1[0].conv1.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model({"image": torch.randn(4, 1, 28, 28), "audio": torch.randn(4, 4)})
+    assert out.features["image"].shape == (4, 16)
+    nn.functional.cross_entropy(out.fusion, torch.tensor([0, 1, 2, 0])).backward()
+    assert net.conv1.weight.grad.abs().sum() > 0
+    optimizer.step()
+    assert not torch.equal(net.layer1[0].conv1.weight, before)
+
+
+def test_any_torchvision_classifier_ending_in_a_linear_gets_a_new_head():
+    encoder = build_encoder("torchvision:mobilenet_v3_small", (2, 32, 32), 16)
+    assert encoder.net.features[0][0].in_channels == 2
+    assert (encoder.net.classifier[3].in_features, encoder.net.classifier[3].out_features) == (1024, 16)
+    assert encoder(torch.randn(2, 2, 32, 32)).shape == (2, 16)
+
+
+def test_torchvision_weights_come_from_a_local_state_dict(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(num_classes=10)  # a fine-tuned model's file: its head is dropped
+    path = tmp_path / "resnet18.pt"
+    torch.save(reference.state_dict(), path)
+    net = build_encoder(f"torchvision:resnet18@{path}", (1, 28, 28), 16).net
+    assert torch.equal(net.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert net.fc.weight.shape == (16, 512)  # a new head, not the file's
+    # one channel: a gray image gets the response the RGB model gives to it as three equal channels
+    net.fc, reference.fc = nn.Identity(), nn.Identity()
+    gray = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(net.eval()(gray), reference.eval()(gray.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+def test_torchvision_weights_files_that_do_not_fit_are_one_line(tmp_path):
+    def refusal(path) -> str:
+        with pytest.raises(UserError) as error:
+            build_encoder(f"torchvision:resnet18@{path}", (3, 32, 32), 16)
+        assert "\n" not in str(error.value)
+        return str(error.value)
+
+    assert refusal(tmp_path / "absent.pt").startswith(f"no weights file {tmp_path / 'absent.pt'} for torchvision "
+                                                      "model 'resnet18'; save one with torch.save(")
+    state = torchvision.models.resnet18().state_dict()
+    del state["layer1.0.conv1.weight"]
+    state["bn1.weight"] = torch.ones(3)
+    torch.save(state, tmp_path / "other.pt")
+    assert "does not fit torchvision model 'resnet18': keys 1 missing (e.g. layer1.0.conv1.weight), 1 of another " \
+           "shape (e.g. bn1.weight)" in refusal(tmp_path / "other.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    assert "holds a Tensor, not a state dict of tensors" in refusal(tmp_path / "tensor.pt")
+    marker = tmp_path / "payload-ran"
+    torch.save({"conv1.weight": CraftedPayload(marker)}, tmp_path / "crafted.pt")
+    assert "crafted.pt holds more than tensors and plain values" in refusal(tmp_path / "crafted.pt")
+    assert not marker.exists()
+
+
+def test_torchvision_kinds_that_cannot_be_built_are_one_line():
+    with pytest.raises(UserError, match=r"unknown torchvision classification model 'resnet19'; see the names with "
+                                        r".*list_models\(tv.models\)"):
+        build_encoder("torchvision:resnet19", (3, 32, 32), 16)
+    with pytest.raises(UserError, match=r"'squeezenet1_1' ends in AdaptiveAvgPool2d \(classifier.3\), not in a Linear"):
+        build_encoder("torchvision:squeezenet1_1", (3, 32, 32), 16)
+    with pytest.raises(UserError, match=r"needs \(channels, height, width\) samples, got shape \(16,\)"):
+        build_encoder("torchvision:resnet18", (16,), 16)
+
+
+def test_encoder_spec_keeps_a_torchvision_weights_path():
+    spec = "image=torchvision:resnet18@/w/run=1.pt,audio=cnn"
+    assert parse_encoder_spec(spec, ["image", "audio"]) == {"image": "torchvision:resnet18@/w/run=1.pt",
+                                                            "audio": "cnn"}

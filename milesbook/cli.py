@@ -23,8 +23,9 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", default=d.fusion, help="concat | sum")
     parser.add_argument("--encoder", default=d.encoder,
                         help="auto (the dataset's choice; else MLP for vectors, small CNN for images) | cnn | mlp | "
-                             "resnet6/10/18/34/50 | bow | bert (text) — one for all, or per modality: "
-                             "image=resnet50,text=bow")
+                             "resnet6/10/18/34/50 | torchvision:NAME[@WEIGHTS_FILE] (any torchvision classifier, "
+                             "head replaced; weights only from that local state-dict file) | bow | bert (text) — "
+                             "one for all, or per modality: image=resnet50,text=bow")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)

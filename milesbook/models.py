@@ -3,20 +3,28 @@
 `JointFusionModel.forward` returns everything any method needs in one pass: the fusion logits, each
 modality's unimodal-head logits, and each modality's part of the fusion head (W_m z_m + b/M, which
 sum to the fusion logits) — so utilization rates need no extra forward pass.
+
+Encoders (`build_encoder`): an MLP for vectors; for images a small CNN, ResNet-6/10/18/34/50 made of
+torchvision's blocks, or any torchvision classification model ("torchvision:NAME", weights only from
+a local file); for token ids a bag of words or a local BERT.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import UserError, check_choice
+from .safe_load import load_tensors
 
 FUSIONS = ("concat", "sum")
 ENCODERS = ("auto", "mlp", "cnn", "resnet6", "resnet10", "resnet18", "resnet34", "resnet50", "bow", "bert")
 TEXT_ENCODERS = ("bow", "bert")  # for token-id inputs (N, L)
+TORCHVISION = "torchvision:"  # besides ENCODERS, any torchvision classifier: "torchvision:NAME[@WEIGHTS_FILE]"
+_LIST_TORCHVISION = "python -c 'import torchvision as tv; print(tv.models.list_models(tv.models))'"
 
 
 class MLPEncoder(nn.Module):
@@ -49,83 +57,75 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, c_in, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = _shortcut(c_in, planes, stride)
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, c_in, planes, stride=1):
-        super().__init__()
-        out = planes * self.expansion
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
-            nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(),
-            nn.Conv2d(planes, out, 1, bias=False), nn.BatchNorm2d(out))
-        self.shortcut = _shortcut(c_in, out, stride)
-
-    def forward(self, x):
-        return torch.relu(self.body(x) + self.shortcut(x))
-
-
-def _shortcut(c_in, c_out, stride):
-    if stride == 1 and c_in == c_out:
-        return nn.Identity()
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-
-# depth → (block, blocks per stage). ResNet-6 and -10 are the shallow variants the paper uses:
-# one block per stage, with 2 and 4 stages; depth counts the stem conv, the block convs and the head.
-RESNETS = {6: (BasicBlock, [1, 1]), 10: (BasicBlock, [1, 1, 1, 1]), 18: (BasicBlock, [2, 2, 2, 2]),
-           34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3])}
+# depth → (torchvision.models.resnet block, blocks per stage). ResNet-6 and -10 are the shallow
+# variants the paper uses: one block per stage, with 2 and 4 stages; depth counts the stem conv, the
+# block convs and the head.
+RESNETS = {6: ("BasicBlock", (1, 1)), 10: ("BasicBlock", (1, 1, 1, 1)), 18: ("BasicBlock", (2, 2, 2, 2)),
+           34: ("BasicBlock", (3, 4, 6, 3)), 50: ("Bottleneck", (3, 4, 6, 3))}
 
 
 class ResNet(nn.Module):
-    """ResNet encoder of a given depth (6, 10, 18, 34, 50) for (N, C, H, W) → (N, feature_dim).
+    """ResNet encoder of a given depth (6, 10, 18, 34, 50) for (N, C, H, W) → (N, feature_dim), made of
+    torchvision's `BasicBlock`/`Bottleneck` with torchvision's module names (conv1, bn1, layer1, …) and
+    downsample shortcuts: at width 64, with 3 channels and the ImageNet stem, our ResNet-18/34/50 has
+    torchvision's `resnet18/34/50` architecture and parameter count, its `fc` named `project`.
+    Initialization stays PyTorch's default, drawn in the order the encoder always used (each block's
+    convolutions before its shortcut), so a run made before torchvision's blocks were used keeps its
+    numbers at the same seed (torchvision's own ResNet re-draws convolutions with `kaiming_normal_`).
 
     Inputs of 64 pixels or more use the ImageNet stem (7×7 stride-2 conv + max pool); smaller ones a
     3×3 stride-1 stem so 28×28 digits are not reduced to a pixel. A final linear layer maps the
     pooled features to `feature_dim` when `feature_dim` is given (so both encoders of a sum fusion
-    share a width); with `feature_dim=None` the pooled width (512, or 2048 for ResNet-50) is kept."""
+    share a width); with `feature_dim=None` the pooled width is kept (the last stage's: 512 for
+    ResNet-10/18/34 and 2048 for ResNet-50 at width 64, 128 for ResNet-6)."""
 
     def __init__(self, depth: int, in_channels: int, input_size: int, feature_dim: int | None = None,
                  width: int = 64):
         super().__init__()
         if depth not in RESNETS:
             raise UserError(f"unknown ResNet depth {depth}; choose one of {sorted(RESNETS)}")
-        block, layers = RESNETS[depth]
-        if input_size >= 64:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        else:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(width), nn.ReLU())
-        stages, c_in = [], width
-        for i, n_blocks in enumerate(layers):
-            planes = width * 2 ** i
-            for j in range(n_blocks):
-                stages.append(block(c_in, planes, stride=2 if (i > 0 and j == 0) else 1))
-                c_in = planes * block.expansion
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # torchvision's own ResNet class fixes four stages and width 64, so the stages are composed here
+        # as its `_make_layer` does; imported here, not at the top, as torchvision takes seconds to import
+        from torchvision.models import resnet as tv_resnet
+        block_name, blocks = RESNETS[depth]
+        block = getattr(tv_resnet, block_name)
+        small = input_size < 64
+        self.conv1 = tv_resnet.conv3x3(in_channels, width) if small \
+            else nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity() if small else nn.MaxPool2d(3, 2, 1)
+        c_in = width
+        for i, count in enumerate(blocks):
+            layer, c_in = _resnet_layer(block, c_in, width * 2 ** i, count, stride=1 if i == 0 else 2)
+            self.add_module(f"layer{i + 1}", layer)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.project = nn.Identity() if feature_dim is None else nn.Linear(c_in, feature_dim)
         self.feature_dim = c_in if feature_dim is None else feature_dim
 
+    @property
+    def layers(self) -> list[nn.Sequential]:
+        """The residual stages layer1, layer2, … in order, each a sequence of blocks of one width."""
+        return [module for name, module in self.named_children() if name.startswith("layer")]
+
     def forward(self, x):
-        return self.project(self.pool(self.stages(self.stem(x))))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for layer in self.layers:
+            x = layer(x)
+        return self.project(self.avgpool(x).flatten(1))
+
+
+def _resnet_layer(block, c_in: int, planes: int, count: int, stride: int) -> tuple[nn.Sequential, int]:
+    """`count` blocks of `planes` after `c_in` channels, and their output width; the first block's
+    shortcut is a strided 1×1 conv + BN when the shape changes (torchvision `_make_layer`'s). The
+    shortcut is made after its block's convolutions (torchvision makes it first): the order in which
+    the default initialization draws them, kept from the encoder's first version."""
+    from torchvision.models.resnet import conv1x1
+    c_out = planes * block.expansion
+    first = block(c_in, planes, stride)
+    if stride != 1 or c_in != c_out:
+        first.downsample = nn.Sequential(conv1x1(c_in, c_out, stride), nn.BatchNorm2d(c_out))
+    return nn.Sequential(first, *[block(c_out, planes) for _ in range(count - 1)]), c_out
 
 
 class BagOfWordsEncoder(nn.Module):
@@ -169,9 +169,86 @@ class BertEncoder(nn.Module):
         return self.project(self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0])
 
 
+class TorchvisionEncoder(nn.Module):
+    """A torchvision classification model `name` (`torchvision.models.get_model`) for (N, C, H, W) →
+    (N, feature_dim): its last module, the classifier's Linear (resnet's `fc`, vgg's `classifier[6]`,
+    vit's `heads.head`, …), replaced by a Linear to `feature_dim`.
+
+    `weights` is a local file of that model's state dict as torchvision builds it
+    (`torch.save(torchvision.models.get_model(name, weights=...).state_dict(), path)`), read with
+    `weights_only=True`; the head's keys are dropped. Nothing is downloaded. When the input has C ≠ 3
+    channels the first convolution is rebuilt for C: each of its C input filters is the sum of the
+    RGB filters divided by C, so an input whose C channels all equal a gray image gets the response
+    the model gives that gray image as RGB."""
+
+    def __init__(self, name: str, in_channels: int, feature_dim: int, weights: str | None = None):
+        super().__init__()
+        import torchvision  # imported here, not at the top: it takes seconds
+        if name not in torchvision.models.list_models(torchvision.models):
+            raise UserError(f"unknown torchvision classification model {name!r}; "
+                            f"see the names with {_LIST_TORCHVISION}")
+        self.net = torchvision.models.get_model(name, weights=None)
+        head_name, head = list(self.net.named_modules())[-1]
+        if not isinstance(head, nn.Linear):
+            raise UserError(f"torchvision model {name!r} ends in {type(head).__name__} ({head_name}), not in a Linear "
+                            "classifier, so milesbook cannot replace its head; choose another, e.g. resnet18")
+        if weights:
+            _load_without_head(self.net, weights, name, head_name)
+        conv_name, conv = next((n, m) for n, m in self.net.named_modules() if isinstance(m, nn.Conv2d))
+        if conv.in_channels != in_channels:
+            _replace(self.net, conv_name, _conv_for_channels(conv, in_channels))
+        _replace(self.net, head_name, nn.Linear(head.in_features, feature_dim))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def parse_torchvision_kind(kind: str) -> tuple[str, str | None]:
+    """"torchvision:resnet18@/w.pt" → ("resnet18", "/w.pt"); without "@FILE" the weights are None."""
+    name, _, weights = kind.removeprefix(TORCHVISION).partition("@")
+    return name, weights or None
+
+
+def _load_without_head(net: nn.Module, path: str, name: str, head_name: str) -> None:
+    """Load the state dict in file `path` into `net`, all but the keys of module `head_name`."""
+    how = f"save one with torch.save(torchvision.models.get_model({name!r}, weights=...).state_dict(), PATH)"
+    if not Path(path).is_file():
+        raise UserError(f"no weights file {path} for torchvision model {name!r}; {how}")
+    state = load_tensors(Path(path), "cpu", how)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of tensors; {how}")
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith(head_name + ".")}
+    state = {k: v for k, v in state.items() if not k.startswith(head_name + ".")}
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    resized = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or unexpected or resized:
+        found = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                 ((missing, "missing"), (unexpected, "unexpected"), (resized, "of another shape")) if keys]
+        raise UserError(f"{path} does not fit torchvision model {name!r}: keys {', '.join(found)}; {how}")
+    net.load_state_dict(state, strict=False)
+
+
+def _conv_for_channels(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of `conv` for `in_channels` inputs whose every input filter is Σ(conv's filters) / in_channels."""
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(1, keepdim=True).expand_as(new.weight) / in_channels)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where `net`'s submodule `name` ("classifier.6") is."""
+    parent, _, attribute = name.rpartition(".")
+    setattr(net.get_submodule(parent), attribute, module)
+
+
 def parse_encoder_spec(spec: str, modalities) -> dict[str, str]:
     """"resnet18" → that kind for every modality; "image=resnet50,text=bow" → one per modality
-    (modalities not named get "auto")."""
+    (modalities not named get "auto"). A kind may be "torchvision:NAME[@WEIGHTS_FILE]", whose file path
+    then holds no comma."""
     if "=" not in spec:
         return {m: spec for m in modalities}
     kinds = {m: "auto" for m in modalities}
@@ -186,11 +263,13 @@ def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: 
                   modality: str = "") -> nn.Module:
     """An encoder for samples of `shape`: (D,) vectors, (C, H, W) images, or (L,) token ids when the
     dataset's `options` say so ({"tokens": True, "vocab_size": V, "kind": default, "path": BERT}).
-    `kind="auto"` takes the dataset's default, else an MLP for vectors and the small CNN for images;
-    "package.module:factory" builds your own (`encoder_from_factory`, then `adopt_encoder`)."""
-    if ":" in kind:
+    `kind` is one of `ENCODERS`, "torchvision:NAME[@WEIGHTS_FILE]" (`TorchvisionEncoder`, images) or
+    "package.module:factory" (your own: `encoder_from_factory`, then `adopt_encoder`); "auto" takes
+    the dataset's default, else an MLP for vectors and the small CNN for images."""
+    if ":" in kind and not kind.startswith(TORCHVISION):
         return adopt_encoder(encoder_from_factory(kind, shape, feature_dim), shape, feature_dim, options, modality)
-    check_choice("encoder", kind, ENCODERS)
+    if not kind.startswith(TORCHVISION):
+        check_choice("encoder", kind, (*ENCODERS, f"{TORCHVISION}NAME[@WEIGHTS_FILE]", "package.module:factory"))
     options = options or {}
     if kind == "auto":
         kind = options.get("kind") or ("mlp" if len(shape) == 1 else "cnn")
@@ -211,6 +290,9 @@ def build_encoder(kind: str, shape: tuple[int, ...], feature_dim: int, options: 
         raise UserError(f"encoder {kind!r} needs (channels, height, width) samples, got shape {shape}")
     if kind == "cnn":
         return SmallCNN(shape[0], feature_dim)
+    if kind.startswith(TORCHVISION):
+        name, weights = parse_torchvision_kind(kind)
+        return TorchvisionEncoder(name, shape[0], feature_dim, weights)
     return ResNet(int(kind.removeprefix("resnet")), shape[0], min(shape[1:]), feature_dim)
 
 

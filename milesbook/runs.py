@@ -52,6 +52,7 @@ import torch
 from . import provenance
 from .config import relevant_config
 from .errors import UserError
+from .safe_load import load_tensors
 
 CHECKPOINT = "last.pt"
 SELECTED = "selected.pt"
@@ -189,19 +190,9 @@ def move_aside(folder) -> Path:
 
 
 def load_checkpoint(path: Path, device="cpu"):
-    """A checkpoint or weights file of ours, read with `weights_only=True`: tensors, state dicts and
-    plain Python values only, so a run folder someone passed around cannot run code when it is read.
-    Anything else is one line (a UserError) naming the file; nothing of it is run."""
-    import pickle
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as error:
-        what = str(error).split("\n")[0][:160]
-        raise UserError(f"{path} holds more than tensors and plain values ({what}): refused, nothing of it was "
-                        "run — a crafted or foreign file? Delete it, or train into another --out") from None
-    except (EOFError, RuntimeError, OSError) as error:
-        raise UserError(f"{path} cannot be read ({type(error).__name__}: {str(error)[:120]}); delete it, or train "
-                        "into another --out") from None
+    """A checkpoint or weights file of a run folder, read without running anything in it
+    (`safe_load.load_tensors`); a bad one is one line."""
+    return load_tensors(path, device, remedy="delete it, or train into another --out")
 
 
 def check_resumable(folder, config: dict, current: dict) -> None:

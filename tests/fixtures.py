@@ -1,5 +1,6 @@
 """Tiny copies of the paper datasets in their exact on-disk formats (file names, dtypes, shapes per
-sample, label encoding), for testing the data scripts and loaders without the real downloads."""
+sample, label encoding), for testing the data scripts and loaders without the real downloads; and
+what a crafted pickle holds."""
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,14 @@ def write_tiny_bert(folder) -> Path:
     torch.manual_seed(0)  # deterministic weights
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+class CraftedPayload:
+    """What a crafted pickle holds: a call to a shell command that creates `marker`, run by a plain
+    `pickle.load` (or `torch.load(weights_only=False)`)."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))

@@ -57,7 +57,7 @@ def test_channel_units_pair_each_conv_with_its_batchnorm():
     assert [u.weight for u in first][:2] == ["0.0.weight", "1.conv1.weight"]  # the stem belongs to stage 1
     assert first[1].shared == ("1.bn1.weight", "1.bn1.bias")
     assert len(first) == 5 and len(second) == 5  # stem + 2 blocks × 2; 2 blocks × 2 + the shortcut conv
-    assert ChannelUnit("0.shortcut.0.weight", ("0.shortcut.1.weight", "0.shortcut.1.bias"), 16) in second
+    assert ChannelUnit("0.downsample.0.weight", ("0.downsample.1.weight", "0.downsample.1.bias"), 16) in second
 
 
 def test_depths_of_different_encoders_are_matched_by_relative_depth():

@@ -16,7 +16,7 @@ from milesbook.datasets import prepare as common
 from milesbook.datasets.download import md5sum
 from milesbook.errors import UserError
 
-from .fixtures import write_cremad, write_flv, write_luma, write_mmimdb, write_smnist
+from .fixtures import CraftedPayload, write_cremad, write_flv, write_luma, write_mmimdb, write_smnist
 
 PROGRESS = re.compile(r"^[^:]*: +\d+%\|")  # a tqdm bar on stderr, not a message
 SMALL = (60, 20, 20)  # S-MNIST sizes the fixture can fill (its script asks for the paper's 8,000 / 2,000 / 2,000)
@@ -322,16 +322,6 @@ def test_smnist_too_small_gives_the_counts_found(tmp_path, cache, script):
     assert "120 training rows (needs 10000) and 40 test rows (needs 2000)" in line
 
 
-class _Payload:
-    """What a crafted pickle holds: a call to a shell command, run by a plain `pickle.load`."""
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_luma_crafted_pickle_in_a_from_tarball_runs_nothing(tmp_path, cache, script):
     import io
     import pickle
@@ -342,7 +332,8 @@ def test_luma_crafted_pickle_in_a_from_tarball_runs_nothing(tmp_path, cache, scr
     marker = tmp_path / "payload-ran"
     with tarfile.open(fileobj=io.BytesIO(whole), mode="r:gz") as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-    members["cifar-10-batches-py/data_batch_1"] = pickle.dumps({"data": _Payload(marker), "labels": [0]}, protocol=2)
+    members["cifar-10-batches-py/data_batch_1"] = pickle.dumps({"data": CraftedPayload(marker), "labels": [0]},
+                                                               protocol=2)
     with tarfile.open(tarball, "w:gz") as tar:
         for name, blob in members.items():
             info = tarfile.TarInfo(name)
@@ -362,7 +353,7 @@ def test_a_crafted_checkpoint_in_a_run_folder_runs_nothing(tmp_path):
     out = tmp_path / "run"
     assert run_cli("train", "--dataset", "toy", "--epochs", "1", "--out", out).returncode == 0
     marker = tmp_path / "payload-ran"
-    torch.save({"epoch": 1, "model": _Payload(marker)}, out / "last.pt")
+    torch.save({"epoch": 1, "model": CraftedPayload(marker)}, out / "last.pt")
     done = run_cli("train", "--dataset", "toy", "--epochs", "2", "--out", out, "--resume")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0
@@ -374,7 +365,7 @@ def test_a_crafted_checkpoint_in_a_run_folder_runs_nothing(tmp_path):
     assert done.returncode == 0
     folder = tmp_path / "cmp" / "vanilla-concat" / "seed0"
     (folder / "summary.json").unlink()
-    torch.save({"epoch": 2, "model": _Payload(marker)}, folder / "last.pt")
+    torch.save({"epoch": 2, "model": CraftedPayload(marker)}, folder / "last.pt")
     done = run_cli("compare", "--dataset", "toy", "--methods", "vanilla", "--seeds", "1", "--epochs", "3",
                    "--out", tmp_path / "cmp")
     assert done.returncode == 2 and "Traceback" not in done.stderr and "nothing of it was run" in done.stderr

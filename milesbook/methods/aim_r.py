@@ -45,8 +45,8 @@ def encoder_stages(encoder: nn.Module, modality: str = "") -> EncoderStages:
 
     - SmallCNN: its three conv-BN-ReLU triples (L = 3); rest = pooling + flatten.
     - MLPEncoder: its Linear+ReLU pairs (L = 3; the first also flattens the input); rest = nothing.
-    - ResNet: the residual blocks grouped by output width (ResNet-18: layer1…layer4, L = 4), with the
-      stem folded into the first stage; rest = pooling + projection.
+    - ResNet: its residual stages layer1, layer2, … (ResNet-18: L = 4), with the stem folded into the
+      first; rest = pooling + projection.
     Text encoders (bag of words, BERT) have no stages of that kind and are refused."""
     if isinstance(encoder, SmallCNN):
         net = encoder.net
@@ -60,16 +60,12 @@ def encoder_stages(encoder: nn.Module, modality: str = "") -> EncoderStages:
         stages = [nn.Sequential(nn.Flatten(), *net[s:e]) if s == 0 else net[s:e] for s, e in pairs]
         return EncoderStages(stages, [net[e - 1] for _, e in pairs], nn.Identity())
     if isinstance(encoder, ResNet):
-        groups: list[list[nn.Module]] = []
-        width = None
-        for block in encoder.stages:
-            out = [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-            if out != width:
-                groups.append([])
-                width = out
-            groups[-1].append(block)
-        stages = [nn.Sequential(encoder.stem, *g) if i == 0 else nn.Sequential(*g) for i, g in enumerate(groups)]
-        return EncoderStages(stages, [g[-1] for g in groups], nn.Sequential(encoder.pool, encoder.project))
+        layers = encoder.layers
+        stem = nn.Sequential(encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool)
+        stages = [nn.Sequential(stem, *layers[0]), *layers[1:]]
+        # hooks go on each stage's last block, which also runs when a stage is called on its own
+        return EncoderStages(stages, [layer[-1] for layer in layers],
+                             nn.Sequential(encoder.avgpool, nn.Flatten(), encoder.project))
     where = f" (modality {modality!r})" if modality else ""
     raise UserError(f"aim-r splits encoders into stages and supports the cnn, mlp and resnet encoders; "
                     f"{type(encoder).__name__}{where} is not one of them")
@@ -209,8 +205,8 @@ class AIMR(Method):
     model: the auxiliary blocks are views of its weights, and masks, prototypes and paces are dropped.
 
     - Depths [R]: a depth is a stage (`encoder_stages`). SmallCNN has its 3 conv-BN-ReLU triples;
-      MLPEncoder its 3 Linear+ReLU pairs; ResNet has its residual blocks grouped by width, with the stem
-      folded into the first group (ResNet-18: L = 4). Text encoders are refused. Encoders of different
+      MLPEncoder its 3 Linear+ReLU pairs; ResNet its residual stages layer1, layer2, …, with the stem
+      folded into the first (ResNet-18: L = 4). Text encoders are refused. Encoders of different
       depths are matched by relative depth l/L (`depth_pairs`).
     - DAP [R, refresh from L]: the descriptor is û = L2-normalised GAP(h_m^l), taken from the trainer's
       own forward through hooks. Prototypes P_m^l (K, C_l) are class means of û: before the first

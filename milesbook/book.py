@@ -1,8 +1,14 @@
 """The tutorial notebooks as a book: executed copies rendered to self-contained HTML pages (figures
-embedded) with an index, the code path of `milesbook book`. The full-setting results are cached in
-docs/book/ as notebooks without outputs, their outputs (JSON) and figures (PNG), see `cache`
-(training them from scratch takes the better part of an hour on 2 cores); the quick setting is
-executed on demand."""
+embedded) with an index and a glossary, the code path of `milesbook book`. The full-setting results
+are cached in docs/book/ as notebooks without outputs, their outputs (JSON) and figures (PNG), see
+`cache` (training them from scratch takes the better part of an hour on 2 cores); the quick setting
+is executed on demand.
+
+What a reader sees is not the notebook as executed (`for_readers`): the scaffolding is gone (the
+papermill parameters, the install cell, cells tagged `remove-cell`; inputs tagged `remove-input`),
+code tagged `hide-input` sits behind a toggle, formulas are MathML made at build time (the pages
+need no script and no network), and a lecturer's build (`answers=False`) leaves out the exercises'
+answers. Colab and Binder badges appear when pyproject.toml declares a public GitHub repository."""
 from __future__ import annotations
 
 import html
@@ -16,6 +22,9 @@ from .errors import UserError
 from .notebooks import NOTEBOOKS
 
 TITLE = "milesbook — balanced multimodal learning, the book"
+SCAFFOLDING = {"parameters", "injected-parameters", "remove-cell"}  # cells a page never shows
+TEMPLATES = Path(__file__).resolve().parent / "book_templates"
+GLOSSARY = "glossary"  # notebooks/glossary.md → glossary.html
 FULL = "full setting"
 QUICK = "quick (CI) setting — figures from tiny runs"
 DEFAULT_OUT_DIR = "../runs/notebooks"  # the notebooks' own OUT_DIR, relative to notebooks/
@@ -124,19 +133,28 @@ def _restore(notebook, outputs_file: Path) -> None:
         cell.outputs = [nbformat.from_dict(o) for o in saved["outputs"]]
 
 
-def render(executed_dir, out_dir) -> Path:
+def render(executed_dir, out_dir, answers: bool = True) -> Path:
     """Convert the executed notebooks in `executed_dir` to `out_dir`/<name>.html, one self-contained
-    page per chapter with a navigation bar, and write `out_dir`/index.html; returns the index's path."""
+    page per chapter with a navigation bar (`for_readers`: what a reader sees), write the glossary and
+    `out_dir`/index.html; returns the index's path. `answers=False`: the lecturer's build, the
+    exercises without their answers."""
     from nbconvert import HTMLExporter
+    from traitlets.config import Config
 
     chapters = _read_all(executed_dir)  # every notebook checked before any page is written
     titles = [_title(name, notebook) for name, notebook in chapters]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")  # outputs' images are base64 already: pages stand alone
+    config = Config()
+    config.TagRemovePreprocessor.remove_input_tags = {"remove-input"}
+    config.TagRemovePreprocessor.remove_all_outputs_tags = {"remove-output"}
+    config.TemplateExporter.exclude_input_prompt = config.TemplateExporter.exclude_output_prompt = True
+    # Outputs' images are base64 already: pages stand alone.
+    exporter = HTMLExporter(config=config, template_name="milesbook", extra_template_basedirs=[str(TEMPLATES)])
+    repository = repository_url()
     for number, (name, notebook) in enumerate(chapters):
-        page, _ = exporter.from_notebook_node(notebook)
-        nav = _nav(number, titles)
+        page, _ = exporter.from_notebook_node(for_readers(notebook, answers))
+        nav = _nav(number, titles, _badges(name, repository))
         page = re.sub(r"<body\b[^>]*>", lambda body: body.group(0) + nav, page, count=1)
         head, tag, tail = page.rpartition("</body>")
         _write(out_dir / f"{name}.html", head + nav + tag + tail)
@@ -150,9 +168,117 @@ def render(executed_dir, out_dir) -> Path:
     made_under = made.read_text().strip() if made.is_file() else \
         "Made under: no provenance recorded (executed before milesbook 0.2; run `milesbook book --execute`)."
     _write(index, _INDEX.format(title=html.escape(TITLE), setting=html.escape(_setting(chapters)),
-                                made_under=html.escape(made_under),
+                                made_under=html.escape(made_under), running=_running(repository),
+                                lecturer="" if answers else "<p class=\"setting\">The lecturer's build: the "
+                                "exercises are shown without their answers.</p>",
                                 items="\n".join(items)))
+    _write_glossary(out_dir, titles)
     return index
+
+
+# -- what a reader sees ------------------------------------------------------------------------------
+
+def for_readers(notebook, answers: bool = True):
+    """A copy of an executed notebook as its page shows it: without the scaffolding cells (`SCAFFOLDING`
+    tags, papermill's parameters), formulas as MathML (`to_mathml`) in markdown cells and markdown
+    outputs, and without the exercises' answers when `answers` is False."""
+    import copy
+    notebook = copy.deepcopy(notebook)
+    notebook.cells = [c for c in notebook.cells if not SCAFFOLDING & set(c.metadata.get("tags", []))]
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            cell.source = to_mathml(cell.source if answers else without_answers(cell.source))
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/markdown" in data:
+                text = data["text/markdown"]
+                data["text/markdown"] = to_mathml("".join(text) if isinstance(text, list) else text)
+    return notebook
+
+
+_CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
+_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)|\\\((.+?)\\\)", re.S)
+
+
+def to_mathml(markdown: str) -> str:
+    """`markdown` with each formula — $$…$$ and \\[…\\] displayed, $…$ and \\(…\\) inline — replaced by
+    MathML (latex2mathml), outside code spans and fences. A formula that cannot be converted is a
+    UserError naming it: a page must not show raw TeX."""
+    from latex2mathml.converter import convert
+
+    def formula(match) -> str:
+        display_tex, bracket_tex, inline_tex, paren_tex = match.groups()
+        tex = display_tex or bracket_tex or inline_tex or paren_tex
+        try:
+            return convert(tex.strip(), display="block" if (display_tex or bracket_tex) else "inline")
+        except Exception as error:  # latex2mathml raises plain exceptions on unknown commands
+            raise UserError(f"the book cannot render the formula {tex.strip()!r} ({error}); write it with "
+                            "commands MathML supports") from None
+    return "".join(part if part.startswith("`") else _MATH.sub(formula, part) for part in _CODE.split(markdown))
+
+
+_ANSWER = re.compile(r"<details>\s*<summary>\s*Answer\s*</summary>.*?</details>\s*", re.S | re.I)
+
+
+def without_answers(markdown: str) -> str:
+    """An exercises cell without its `<details><summary>Answer</summary>…</details>` blocks."""
+    return _ANSWER.sub("", markdown)
+
+
+def repository_url() -> str | None:
+    """The public GitHub repository pyproject.toml declares (`[project.urls]` Repository or Source),
+    or None: the badges and the install cell follow it."""
+    import tomllib
+    pyproject = notebooks.notebooks_dir().parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    urls = tomllib.loads(pyproject.read_text()).get("project", {}).get("urls", {})
+    url = urls.get("Repository") or urls.get("Source")
+    return url.rstrip("/").removesuffix(".git") if url and url.startswith("https://github.com/") else None
+
+
+def _badges(name: str, repository: str | None) -> str:
+    """"Open in Colab" and Binder links for notebook `name` (none without a declared repository)."""
+    if repository is None:
+        return ""
+    repo = repository.removeprefix("https://github.com/")
+    colab = f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
+    binder = f"https://mybinder.org/v2/gh/{repo}/main?labpath=notebooks%2F{name}.ipynb"
+    return (f'<a href="{colab}"><img alt="Open in Colab" src="https://colab.research.google.com/assets/colab-badge.svg"></a> '
+            f'<a href="{binder}"><img alt="Launch Binder" src="https://mybinder.org/badge_logo.svg"></a>')
+
+
+def install_cell(repository: str | None) -> str:
+    """The first cell of every chapter: installs milesbook where it is missing (Colab, Binder), from the
+    declared repository; without one it says how to get it. Removed from the book's pages."""
+    head = "# milesbook, if this kernel does not have it yet (Colab, Binder, a fresh environment).\ntry:\n    import milesbook\nexcept ImportError:\n"
+    if repository is None:
+        return head + ('    raise ImportError("milesbook is not installed here: clone its repository, run `make demo` '
+                       'there (README) and open this notebook from that checkout") from None')
+    return head + f'    %pip install -q "milesbook[notebooks] @ git+{repository}"'
+
+
+def _running(repository: str | None) -> str:
+    """The index's paragraph on running a chapter: locally, and in Colab or on Binder when declared."""
+    local = ("<b>Run a chapter yourself.</b> Locally: in a clone, <code>make demo</code> (it creates .venv), then "
+             "<code>.venv/bin/jupyter lab notebooks/</code>, or <code>milesbook notebooks --only 03</code> "
+             "headlessly; every chapter's parameters cell has a quick setting (<code>QUICK = True</code>).")
+    if repository is None:
+        return f"<p>{local} (No public repository is declared in pyproject.toml, so there are no Colab or Binder links.)</p>"
+    return (f"<p>{local} In Colab: each chapter's <i>Open in Colab</i> badge; its first cell installs milesbook from "
+            f"{html.escape(repository)}. On Binder: each chapter's <i>launch binder</i> badge (Binder builds "
+            "environment.yml).</p>")
+
+
+def _write_glossary(out_dir: Path, titles: list[str]) -> None:
+    """glossary.html from notebooks/glossary.md (formulas as MathML), linked from every page."""
+    from nbconvert.filters import markdown2html
+    source = notebooks.notebooks_dir() / f"{GLOSSARY}.md"
+    if not source.is_file():
+        raise UserError(f"no glossary {source}: the book links it from every page")
+    body = markdown2html(to_mathml(source.read_text()))
+    _write(out_dir / f"{GLOSSARY}.html", _PAGE.format(title=html.escape(f"Glossary — {TITLE}"), body=body,
+                                                      nav='<nav><a href="index.html">Contents</a></nav>'))
 
 
 def setting(executed_dir) -> str:
@@ -232,16 +358,17 @@ def _inline(text: str) -> str:
     return "".join(parts)
 
 
-def _nav(number: int, titles: list[str]) -> str:
-    """Links to the index and the previous and next chapters (none before the first, after the last)."""
-    links = ['<a rel="index" href="index.html">Contents</a>']
+def _nav(number: int, titles: list[str], badges: str = "") -> str:
+    """Links to the index, the glossary and the previous and next chapters (none before the first,
+    after the last), and the chapter's launch badges."""
+    links = ['<a rel="index" href="index.html">Contents</a>', f'<a href="{GLOSSARY}.html">Glossary</a>']
     if number > 0:
         links.append(f'<a rel="prev" href="{NOTEBOOKS[number - 1]}.html">← {html.escape(titles[number - 1])}</a>')
     if number < len(NOTEBOOKS) - 1:
         links.append(f'<a rel="next" href="{NOTEBOOKS[number + 1]}.html">{html.escape(titles[number + 1])} →</a>')
     return ('<nav class="milesbook-nav" style="font: 15px sans-serif; padding: 0.6em 1em; '
             'border-bottom: 1px solid #ddd; border-top: 1px solid #ddd; margin: 0.5em 0">'
-            + " &nbsp;·&nbsp; ".join(links) + "</nav>")
+            + " &nbsp;·&nbsp; ".join(links) + (f" &nbsp; {badges}" if badges else "") + "</nav>")
 
 
 def _write(path: Path, text: str) -> None:
@@ -276,9 +403,32 @@ _INDEX = """<!DOCTYPE html>
 <h1>{title}</h1>
 <p class="setting">These pages show the {setting}.</p>
 <p class="setting">{made_under}</p>
+{lecturer}
+{running}
+<p>Words used throughout: <a href="glossary.html">the glossary</a>.</p>
 <ol>
 {items}
 </ol>
+</body>
+</html>
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+  body {{ font: 17px/1.55 Georgia, serif; max-width: 46em; margin: 2em auto; padding: 0 1em; color: #222; }}
+  dt {{ font-weight: bold; margin-top: 0.8em; }}
+  code {{ font: 0.9em monospace; background: #f3f3f3; padding: 0 0.2em; }}
+  a {{ color: #1a5fb4; }}
+</style>
+</head>
+<body>
+{nav}
+{body}
 </body>
 </html>
 """

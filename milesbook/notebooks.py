@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-NOTEBOOKS = ("01_modality_competition", "02_utilization_rates", "03_miles", "04_gpu_training", "05_ablations",
+NOTEBOOKS = ("01_modality_competition", "02_utilization_rates", "03_miles", "04_full_protocol", "05_ablations",
              "06_fair_comparison", "07_many_modalities", "08_your_own_data")
 
 

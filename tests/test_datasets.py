@@ -186,7 +186,7 @@ def test_gpu_notebook_trains_a_prepared_paper_dataset(tmp_path, cache):
     """Notebook 04 picks up a prepared paper dataset and trains it with its registered protocol (here
     LUMA's ResNet-6, one epoch, on the fixture) through the same code path as the full GPU run."""
     luma.prepare(source=write_luma(tmp_path / "d"), progress=False)
-    mb.notebooks.run(["04_gpu_training"], quick=False, out=tmp_path / "nb",
+    mb.notebooks.run(["04_full_protocol"], quick=False, out=tmp_path / "nb",
                      parameters={"DATASETS": ["luma"], "METHODS": ["vanilla", "miles"], "FUSIONS": ["concat"],
                                  "EPOCHS": 1, "SEEDS": 1, "DEVICE": "cpu"})
     record = mb.notebooks.read_record(tmp_path / "nb" / "work", "04")

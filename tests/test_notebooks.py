@@ -16,7 +16,7 @@ PARAMETERS = {
     "01_modality_competition": COMMON | {"DATASET", "EPOCHS", "SEEDS", "STRENGTH_A", "STRENGTH_B"},
     "02_utilization_rates": COMMON | {"DATASET", "EPOCHS"},
     "03_miles": COMMON | {"DATASET", "EPOCHS", "TAUS", "MUS", "DEFAULT_TAU", "DEFAULT_MU", "WIDGETS"},
-    "04_gpu_training": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
+    "04_full_protocol": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
     "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
     "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
     "07_many_modalities": COMMON | {"DATASET", "VIEWS", "EPOCHS", "SEEDS", "TAU", "MU"},
@@ -30,13 +30,17 @@ def _probability(x):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_without_outputs_and_with_one_parameters_cell(name):
+    """Install cell (from the declared repository; removed from the page), imports, then parameters."""
+    from milesbook.book import install_cell, repository_url
     path = notebooks.find(name)
     assert not notebooks.has_outputs(path), f"{path.name} is committed with outputs: run milesbook.notebooks.strip"
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert "import milesbook as mb" in "".join(code[0]["source"])
+    assert "".join(code[0]["source"]) == install_cell(repository_url())
+    assert code[0]["metadata"]["tags"] == ["remove-cell"]
+    assert "import milesbook as mb" in "".join(code[1]["source"])
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1 and tagged[0] is code[1]
+    assert len(tagged) == 1 and tagged[0] is code[2]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -179,15 +183,25 @@ def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_each_notebook_says_what_it_teaches_and_what_was_seen(name):
-    """Opens with a "You will learn" list (the book's index shows it) and closes with "What you saw"."""
+def test_each_notebook_says_what_it_teaches_what_was_seen_and_asks(name):
+    """Opens with a "You will learn" list (the book's index shows it), says "What you saw" in prose (a
+    Markdown display whose code the page hides), and ends with 2–4 exercises whose answers are behind
+    a toggle."""
+    import re
+
     import nbformat
     from milesbook import book
     notebook = nbformat.read(notebooks.find(name), as_version=4)
     assert len(book._learn_bullets(notebook)) >= 2
-    markdown = [c.source for c in notebook.cells if c.cell_type == "markdown"]
-    assert any(m.startswith("## What you saw") for m in markdown)
-    assert notebook.cells[-1].cell_type == "code" and "display(Markdown(" in notebook.cells[-1].source
+    cells = notebook.cells
+    saw = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## What you saw"))
+    assert "display(Markdown(" in cells[saw + 1].source and "remove-input" in cells[saw + 1].metadata["tags"]
+    exercises = cells[-1]
+    assert exercises.cell_type == "markdown" and exercises.source.startswith("## Exercises")
+    asked = re.findall(r"^\d+\. \*\*", exercises.source.split("<details>")[0], re.M)
+    assert 2 <= len(asked) <= 4
+    assert "<summary>Answer</summary>" in exercises.source
+    assert book.without_answers(exercises.source).count("<details>") == 0
 
 
 def _markdown_outputs(path) -> list[str]:

@@ -210,10 +210,16 @@ def to_mathml(markdown: str) -> str:
         display_tex, bracket_tex, inline_tex, paren_tex = match.groups()
         tex = display_tex or bracket_tex or inline_tex or paren_tex
         try:
-            return convert(tex.strip(), display="block" if (display_tex or bracket_tex) else "inline")
-        except Exception as error:  # latex2mathml raises plain exceptions on unknown commands
-            raise UserError(f"the book cannot render the formula {tex.strip()!r} ({error}); write it with "
-                            "commands MathML supports") from None
+            mathml = convert(tex.strip(), display="block" if (display_tex or bracket_tex) else "inline")
+        except Exception as error:  # latex2mathml raises plain exceptions on what it cannot parse
+            mathml, why = None, str(error) or type(error).__name__
+        else:  # an unknown command comes back as text: the page would show raw TeX
+            unknown = re.search(r">(\\[a-zA-Z]+)<", mathml)
+            why = f"unknown command {unknown.group(1)}" if unknown else None
+        if why is not None:
+            raise UserError(f"the book cannot render the formula {tex.strip()!r} ({why}); write it with "
+                            "commands MathML supports")
+        return mathml
     return "".join(part if part.startswith("`") else _MATH.sub(formula, part) for part in _CODE.split(markdown))
 
 
@@ -262,7 +268,7 @@ def _running(repository: str | None) -> str:
     """The index's paragraph on running a chapter: locally, and in Colab or on Binder when declared."""
     local = ("<b>Run a chapter yourself.</b> Locally: in a clone, <code>make demo</code> (it creates .venv), then "
              "<code>.venv/bin/jupyter lab notebooks/</code>, or <code>milesbook notebooks --only 03</code> "
-             "headlessly; every chapter's parameters cell has a quick setting (<code>QUICK = True</code>).")
+             "headlessly; every chapter's parameters cell has a short setting for trying (<code>QUICK = True</code>).")
     if repository is None:
         return f"<p>{local} (No public repository is declared in pyproject.toml, so there are no Colab or Binder links.)</p>"
     return (f"<p>{local} In Colab: each chapter's <i>Open in Colab</i> badge; its first cell installs milesbook from "

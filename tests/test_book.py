@@ -171,3 +171,65 @@ def test_the_cached_form_has_no_outputs_in_notebooks_and_renders_the_same_page(e
     rebuilt = book.render(source, tmp_path / "rebuilt").parent
     for name in NOTEBOOKS:
         assert (rebuilt / f"{name}.html").read_text() == (direct / f"{name}.html").read_text()
+
+
+# -- what a reader sees ------------------------------------------------------------------------------
+
+def test_formulas_become_mathml_outside_code():
+    text = book.to_mathml("Eq. 4: $u_A = \\frac{a}{b}$, and $$\\delta = |u_A - u_B|$$ but `$x$` stays")
+    assert text.count("<math") == 2 and 'display="block"' in text and 'display="inline"' in text
+    assert "<mfrac>" in text and "`$x$`" in text and "$u_A" not in text and "$$" not in text
+    assert book.to_mathml("cost: 5 apples") == "cost: 5 apples"
+    with pytest.raises(UserError, match=r"cannot render the formula .*\(unknown command \\nosuch\)"):
+        book.to_mathml("$u = \\nosuch x$")
+    with pytest.raises(UserError, match="cannot render the formula"):
+        book.to_mathml("$$\\begin{foo}$$")
+
+
+def test_a_page_hides_scaffolding_and_a_lecturer_build_hides_answers(executed, tmp_path):
+    name = NOTEBOOKS[1]
+    notebook = nbformat.read(executed / f"{name}.ipynb", as_version=4)
+    params = new_code_cell("QUICK = False  # parameters", execution_count=2, metadata={"tags": ["parameters"]})
+    record = new_code_cell("record = {'a': 1}\nrecord", execution_count=3, metadata={"tags": ["remove-cell"]},
+                           outputs=[new_output("execute_result", data={"text/plain": "{'a': 1}"}, execution_count=3)])
+    prose = new_code_cell("display(Markdown(text))", execution_count=4, metadata={"tags": ["remove-input"]},
+                          outputs=[new_output("display_data", data={"text/markdown": "The rate $u_A$ rose."})])
+    hidden = new_code_cell("import milesbook as mb", execution_count=5, metadata={"tags": ["hide-input"]})
+    exercises = new_markdown_cell("## Exercises\n\n1. **Q.** Why?\n\n<details>\n<summary>Answer</summary>\n\n"
+                                  "Because $x$.\n\n</details>\n")
+    notebook.cells += [params, record, prose, hidden, exercises]
+    nbformat.write(notebook, executed / f"{name}.ipynb")
+    book.render(executed, tmp_path / "html")
+    page = (tmp_path / "html" / f"{name}.html").read_text()
+    assert "QUICK = False" not in page and "{&#x27;a&#x27;: 1}" not in page and "{'a': 1}" not in page
+    assert "display(Markdown(text))" not in page and "The rate <math" in page and "$u_A$" not in page
+    assert '<details class="milesbook-code"><summary>Show the code</summary>' in page
+    assert "<summary>Answer</summary>" in page and "Because <math" in page
+    assert "In&nbsp;[" not in page and "cdnjs" not in page and "MathJax" not in page
+    book.render(executed, tmp_path / "lecturer", answers=False)
+    lecturer = (tmp_path / "lecturer" / f"{name}.html").read_text()
+    assert "<summary>Answer</summary>" not in lecturer and "Why?" in lecturer
+    assert "without their answers" in (tmp_path / "lecturer" / "index.html").read_text()
+
+
+def test_glossary_is_linked_from_every_page(executed, tmp_path):
+    book.render(executed, tmp_path / "html")
+    glossary = (tmp_path / "html" / "glossary.html").read_text()
+    assert "Conditional utilization rate" in glossary and "<math" in glossary and "$" not in glossary
+    for name in NOTEBOOKS:
+        assert '<a href="glossary.html">Glossary</a>' in (tmp_path / "html" / f"{name}.html").read_text()
+
+
+def test_badges_and_install_cell_follow_the_declared_repository(executed, tmp_path, monkeypatch):
+    book.render(executed, tmp_path / "none")
+    assert "colab" not in (tmp_path / "none" / f"{NOTEBOOKS[0]}.html").read_text()
+    assert "No public repository is declared" in (tmp_path / "none" / "index.html").read_text()
+    assert "raise ImportError" in book.install_cell(None)
+    monkeypatch.setattr(book, "repository_url", lambda: "https://github.com/someone/milesbook")
+    book.render(executed, tmp_path / "declared")
+    page = (tmp_path / "declared" / f"{NOTEBOOKS[2]}.html").read_text()
+    assert (f'href="https://colab.research.google.com/github/someone/milesbook/blob/main/notebooks/{NOTEBOOKS[2]}.ipynb"'
+            in page)
+    assert f'href="https://mybinder.org/v2/gh/someone/milesbook/main?labpath=notebooks%2F{NOTEBOOKS[2]}.ipynb"' in page
+    assert '%pip install -q "milesbook[notebooks] @ git+https://github.com/someone/milesbook"' in \
+        book.install_cell("https://github.com/someone/milesbook")

@@ -170,7 +170,10 @@ def test_08_your_own_data(executed):
 
 
 def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):
-    """CI builds the book in the quick setting: a broken notebook breaks it."""
+    """CI builds the book in the quick setting, and checks what a reader depends on: every chapter's
+    page with figures, formulas rendered (no raw TeX), the exercises, and no scaffolding (parameters,
+    the install cell, records' dict dumps)."""
+    import re
     from milesbook import book
     index = book.render(executed.parent, tmp_path / "book")
     text = index.read_text()
@@ -179,7 +182,12 @@ def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):
         assert f'href="{name}.html"' in text
         page = (tmp_path / "book" / f"{name}.html").read_text()
         assert page.count("data:image/png;base64") >= 1, f"{name} shows no figure"
-        assert "What you saw" in page
+        assert "What you saw" in page and "Exercises" in page and "<summary>Answer</summary>" in page
+        visible = re.sub(r"<(style|script)\b.*?</\1>|<[^>]+>", " ", page, flags=re.S)
+        assert "$$" not in visible and "\\(" not in visible and not re.search(r"\$\\?[a-zA-Z]+_", visible), name
+        assert "QUICK = " not in page and "injected-parameters" not in page and "ImportError" not in page
+        assert "mb.notebooks.record(" not in page and not re.search(r"<pre>\{&#x27;", page), name
+    assert "<math" in (tmp_path / "book" / "03_miles.html").read_text()
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -110,3 +110,23 @@ def test_unprepared_dataset_names_its_script(monkeypatch):
     monkeypatch.setitem(registry.REGISTRY, "needs-prep", entry)
     with pytest.raises(UserError, match="not prepared; run: python data_scripts/prep.py"):
         mb.load_dataset("needs-prep")
+
+
+def test_baked_training_noise_is_one_draw_per_sample(tmp_path):
+    """The non-saturated setting: the training split carries one fixed draw of noise (no fresh noise
+    per step), while pairs, validation and test stay those of the default setting."""
+    from milesbook.datasets.digits_av import load_digits_av
+    fresh = load_digits_av(image_noise=1.0, cache=tmp_path)
+    baked = load_digits_av(image_noise=1.0, train_noise="baked", cache=tmp_path)
+    assert fresh.train_noise_std == {"image": 1.0, "audio": 1.0} and baked.train_noise_std == {}
+    for split in ("val", "test"):
+        for m in ("image", "audio"):
+            assert torch.equal(fresh.splits[split].inputs[m], baked.splits[split].inputs[m])
+    for m in ("image", "audio"):
+        added = baked.splits["train"].inputs[m] - fresh.splits["train"].inputs[m]
+        assert abs(added.std().item() - 1.0) < 0.02 and abs(added.mean().item()) < 0.02
+    assert len(list(tmp_path.glob("digits-av-*.npz"))) == 2
+    again = load_digits_av(image_noise=1.0, train_noise="baked", cache=tmp_path)
+    assert torch.equal(again.splits["train"].inputs["image"], baked.splits["train"].inputs["image"])
+    with pytest.raises(UserError, match="train_noise must be 'fresh'"):
+        load_digits_av(train_noise="once")

@@ -17,7 +17,7 @@ PARAMETERS = {
     "02_utilization_rates": COMMON | {"DATASET", "EPOCHS"},
     "03_miles": COMMON | {"DATASET", "EPOCHS", "TAUS", "MUS", "DEFAULT_TAU", "DEFAULT_MU", "WIDGETS"},
     "04_full_protocol": COMMON | {"DATASETS", "METHODS", "FUSIONS", "EPOCHS", "SEEDS"},
-    "05_ablations": COMMON | {"DATASET", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
+    "05_ablations": COMMON | {"DATASET", "DATA_OPTIONS", "EPOCHS", "SEEDS", "TAUS", "MUS", "TAU", "MU"},
     "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
     "07_many_modalities": COMMON | {"DATASET", "VIEWS", "EPOCHS", "SEEDS", "TAU", "MU"},
     "08_your_own_data": COMMON | {"EPOCHS", "SEEDS", "RIGHT_NOISE"},
@@ -116,6 +116,9 @@ def test_04_every_method_both_fusions(executed):
 
 def test_05_ablation_sweeps(executed):
     record = read_record(executed, "05")
+    assert record["data_options"] == {"image_noise": 1.0, "train_noise": "baked"}  # the non-saturated setting
+    assert set(record["setting"]) == {"unimodal-image", "unimodal-audio", "vanilla", "miles-lab", "aux", "miles"}
+    assert all(_probability(v) for row in record["setting"].values() for v in row.values())
     assert list(record["tau"]) == ["0.0", "0.5", "0.6"] and list(record["mu"]) == ["0.25", "1.0"]
     assert list(record["utilization_split"]) == ["val", "train"]
     for sweep in ("tau", "mu", "utilization_split"):

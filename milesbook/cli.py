@@ -19,7 +19,7 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     from .config import TrainConfig
     d = TrainConfig()
     parser.add_argument("--dataset", default=d.dataset, help="a dataset name (see `milesbook datasets`), or the "
-                        "path of your own data: a folder of <modality>.npy + labels.npy (README, \"Your own data\")")
+                        "path of your own data: a folder of <modality>.npy + labels.npy (docs/datasets.md, \"Your own data\")")
     parser.add_argument("--fusion", default=d.fusion, help="concat | sum")
     parser.add_argument("--encoder", default=d.encoder,
                         help="auto (the dataset's choice; else MLP for vectors, small CNN for images) | cnn | mlp | "
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="folder of the executed notebooks (default docs/book, the cached full "
                                     "setting; build/book-quick/notebooks with --quick)")
     p.add_argument("--out", help="folder for the HTML pages (default build/book; build/book-quick with --quick)")
+    p.add_argument("--no-answers", action="store_true", help="the lecturer's build: the exercises without their answers")
     return parser
 
 
@@ -267,7 +268,7 @@ def _run(args) -> int:
         out = args.out or ("build/book-quick" if args.quick else "build/book")
         if args.execute or args.quick:
             book.execute(source, quick=args.quick)
-        index = book.render(source, out)
+        index = book.render(source, out, answers=not args.no_answers)
         print(f"book: {index} ({len(book.NOTEBOOKS)} chapters, {book.setting(source)})")
         return 0
     raise AssertionError(args.command)

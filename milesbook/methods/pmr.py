@@ -69,7 +69,7 @@ class PMR(Method):
       the first E_r epochs, μ "1e-2 or 1e-3", E_r not given) is not in the official code nor in
       BalanceBenchmark's trainer. `pmr_entropy` (μ, default 0: the official code) and
       `pmr_entropy_epochs` (E_r, our default 5) add it, with the code's step coefficients; its measured
-      effect here is in docs/deviations/ (README, "Where methods deviate").
+      effect here is in docs/methods.md ("Where methods deviate").
     History columns: `pmr_ratio` (the epoch's mean ρ; 0 outside the window) and `pmr_boost_<m>`
     (share of steps in which modality m got the prototype loss).
     """

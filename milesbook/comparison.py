@@ -6,7 +6,8 @@ where it stopped when the same command is given again.
 
 Layout under `out`: `<method>-<fusion>/seed<k>/` for multimodal methods and `unimodal-<m>/seed<k>/`
 for the unimodal references (shared by both fusions); `results.md`, `results.csv`, and per fusion
-`bars-<fusion>.png` and `dynamics-<fusion>.png` (vanilla, miles-lab and MILES, seed 0).
+`results-<fusion>.png` (every seed, mean and 95 % interval) and `dynamics-<fusion>.png` (vanilla,
+miles-lab and MILES, seed 0).
 
 The default methods are the 2 × 2 {L_AB only, Eq. 3} × {no scheduling, MILES scheduling} — `vanilla`,
 `miles-lab`, `aux`, `miles` — so the report can say what the auxiliary losses do and what the
@@ -394,8 +395,8 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
         for prefix, rows in tables.items():
             for row in rows:
                 csv_rows.append({"fusion": fusion, "epoch_choice": prefix.rstrip("_") or "selected", **row})
-        _draw(out, fusion, tables[""], modalities, base)
-        md += [f"![bars](bars-{fusion}.png)", f"![dynamics](dynamics-{fusion}.png)", ""]
+        _draw(out, fusion, summaries, modalities, base)
+        md += [f"![results](results-{fusion}.png)", f"![dynamics](dynamics-{fusion}.png)", ""]
     (out / "results.md").write_text("\n".join(md))
     write_json(out / REPORT, record)
     with open(out / "results.csv", "w", newline="") as f:
@@ -423,12 +424,12 @@ def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progr
     return rows
 
 
-def _draw(out: Path, fusion: str, rows, modalities, base: TrainConfig) -> None:
+def _draw(out: Path, fusion: str, summaries, modalities, base: TrainConfig) -> None:
     import matplotlib.pyplot as plt
 
-    from .plots import book_style, plot_learning_dynamics, plot_result_bars
-    ax = plot_result_bars(rows, modalities, title=f"{base.dataset}, {fusion} fusion")
-    ax.figure.savefig(out / f"bars-{fusion}.png", dpi=110)
+    from .plots import book_style, plot_learning_dynamics, plot_results
+    ax = plot_results(summaries, modalities, title=f"{base.dataset}, {fusion} fusion")
+    ax.figure.savefig(out / f"results-{fusion}.png", dpi=110)
     plt.close(ax.figure)
     shown = [m for m in ("vanilla", "miles-lab", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
     if not shown:

@@ -1,13 +1,15 @@
 """Figures drawn from run folders: MILES's learning dynamics (the paper's Fig. 2), utilization rates,
-result bars, sweeps and searches. Every figure shares one style (`STYLE`) and one colour per modality
-(`colour`), the fusion head in black, and integer epoch axes. Axes are labelled with the run's
-metric: accuracy, or micro-F1 on multi-label data."""
+results over seeds, sweeps, τ × μ grids and searches. Every figure shares one theme (seaborn's
+"whitegrid" with `STYLE` on top, set by `use_style()` or inside `book_style()`) and one colour per
+modality (`colour`), the fusion head in black, and integer epoch axes. Axes are labelled with the
+run's metric: accuracy, or micro-F1 on multi-label data."""
 from __future__ import annotations
 
 import functools
 import zlib
 
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
+import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from .methods import report_name
@@ -39,11 +41,13 @@ def colour(name: str) -> str:
     return MODALITY_COLOURS.get(name) or _SPARE_COLOURS[zlib.crc32(name.encode()) % len(_SPARE_COLOURS)]
 
 
-BOOK_STYLE = ["default", STYLE]  # on matplotlib's defaults, whatever style the session switched to
+# On matplotlib's defaults, whatever style the session switched to: seaborn's whitegrid theme at
+# notebook scale, then ours.
+BOOK_STYLE = ["default", dict(sns.axes_style("whitegrid")), dict(sns.plotting_context("notebook")), STYLE]
 
 
 def use_style() -> None:
-    """Apply the book's figure style to every later matplotlib figure (the package's figures use it anyway)."""
+    """The one call that gives every later figure the book's theme (the package's figures use it anyway)."""
     plt.style.use(BOOK_STYLE)
 
 
@@ -81,10 +85,12 @@ def _spread(row: dict, key: str) -> float | None:
 def _plot_utilization(ax, history: list[dict], modalities, tau: float | None = None) -> None:
     epochs = [row["epoch"] for row in history]
     ax.axhline(0, color="0.75", lw=0.8, zorder=0)
-    for m in modalities:
-        ax.plot(epochs, [row[f"u_{m}"] for row in history], color=colour(m), label=f"u_{m}")
+    # δ as a grey band behind the rates: a line on top would hide the u curves it is computed from.
     gap = "δ" if len(modalities) == 2 else "δ = max u − min u"
-    ax.plot(epochs, [row["delta"] for row in history], color=FUSION_COLOUR, ls="--", label=gap)
+    ax.fill_between(epochs, 0, [row["delta"] for row in history], color="0.85", zorder=1, label=gap)
+    for m in modalities:
+        ax.plot(epochs, [row[f"u_{m}"] for row in history], color=colour(m), marker="o", ms=3, zorder=3,
+                label=f"u_{m}")
     if tau is not None:  # above the zero line, so τ = 0 stays visible
         ax.axhline(tau, color="0.35", lw=1.4, ls="-.", zorder=3, label=f"τ = {tau:g}")
     _epoch_axis(ax)
@@ -107,11 +113,13 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     _legend_below(axes[0])
     ax = axes[1]
     edges = [epochs[0] - 1, *epochs]  # epoch e trains between e − 1 and e on this axis
-    for m in modalities:
-        ax.stairs([row[f"lr_{m}"] for row in history], edges, baseline=None, color=colour(m), lw=1.6,
-                  label=f"lr {m}")
-    ax.stairs([row["lr_fusion"] for row in history], edges, baseline=None, color=FUSION_COLOUR, ls=":",
-              lw=1.6, label="lr fusion")
+    # The fusion head's rate as a wide pale band underneath, each encoder's on top in its own colour and
+    # dash: rates that coincide (an encoder at the global rate) stay visible.
+    ax.stairs([row["lr_fusion"] for row in history], edges, baseline=None, color="0.8", lw=5, zorder=1,
+              label="lr fusion")
+    for m, dash in zip(modalities, ["-", "--", ":", "-."] * len(modalities)):
+        ax.stairs([row[f"lr_{m}"] for row in history], edges, baseline=None, color=colour(m), lw=1.8, ls=dash,
+                  zorder=3, label=f"lr {m}")
     top = max(row[f"lr_{m}"] for row in history for m in [*modalities, "fusion"])
     _epoch_axis(ax)
     ax.set(ylabel="learning rate", title="rate used in each epoch", ylim=(0, 1.1 * top))
@@ -201,6 +209,7 @@ def plot_sweep(rows: list[dict], key: str, modalities, ax=None, label: str | Non
                     label=column)
     ax.set_xticks(xs)
     ax.set(xlabel=label or GREEK.get(key, key), ylabel=f"test {METRIC_LABELS[rows[0].get('metric', 'acc')]} (%)")
+    ax.margins(y=0.12)  # no line on the edge of the axes
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.figure.tight_layout()
     return ax
@@ -211,17 +220,23 @@ def plot_search_histories(searches: dict[str, list[dict]], ax=None):
     """Each search's validation fusion value per complete trial (dots, in draw order) and the best so
     far (a step line). `searches`: {method: rows of its trials.csv}."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.6))
-    # The default cycle has ten colours: with more searches, two would share one.
-    colours = plt.get_cmap("tab20").colors if len(searches) > 10 else [None] * len(searches)
-    for (method, rows), search_colour in zip(searches.items(), colours):
+        _, ax = plt.subplots(figsize=(7, 3.8))
+    # Sixteen colours cannot be told apart: the 2 × 2 in four distinct colours, every other search grey.
+    highlighted = dict(zip(("vanilla", "miles-lab", "aux", "miles"), ("#000000", "#56B4E9", "#E69F00", "#D55E00")))
+    others = False
+    for method, rows in searches.items():
         done = sorted((int(r["draw"]), float(r["value"])) for r in rows if r["state"] == "COMPLETE")
         if not done:
             continue
         draws, values = zip(*done)
         best = [max(values[:i + 1]) for i in range(len(values))]
-        line, = ax.step(draws, [100 * v for v in best], where="post", label=method, color=search_colour)
-        ax.plot(draws, [100 * v for v in values], ".", color=line.get_color(), alpha=0.5)
+        shown = highlighted.get(method)
+        label = method if shown else (None if others else "other methods")
+        others |= shown is None
+        ax.step(draws, [100 * v for v in best], where="post", label=label, color=shown or "0.7",
+                lw=2.2 if shown else 1.0, zorder=3 if shown else 2)
+        if shown:
+            ax.plot(draws, [100 * v for v in values], ".", color=shown, alpha=0.5, zorder=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="draw", ylabel="validation fusion metric (%)", title="search: each draw (dots), best so far (line)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the dots
@@ -234,21 +249,74 @@ def plot_best_of_n(rows: list[dict], ax=None):
     """Per method, the chosen trial's own test score (the paper's single number, ×) beside the test
     mean over fresh seeds with its 95 % interval — how much best-of-N selection flatters one run.
     `rows`: `tuned.compare_tuned`'s results.csv rows (multimodal methods)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.1 * len(rows) + 2, 3.6))
-    xs = range(len(rows))
+    if ax is None:  # one row per method, readable at page width however many methods there are
+        _, ax = plt.subplots(figsize=(6.5, 0.34 * len(rows) + 1.6))
+    ys = range(len(rows))
     means = [100 * float(r["test_mean"]) for r in rows]
     have_ci = all(r.get("ci_low") not in (None, "") for r in rows)
     if have_ci:
         lows = [m - 100 * float(r["ci_low"]) for m, r in zip(means, rows)]
         highs = [100 * min(float(r["ci_high"]), 1.0) - m for m, r in zip(means, rows)]  # no interval above 100 %
-        ax.errorbar(xs, means, yerr=[lows, highs], fmt="o", color="black", capsize=3, label="fresh seeds: mean, 95 % CI")
+        ax.errorbar(means, ys, xerr=[lows, highs], fmt="o", color="black", capsize=3, label="fresh seeds: mean, 95 % CI")
     else:
-        ax.plot(xs, means, "o", color="black", label="fresh seed")
-    ax.plot(xs, [100 * float(r["best_trial_test"]) for r in rows], "x", color="tab:red", ms=8,
+        ax.plot(means, ys, "o", color="black", label="fresh seed")
+    ax.plot([100 * float(r["best_trial_test"]) for r in rows], ys, "x", color="#D55E00", ms=8, mew=2,
             label="best trial (paper's protocol)")
-    ax.set_xticks(list(xs), [report_name(r["method"]) for r in rows], rotation=20, ha="right")
-    ax.set(ylabel="test fusion metric (%)", title="one chosen run vs fresh seeds")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.set_yticks(list(ys), [report_name(r["method"]) for r in rows])
+    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.set(xlabel="test fusion metric (%)", title="one chosen run vs fresh seeds")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(rows)), ncol=2)
+    ax.figure.tight_layout()
+    return ax
+
+
+@_styled
+def plot_results(summaries: dict[str, list[dict]], modalities, title: str = "", ax=None):
+    """Test metric per method for the fusion head and each modality: every seed as a point, with the
+    mean and its 95 % interval over seeds (seaborn's bootstrap interval; no interval with one seed).
+    `summaries`: {method: the summaries of its runs}, as `compare` returns them under "summaries"."""
+    import pandas as pd
+    from .runs import history_metric
+    metric = history_metric(next(iter(summaries.values()))[0])
+    records = []
+    for method, runs in summaries.items():
+        only = method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
+        for run in runs:
+            for reading in (["fusion"] if not only else []) + [m for m in modalities if only in (None, m)]:
+                records.append({"method": report_name(method), "reading": reading, "seed": run["seed"],
+                                "value": 100 * run[f"test_{metric}_{reading}"]})
+    frame = pd.DataFrame(records)
+    order = ["fusion", *modalities]
+    palette = {r: colour(r) for r in order}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(0.75 * len(summaries) + 2.5, 7.5), 3.8))
+    sns.stripplot(frame, x="method", y="value", hue="reading", hue_order=order, palette=palette, dodge=True,
+                  alpha=0.45, size=3.5, legend=False, ax=ax)
+    several = frame.groupby(["method", "reading"])["seed"].nunique().max() > 1
+    sns.pointplot(frame, x="method", y="value", hue="reading", hue_order=order, palette=palette, dodge=0.53,
+                  errorbar=("ci", 95) if several else None, linestyle="none", markers="D", markersize=5,
+                  capsize=0.08, ax=ax)
+    ax.set(xlabel="", ylabel=f"test {METRIC_LABELS[metric]} (%)", title=title)
+    ax.tick_params(axis="x", rotation=20)
+    for label in ax.get_xticklabels():
+        label.set_ha("right")
+    ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.figure.tight_layout()
+    return ax
+
+
+@_styled
+def plot_grid_heatmap(rows: list[dict], x: str, y: str, value: str, label: str, ax=None, fmt: str = ".1f",
+                      scale: float = 100.0):
+    """A τ × μ (or any two-knob) grid as a heatmap: `rows` of `comparison.sweep` (or dicts) holding `x`,
+    `y` and `value`, each cell annotated with value × `scale`."""
+    import pandas as pd
+    frame = pd.DataFrame([{x: r[x], y: r[y], "value": scale * r[value]} for r in rows])
+    table = frame.pivot_table(index=y, columns=x, values="value")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.9 * len(table.columns) + 2.2, 0.6 * len(table.index) + 1.6))
+    sns.heatmap(table, annot=True, fmt=fmt, cmap="viridis", cbar_kws={"label": label}, ax=ax)
+    ax.set(xlabel=GREEK.get(x, x), ylabel=GREEK.get(y, y))
+    ax.invert_yaxis()
     ax.figure.tight_layout()
     return ax

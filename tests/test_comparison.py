@@ -79,7 +79,7 @@ def test_compare_reuses_finished_runs_and_continues_interrupted(tmp_path, monkey
     assert rows["miles"]["fusion_mean"] == pytest.approx(sum(values) / 2)
     assert seed1["fusion"] == "sum" and (tmp_path / "unimodal-a" / "seed0" / "summary.json").exists()
     assert (tmp_path / "results.md").read_text().count("| vanilla |") >= 2
-    assert (tmp_path / "bars-concat.png").stat().st_size > 1000 and (tmp_path / "dynamics-sum.png").exists()
+    assert (tmp_path / "results-concat.png").stat().st_size > 1000 and (tmp_path / "dynamics-sum.png").exists()
     with open(tmp_path / "results.csv") as f:
         assert {r["epoch_choice"] for r in csv.DictReader(f)} == {"selected", "strict", "last"}
 

@@ -145,3 +145,45 @@ def test_dynamics_legends_sit_under_their_panels_and_label_the_gap():
     labels = [t.get_text() for t in plots.plot_utilization({"run": many}, [*MODALITIES, "text"])[0].get_legend().get_texts()]
     assert "δ = max u − min u" in labels and "u_text" in labels
     plt.close("all")
+
+
+def _summaries(seeds=3):
+    runs = {"unimodal-audio": [], "vanilla": []}
+    for s in range(seeds):
+        runs["unimodal-audio"].append({"seed": s, "metric": "acc", "test_acc_audio": 0.8 + 0.01 * s})
+        runs["vanilla"].append({"seed": s, "metric": "acc", "test_acc_fusion": 0.95, "test_acc_image": 0.9,
+                                "test_acc_audio": 0.3 + 0.02 * s})
+    return runs
+
+
+def test_results_show_every_seed_and_an_interval_in_each_modalitys_colour():
+    ax = plots.plot_results(_summaries(), MODALITIES)
+    points = [c for c in ax.collections if len(c.get_offsets())]
+    drawn = sorted(round(y, 6) for c in points for _, y in c.get_offsets())
+    for value in (80.0, 81.0, 82.0, 30.0, 32.0, 34.0, 95.0, 90.0):
+        assert round(value, 6) in drawn  # every seed's value is a point
+    audio = [c for c in points if to_hex(c.get_facecolor()[0]) == to_hex(plots.colour("audio"))]
+    assert audio  # the audio readings in audio's colour
+    def intervals(ax):  # seaborn's error bars: solid lines without markers spanning a range of values
+        import math
+        return [line for line in ax.get_lines() if line.get_linestyle() == "-" and line.get_marker() in ("None", None)
+                and len({y for y in line.get_ydata() if not math.isnan(y)}) > 1]
+    assert intervals(ax)  # a 95 % interval with three seeds
+    assert not intervals(plots.plot_results(_summaries(seeds=1), MODALITIES))  # none with one seed
+
+
+def test_grid_heatmap_annotates_each_setting():
+    rows = [{"tau": t, "mu": m, "audio_mean": 0.5 + t - 0.1 * m} for t in (0.0, 0.2) for m in (0.5, 1.0)]
+    ax = plots.plot_grid_heatmap(rows, "tau", "mu", "audio_mean", "audio (%)")
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(f"{100 * r['audio_mean']:.1f}" for r in rows)
+    assert ax.get_xlabel() == "τ" and ax.get_ylabel() == "μ"
+
+
+def test_search_histories_highlight_the_two_by_two_and_grey_the_rest():
+    rows = [{"draw": str(d), "value": str(0.9 + 0.01 * d), "state": "COMPLETE"} for d in range(3)]
+    ax = plots.plot_search_histories({"miles": rows, "aux": rows, "ogm": rows, "pmr": rows})
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["miles", "aux", "other methods"]
+    steps = {line.get_label(): line for line in ax.get_lines() if line.get_drawstyle().startswith("steps")}
+    assert to_hex(steps["other methods"].get_color()) == to_hex("0.7")

@@ -170,6 +170,8 @@ def test_08_your_own_data(executed):
     for m, gap in record["gap"].items():  # the gap is alone − inside, as the report's rule reads it
         assert gap == pytest.approx(record["alone"][m] - record["inside"][m])
         assert (m in record["starved"]) == diagnosis["modalities"][m]["starved"]
+    contrast = read(executed / "08-diagnose-digits-av-4ep-2seeds")  # digits-av for contrast: the same rule
+    assert record["contrast"]["verdict"] == contrast["verdict"] and set(record["contrast"]["gap"]) == {"image", "audio"}
 
 
 def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):

@@ -167,11 +167,11 @@ def render(executed_dir, out_dir, answers: bool = True) -> Path:
     made = Path(executed_dir) / "records" / PROVENANCE
     made_under = made.read_text().strip() if made.is_file() else \
         "Made under: no provenance recorded (executed before milesbook 0.2; run `milesbook book --execute`)."
-    _write(index, _INDEX.format(title=html.escape(TITLE), setting=html.escape(_setting(chapters)),
-                                made_under=html.escape(made_under), running=_running(repository),
-                                lecturer="" if answers else "<p class=\"setting\">The lecturer's build: the "
-                                "exercises are shown without their answers.</p>",
-                                items="\n".join(items)))
+    body = _INDEX.format(title=html.escape(TITLE), setting=html.escape(_setting(chapters)),
+                         made_under=html.escape(made_under), running=_running(repository),
+                         lecturer="" if answers else "<p class=\"setting\">The lecturer's build: the exercises are "
+                         "shown without their answers.</p>", items="\n".join(items))
+    _write(index, _PAGE.format(title=html.escape(TITLE), nav="", body=body))
     _write_glossary(out_dir, titles)
     return index
 
@@ -388,7 +388,17 @@ def _first_line(text: str) -> str:
     return (str(text).strip().splitlines() or [""])[0]
 
 
-_INDEX = """<!DOCTYPE html>
+_INDEX = """<h1>{title}</h1>
+<p class="setting">These pages show the {setting}.</p>
+<p class="setting">{made_under}</p>
+{lecturer}
+{running}
+<p>Words used throughout: <a href="glossary.html">the glossary</a>.</p>
+<ol>
+{items}
+</ol>"""
+
+_PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -401,33 +411,6 @@ _INDEX = """<!DOCTYPE html>
   ol > li {{ margin: 1.1em 0; }}
   ol > li > a {{ font-size: 1.15em; font-weight: bold; }}
   ul {{ margin: 0.3em 0; }}
-  code {{ font: 0.9em monospace; background: #f3f3f3; padding: 0 0.2em; }}
-  a {{ color: #1a5fb4; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p class="setting">These pages show the {setting}.</p>
-<p class="setting">{made_under}</p>
-{lecturer}
-{running}
-<p>Words used throughout: <a href="glossary.html">the glossary</a>.</p>
-<ol>
-{items}
-</ol>
-</body>
-</html>
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-  body {{ font: 17px/1.55 Georgia, serif; max-width: 46em; margin: 2em auto; padding: 0 1em; color: #222; }}
-  dt {{ font-weight: bold; margin-top: 0.8em; }}
   code {{ font: 0.9em monospace; background: #f3f3f3; padding: 0 0.2em; }}
   a {{ color: #1a5fb4; }}
 </style>

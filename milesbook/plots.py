@@ -105,8 +105,8 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     head and each modality. `history` is `read_history(run)`."""
     from .runs import history_metric
     metric = history_metric(history[0])
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    if axes is None:  # stacked, at a page's width: side by side, three panels shrink to unreadable fonts
+        _, axes = plt.subplots(3, 1, figsize=(7, 9.5))
     epochs = [row["epoch"] for row in history]
     _plot_utilization(axes[0], history, modalities, tau)
     axes[0].set_title("utilization")

@@ -258,9 +258,9 @@ def gblend_floor_note(summaries: list[dict], floor: float) -> str:
     binds, the row measures the guard as much as G-Blend's own weights."""
     counted = [s for s in summaries if "gblend_estimations" in s]
     if not counted:
-        return "How often its fusion-weight floor bound was not recorded (runs made before it was counted)."
+        return "How often G-Blend's fusion-weight floor bound was not recorded (runs made before it was counted)."
     bound, estimations = sum(s["gblend_floor_bound"] for s in counted), sum(s["gblend_estimations"] for s in counted)
-    return (f"Its fusion-weight floor ({floor:g}, our guard, not the paper's) bound in {bound} of {estimations} "
+    return (f"G-Blend's fusion-weight floor ({floor:g}, our guard, not the paper's) bound in {bound} of {estimations} "
             f"weight estimations over {len(counted)} run(s)" + (": there the fusion head's weight is ours, not "
                                                                  "G-Blend's." if bound else "."))
 

@@ -245,7 +245,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
         summary_record["fusion_results"][fusion] = report_record(by_method, rows, modalities, metric)
         if by_method.get("gblend"):
             floor = TrainConfig.from_dict(record_of["gblend"]["config"]).gblend_min_fusion
-            note += " G-Blend: " + gblend_floor_note(by_method["gblend"], floor)
+            note += " " + gblend_floor_note(by_method["gblend"], floor)
         md += [f"## {fusion} fusion", "", report[fusion]["markdown"], "", note, ""]
         if report[fusion]["decomposition"]:
             md += ["At each method's tuned setting: " + report[fusion]["decomposition"], ""]

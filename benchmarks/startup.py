@@ -41,9 +41,12 @@ print(json.dumps({{"import_torch_s": torch_done - began, "import_milesbook_s": p
 """
 
 
-def timed(command: list[str], env: dict) -> float:
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(command: list[str], env: dict, cwd: str) -> float:
     began = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - began
 
 
@@ -53,23 +56,24 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--checkout", type=Path, default=None, help="time this source checkout instead")
     args = parser.parse_args()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    if args.checkout is not None:
-        env["PYTHONPATH"] = str(args.checkout.resolve())
+    # The checkout first on the path, and run from a neutral folder: Python puts the working directory
+    # before PYTHONPATH, so running from a clone would time that clone whatever --checkout says.
+    checkout = (args.checkout or ROOT).resolve()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(checkout)}
     python = sys.executable
     walls, epochs, phases = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        interpreter = statistics.median(timed([python, "-c", "pass"], env) for _ in range(args.repeats))
+        interpreter = statistics.median(timed([python, "-c", "pass"], env, tmp) for _ in range(args.repeats))
         for k in range(args.repeats):
             out = Path(tmp) / f"run{k}"
             walls.append(timed([python, "-m", "milesbook", "train", "--method", "vanilla", "--epochs", "1",
-                                "--device", "cpu", "--out", str(out)], env))
+                                "--device", "cpu", "--out", str(out)], env, tmp))
             epochs.append(float(next(iter(_history(out)))["seconds"]))
             code = PHASES.format(out=Path(tmp) / f"phases{k}")
-            phases.append(json.loads(subprocess.run([python, "-c", code], check=True, env=env, capture_output=True,
-                                                    text=True).stdout))
+            phases.append(json.loads(subprocess.run([python, "-c", code], check=True, env=env, cwd=tmp,
+                                                    capture_output=True, text=True).stdout))
     before = [w - e for w, e in zip(walls, epochs)]
-    result = {"checkout": str(args.checkout) if args.checkout else "this one", "repeats": args.repeats,
+    result = {"checkout": str(checkout), "repeats": args.repeats,
               "command": "milesbook train --method vanilla --epochs 1 --device cpu (digits-av, cached)",
               "wall_s": statistics.median(walls), "epoch_s": statistics.median(epochs),
               "before_first_epoch_s": statistics.median(before), "interpreter_s": interpreter,

@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
 from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
-from .metrics import METRIC_LABELS, task_of
+from .metrics import METRIC_LABELS, student_t_quantile, task_of
 from . import provenance
 from .pool import run_many
 from .runs import history_metric, read_history, write_json
@@ -160,8 +160,7 @@ def paired_difference(treated: list[dict], control: list[dict], key: str) -> dic
     mean, std = _mean_std(diffs)
     if len(diffs) < 2:
         return {"mean": mean, "std": std, "n": 1, "low": None, "high": None}
-    from scipy.stats import t
-    half = t.ppf(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
+    half = student_t_quantile(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
     return {"mean": mean, "std": std, "n": len(diffs), "low": mean - half, "high": mean + half}
 
 
@@ -340,7 +339,8 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
         md += [search_note, ""]
     jobs = {}  # (method, fusion, seed) -> (config, folder); unimodal references once for every fusion
     for fusion in fusions:
-        for method in [*references, *methods]:
+        # The cheaper one-encoder references last: worker processes then end close together.
+        for method in [*methods, *references]:
             for seed in range(seeds):
                 config = replace(base_mslr if method.startswith("mslr-") else base, method=method,
                                  fusion=fusion if method in methods else "concat", seed=seed)

@@ -105,7 +105,8 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     head and each modality. `history` is `read_history(run)`."""
     from .runs import history_metric
     metric = history_metric(history[0])
-    if axes is None:  # stacked, at a page's width: side by side, three panels shrink to unreadable fonts
+    own = axes is None
+    if own:  # stacked, at a page's width: side by side, three panels shrink to unreadable fonts
         _, axes = plt.subplots(3, 1, figsize=(7, 9.5))
     epochs = [row["epoch"] for row in history]
     _plot_utilization(axes[0], history, modalities, tau)
@@ -133,7 +134,8 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
     _legend_below(ax)
     if title:
         axes[0].figure.suptitle(title)
-    axes[0].figure.tight_layout()
+    if own:  # a caller that gave the axes lays out its whole figure once
+        axes[0].figure.tight_layout()
     return axes
 
 

@@ -31,7 +31,7 @@ from .comparison import (ALL_METHODS, REPORT, cell, decomposition, factorial, gb
 from .methods import report_name
 from .config import TrainConfig
 from .errors import UserError
-from .metrics import METRIC_LABELS, task_of
+from .metrics import METRIC_LABELS, student_t_quantile, task_of
 from .runs import write_json
 from .pool import run_many
 
@@ -84,8 +84,8 @@ def t_interval(values: list[float]) -> tuple[float, float] | None:
     """The 95 % t-interval of the mean of `values` (None with fewer than two)."""
     if len(values) < 2:
         return None
-    from scipy.stats import t
-    mean, half = statistics.fmean(values), t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.fmean(values)
+    half = student_t_quantile(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     return mean - half, mean + half
 
 

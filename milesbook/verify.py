@@ -196,10 +196,10 @@ class _Enough(Exception):
 
 def interval(values: list[float], level: float, resolution: float) -> tuple[float, float]:
     """The t-interval for the mean of `values` at confidence `level`, at least ±`resolution` wide."""
-    from scipy.stats import t
+    from .metrics import student_t_quantile
     mean = statistics.fmean(values)
     half = 0.0 if len(values) < 2 else \
-        t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+        student_t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     half = max(half, resolution)
     return mean - half, mean + half
 

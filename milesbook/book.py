@@ -66,10 +66,17 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
         record = work_dir / f"record-{name[:2]}.json"
         if record.exists():
             shutil.copy2(record, records / record.name)
-    # What the book's numbers were made under: every run folder the notebooks trained or reused.
+    # What the book's numbers were made under: every run folder the notebooks trained or reused, one line
+    # per dataset setting (the chapters use several on purpose; within one, a mix would be news).
     from . import provenance
     runs = sorted(p.parent for p in work_dir.rglob(provenance.FILE) if ".stale-" not in str(p))
-    (records / PROVENANCE).write_text(provenance.summarize_many([provenance.read(p) for p in runs]) + "\n")
+    by_data: dict = {}
+    for record in (provenance.read(p) for p in runs):
+        key = (record or {}).get("data.name"), (record or {}).get("data.fingerprint")
+        by_data.setdefault(key, []).append(record)
+    lines = [f"{provenance.summarize_many(group)} ({len(group)} run{'s' if len(group) > 1 else ''})"
+             for group in sorted(by_data.values(), key=len, reverse=True)]
+    (records / PROVENANCE).write_text("\n".join(lines) + "\n")
     placed = []
     for path in executed:
         placed.append(cache(path, source))

@@ -226,3 +226,12 @@ def test_verify_asks_for_data_and_encoders_given_in_memory(tmp_path, capsys):
         verify(tmp_path / "run", dataset=str(folder))
     code = verify(tmp_path / "run", dataset=str(folder), encoder="audio=tests.test_user_data:seeded_audio_net")
     assert code == 0 and "verified: 2 epochs identical" in capsys.readouterr().out
+
+
+def test_a_class_too_small_for_the_default_split_names_the_labels(tmp_path, capsys):
+    """Without split.npy the split is ours: a class of two samples leaves val without it, and the line
+    names labels.npy and the default split, not a split file that does not exist."""
+    labels = np.where(np.arange(300) < 2, 3, np.arange(300) % 3)
+    folder = write_folder(tmp_path / "mine", labels=labels)
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert "labels.npy (split 70/15/15 by class, no split file)" in err and "has no sample of class 3" in err

@@ -185,13 +185,15 @@ def _build(modalities: dict[str, np.ndarray], labels: np.ndarray, split, meta: d
     split_of = _split_of(split, n, where("split")) if split is not None else \
         _default_split(labels_tensor, task, seed)
     index = {s: np.flatnonzero(split_of == k) for k, s in enumerate(SPLITS)}
+    # Without a split file the split is ours: say so, rather than name a file that does not exist.
+    shown = where("split") if split is not None else f"{where('labels')} (split 70/15/15 by class, no split file)"
     for s, rows in index.items():
         if len(rows) == 0:
-            raise UserError(f"{where('split')}: the {s} split is empty; give each of train, val and test samples")
+            raise UserError(f"{shown}: the {s} split is empty; give each of train, val and test samples")
         if task == "multiclass":
             missing = sorted(set(range(num_classes)) - set(labels_tensor[rows].tolist()))
             if missing:
-                raise UserError(f"{where('split')}: the {s} split has no sample of class {missing[0]}"
+                raise UserError(f"{shown}: the {s} split has no sample of class {missing[0]}"
                                 f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; stratify the "
                                 "split by class, or give more samples of it")
     encoder_options, normalize = {}, {}

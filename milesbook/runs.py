@@ -7,8 +7,9 @@ never leaves half a file; `last.pt` is written before the tables that mention it
   `train_loss`, `train_acc_*`, `val_loss_fusion`, `val_acc_fusion`, `val_acc_<m>` (the modality
   metric the method uses), `val_acc_head_<m>`, `val_acc_part_<m>` (both readings), `u_<m>` and
   `delta` (end of the epoch, for every method), the method's own columns, `seconds` (the epoch's
-  whole wall time: the method's work, training, validation, test and the epoch's file writes; the
-  copy of the history inside `last.pt` holds its last epoch's time without those writes);
+  whole wall time: the method's work, training, validation, test and the epoch's checkpoint — all but
+  the writing of these tables; the copy of the history inside `last.pt` holds its last epoch's time
+  without the checkpoint);
 - `test_history.csv` — the test metrics of every epoch, kept apart so that nothing selects on them;
   they let the summary report the test score at any validation-chosen epoch without saving weights.
   A run with `TrainConfig.test_split` off (a search's trial) never evaluates test: no such file, and
@@ -225,9 +226,14 @@ def start(folder: Path, config: dict, resume: bool, device, current: dict) -> di
     return state
 
 
-def save_epoch(folder: Path, checkpoint: dict, history: list[dict], test_history: list[dict]) -> None:
-    """After an epoch: the checkpoint first, then the tables that now include that epoch."""
+def save_checkpoint(folder: Path, checkpoint: dict) -> None:
+    """After an epoch, first: `last.pt`, which a resumed run continues from."""
     atomic_write(folder / CHECKPOINT, lambda p: torch.save(checkpoint, p))
+
+
+def write_tables(folder: Path, history: list[dict], test_history: list[dict]) -> None:
+    """After the checkpoint: the tables that now include the epoch (a kill between the two leaves
+    tables one epoch behind the checkpoint, never ahead of it)."""
     write_history(folder / "history.csv", history)
     if test_history:  # empty when the run never reads test (`TrainConfig.test_split` off)
         write_history(folder / "test_history.csv", test_history)
@@ -243,13 +249,13 @@ def can_be_selected(history: list[dict], tolerance: float, metric: str) -> set[i
 
 def save_candidate(folder: Path, epoch: int, weights: dict) -> None:
     """candidates/epoch<e>.pt: the weights validation scored at `epoch`, which may yet be selected.
-    Written before `save_epoch`, so a checkpoint never names an epoch whose candidate is missing."""
+    Written before `save_checkpoint`, so a checkpoint never names an epoch whose candidate is missing."""
     atomic_write(Path(folder) / CANDIDATES / f"epoch{epoch}.pt", lambda p: torch.save(weights, p))
 
 
 def prune_candidates(folder: Path, history: list[dict], tolerance: float, metric: str) -> None:
     """Drop the candidates no epoch of the (checkpointed) `history` can bring back. Called after
-    `save_epoch`: a run killed before it re-trains that epoch and still finds every candidate."""
+    `save_checkpoint`: a run killed before it re-trains that epoch and still finds every candidate."""
     alive = can_be_selected(history, tolerance, metric)
     for path in (Path(folder) / CANDIDATES).glob("epoch*.pt"):
         if int(path.stem.removeprefix("epoch")) not in alive:

@@ -320,16 +320,16 @@ class Trainer:
             scored = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} \
                 if epoch in runs.can_be_selected([*self.history, row], tolerance, self.metric) else None
             self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
-            row["seconds"] = time.perf_counter() - began  # so far; the whole epoch once its files are written
+            row["seconds"] = time.perf_counter() - began  # so far; the checkpoint's copy of the row keeps this
             self.history.append(row)
             if test is not None:
                 self.test_history.append({"epoch": epoch, **self._test_row(test)})
             if scored is not None:
                 runs.save_candidate(self.out, epoch, scored)
-            runs.save_epoch(self.out, self._checkpoint(), self.history, self.test_history)
+            runs.save_checkpoint(self.out, self._checkpoint())
             runs.prune_candidates(self.out, self.history, tolerance, self.metric)
-            row["seconds"] = time.perf_counter() - began
-            runs.write_history(self.out / "history.csv", self.history)
+            row["seconds"] = time.perf_counter() - began  # the whole epoch, its checkpoint included
+            runs.write_tables(self.out, self.history, self.test_history)
             bar.set_postfix(val_fusion=f"{row[f'val_{self.metric}_fusion']:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(row)

@@ -19,6 +19,13 @@ less inside fusion than alone. With `full`, the 2 × 2 (vanilla, miles-lab, aux,
 helps: scheduling on L_AB (`miles-lab` − `vanilla` on m's probe), and the fused model under MILES
 (`miles` − `vanilla`); an effect counts when its 95 % interval excludes zero.
 
+**Intervals at least one test sample wide.** An accuracy is a count of test samples over the test
+split's size N, so a paired difference is a whole number of samples per seed. With a few seeds, a small
+test split and pairs that share their seed's initial weights and data order, the seeds can differ by the
+same count (chapter 8's left half: −2 of 269 on each of 3 seeds; −5 to +3 over 12), and the t-interval
+then has zero width, a certainty the seeds do not give. So every interval is at least ±1/N wide (as
+`milesbook verify`'s), and the report says when every seed's difference is the same.
+
 The runs are `compare`'s, in its layout (`<out>/<method>-<fusion>/seed<k>/`, results.md, report.json),
 so `compare` and `verify` read the same runs and agree by construction; diagnose adds
 `diagnosis.md`, `diagnosis.json` and `diagnosis.png`.
@@ -29,7 +36,7 @@ import json
 import statistics
 from pathlib import Path
 
-from .comparison import FACTORIAL, compare, paired_difference, run_dir
+from .comparison import FACTORIAL, REPORT, compare, paired_difference, run_dir
 from .errors import UserError
 from .metrics import METRIC_LABELS
 from .runs import read_history, write_json
@@ -58,10 +65,11 @@ def diagnose(dataset, seeds: int = 3, out="runs/diagnose", base=None, full: bool
     metric = summaries["vanilla"][0]["metric"]
     if len(modalities) < 2:
         raise UserError("diagnose compares modalities inside fusion; the data has one")
-    diagnosis = _read(summaries, modalities, metric, full)
+    test_size = json.loads((out / REPORT).read_text()).get("test_size")  # compare's record of this data
+    diagnosis = _read(summaries, modalities, metric, full, test_size)
     diagnosis["utilization"] = _utilization(out, fusion, seeds, modalities)
     diagnosis.update(dataset=summaries["vanilla"][0]["dataset"], seeds=seeds, full=full, fusion=fusion,
-                     metric=metric, rule=_rule_text(), made_under=report["made_under"])
+                     metric=metric, test_size=test_size, rule=_rule_text(), made_under=report["made_under"])
     write_json(out / "diagnosis.json", diagnosis)
     (out / "diagnosis.md").write_text(_markdown(diagnosis))
     _draw(diagnosis, out / "diagnosis.png")
@@ -78,8 +86,28 @@ def _stats(runs: list[dict], key: str) -> dict:
             "per_seed": values}
 
 
-def _read(summaries: dict, modalities: list[str], metric: str, full: bool) -> dict:
-    """Each modality's readings and gaps, which are starved, the balancing effects and the verdict."""
+def _paired(treated: list[dict], control: list[dict], key: str, resolution: float) -> dict | None:
+    """`paired_difference` with the per-seed differences (`per_seed`) and its interval at least
+    ±`resolution` wide (`floored` when that widened it): identical differences over the seeds give a
+    t-interval of zero width, which says nothing about a repeat with other seeds."""
+    diff = paired_difference(treated, control, key)
+    if diff is None:
+        return None
+    by_seed = {r["seed"]: r[key] for r in control}
+    diff["per_seed"] = [r[key] - by_seed[r["seed"]] for r in treated if r["seed"] in by_seed]
+    diff["resolution"], diff["floored"] = resolution, False
+    if diff["low"] is not None and (diff["high"] - diff["low"]) / 2 < resolution:
+        diff["low"], diff["high"], diff["floored"] = diff["mean"] - resolution, diff["mean"] + resolution, True
+    for bound in ("low", "high"):  # k/N − j/N is not exactly (k − j)/N in floats: a bound on zero is zero
+        if diff[bound] is not None and abs(diff[bound]) < 1e-12:
+            diff[bound] = 0.0
+    return diff
+
+
+def _read(summaries: dict, modalities: list[str], metric: str, full: bool, test_size: int | None = None) -> dict:
+    """Each modality's readings and gaps, which are starved, the balancing effects and the verdict.
+    `test_size`: the test split's size N; every interval is at least ±1/N wide (`_paired`)."""
+    resolution = 1 / test_size if test_size else 0.0
     vanilla = summaries["vanilla"]
     per_modality = {}
     for m in modalities:
@@ -87,20 +115,20 @@ def _read(summaries: dict, modalities: list[str], metric: str, full: bool) -> di
         alone_key = f"test_{metric}_{m}"
         probe_key, part_key = f"test_{metric}_head_{m}", f"test_{metric}_part_{m}"
         inside = [{"seed": r["seed"], "value": max(r[probe_key], r[part_key])} for r in vanilla]
-        gap = paired_difference(_by_seed(alone, alone_key), inside, "value")
+        gap = _paired(_by_seed(alone, alone_key), inside, "value", resolution)
         entry = {"alone": _stats(alone, alone_key), "in_fusion": _stats(vanilla, part_key),
                  "probe": _stats(vanilla, probe_key), "inside": _stats(inside, "value"), "gap": gap,
                  "starved": bool(gap is not None and gap["low"] is not None and gap["low"] > 0
                                  and 100 * gap["mean"] >= STARVED_POINTS)}
         if full:
-            entry["scheduling_on_probe"] = paired_difference(summaries["miles-lab"], vanilla, probe_key)
+            entry["scheduling_on_probe"] = _paired(summaries["miles-lab"], vanilla, probe_key, resolution)
             entry["probe_under_scheduling"] = _stats(summaries["miles-lab"], probe_key)
         per_modality[m] = entry
     result = {"modalities": per_modality, "starved": [m for m, e in per_modality.items() if e["starved"]],
               "fused": {"vanilla": _stats(vanilla, f"test_{metric}_fusion")}}
     if full:
         result["fused"]["miles"] = _stats(summaries["miles"], f"test_{metric}_fusion")
-        result["fused_gain"] = paired_difference(summaries["miles"], vanilla, f"test_{metric}_fusion")
+        result["fused_gain"] = _paired(summaries["miles"], vanilla, f"test_{metric}_fusion", resolution)
     result["verdict"] = _verdict(result, full)
     return result
 
@@ -145,7 +173,20 @@ def _rule_text() -> str:
     return (f"A modality is starved when the gap between its unimodal model and its reading inside vanilla fusion "
             "(the better of the fusion head's part and the detached probe, per seed), paired by seed, has a 95 % "
             f"t-interval above zero and a mean of at least {STARVED_POINTS:g} points. A balancing effect counts when "
-            "its paired 95 % interval excludes zero.")
+            "its paired 95 % interval excludes zero. Every interval is at least ± one test sample (1/N) wide: a "
+            "reading is a count of test samples, and seeds whose differences happen to be equal would otherwise "
+            "give an interval of zero width.")
+
+
+def _identical(name: str, diff: dict | None, metric: str, test_size: int | None) -> str | None:
+    """"<name>: +x.x points on each of the k seeds (n of the N test samples)" when every seed's paired
+    difference is the same; None otherwise."""
+    values = (diff or {}).get("per_seed") or []
+    if len(values) < 2 or max(values) - min(values) > 1e-9:
+        return None
+    samples = f" ({round(values[0] * test_size):+d} of the {test_size} test samples)" \
+        if metric == "acc" and test_size else ""
+    return f"{name}: {100 * values[0]:+.1f} points on each of the {len(values)} seeds{samples}"
 
 
 def _utilization(out: Path, fusion: str, seeds: int, modalities: list[str]) -> dict:
@@ -172,10 +213,33 @@ def _markdown(d: dict) -> str:
               + (f", miles {_points(d['fused']['miles'])}" if d["full"] else "") + ".", "",
               "Utilization over the epochs (vanilla, mean over seeds; `diagnosis.png`): " + "; ".join(
                   f"u_{m} from {u[0]:.3f} to {u[-1]:.3f}" for m, u in d["utilization"].items()) + ".", "",
+              *_identical_notes(d),
               f"**The rule.** {d['rule']}", "", d["made_under"], "",
               "The runs are `milesbook compare`'s, in its layout: `compare` over the same folder reads them, and "
               "`milesbook verify` checks them.", ""]
     return "\n".join(lines)
+
+
+def _identical_notes(d: dict) -> list[str]:
+    """The report's paragraph on paired differences that are the same on every seed, and why their
+    interval is ± one test sample rather than the zero width of their t-interval (none without such)."""
+    named = [(f"{m}'s gap (alone − inside)", e["gap"]) for m, e in d["modalities"].items()]
+    if d["full"]:
+        named += [(f"{m}'s probe under scheduling (miles-lab − vanilla)", e["scheduling_on_probe"])
+                  for m, e in d["modalities"].items()]
+        named.append(("the fused model (miles − vanilla)", d["fused_gain"]))
+    test_size = d.get("test_size")
+    notes = [note for name, diff in named if (note := _identical(name, diff, d["metric"], test_size))]
+    if not notes:
+        return []
+    counted = ("a reading is a whole number of test samples, and these seeds happened to differ by the same "
+               "number" if d["metric"] == "acc" else "these seeds happened to give the same difference")
+    floor = (f"the interval shown is ± one test sample ({100 / test_size:.2f} points), the least the test split "
+             "resolves" if test_size else "the interval shown has no width")
+    why = (f"The two sides of each are different runs, each read at its own selected epoch; {counted}. A t-interval "
+           f"over equal differences has zero width, a certainty a few seeds cannot give: {floor}; more seeds "
+           "would show the spread.")
+    return [f"**The same difference on every seed.** {'; '.join(notes)}. {why}", ""]
 
 
 def _draw(d: dict, path: Path) -> None:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import milesbook.cli as cli
-from milesbook.diagnose import STARVED_POINTS, _read
+from milesbook.diagnose import STARVED_POINTS, _markdown, _read, _rule_text
 
 from .test_search import TOY
 
@@ -49,6 +49,38 @@ def test_no_modality_is_starved_when_gaps_are_small_or_unclear():
     assert 100 * gap["mean"] >= STARVED_POINTS and gap["low"] < 0
 
 
+def test_equal_differences_on_every_seed_get_an_interval_of_one_test_sample_and_a_note():
+    # Chapter 8's halves, 269 test samples: the left half alone 251, 243, 249 correct; inside vanilla fusion
+    # (the better of probe and part) 253, 245, 251 — two different runs per seed, 2 samples apart on each.
+    n = 269
+    summaries = fake(alone={"left": [251 / n, 243 / n, 249 / n], "right": [63 / n, 55 / n, 62 / n]},
+                     probe={"left": [253 / n, 245 / n, 251 / n], "right": [51 / n, 46 / n, 45 / n]},
+                     part={"left": [252 / n, 244 / n, 251 / n], "right": [31 / n, 39 / n, 39 / n]},
+                     fused=(252 / n, 248 / n, 254 / n))
+    summaries["miles-lab"] = [{**r, "test_acc_head_left": r["test_acc_head_left"] + k / n,
+                               "test_acc_head_right": r["test_acc_head_right"] + 2 * k / n}
+                              for k, r in enumerate(summaries["vanilla"])]
+    summaries["miles"] = [{**r, "test_acc_fusion": r["test_acc_fusion"] + 1 / n} for r in summaries["vanilla"]]
+    result = _read(summaries, ["left", "right"], "acc", full=True, test_size=n)
+    gap = result["modalities"]["left"]["gap"]
+    assert gap["per_seed"] == pytest.approx([-2 / n] * 3) and gap["std"] == 0
+    # Not the zero-width t-interval -0.7 to -0.7: at least one test sample either side.
+    assert (gap["low"], gap["high"]) == pytest.approx((-3 / n, -1 / n)) and gap["floored"]
+    assert not result["modalities"]["right"]["gap"]["floored"]  # a real spread keeps its t-interval
+    # One more sample for miles on every seed is no gain the seeds can show (it was, at zero width).
+    assert result["fused_gain"]["low"] == pytest.approx(0)
+    assert result["verdict"].endswith("not distinguishable from zero.")
+    d = {**result, "dataset": "halves", "seeds": 3, "full": True, "fusion": "concat", "metric": "acc", "test_size": n,
+         "rule": _rule_text(), "made_under": "", "utilization": {"left": [0.8, 0.9], "right": [0.0, 0.0]}}
+    page = _markdown(d)
+    assert "| left | 92.1 ± 1.5 | 92.6 ± 1.6 | 92.8 ± 1.5 | 92.8 ± 1.5 | -0.7 (95 % CI -1.1 to -0.4) | no |" in page
+    assert "-0.7 to -0.7" not in page
+    assert ("**The same difference on every seed.** left's gap (alone − inside): -0.7 points on each of the 3 seeds "
+            "(-2 of the 269 test samples); the fused model (miles − vanilla): +0.4 points on each of the 3 seeds "
+            "(+1 of the 269 test samples). The two sides of each are different runs") in page
+    assert "± one test sample (0.37 points)" in page and "right's gap" not in page
+
+
 def test_diagnose_writes_its_report_and_agrees_with_compare(tmp_path, capsys):
     out = tmp_path / "diagnose"
     args = [*TOY, "--data-option", "strength_b", "0.15", "--epochs", "3", "--seeds", "2"]
@@ -66,6 +98,8 @@ def test_diagnose_writes_its_report_and_agrees_with_compare(tmp_path, capsys):
         assert float(rows["selected", f"unimodal-{m}"][f"{m}_mean"]) == pytest.approx(entry["alone"]["mean"])
         assert float(rows["selected", "vanilla"][f"{m}_mean"]) == pytest.approx(entry["in_fusion"]["mean"])
         assert float(rows["selected", "vanilla"][f"probe_{m}_mean"]) == pytest.approx(entry["probe"]["mean"])
+        test_size = json.loads((out / "report.json").read_text())["test_size"]
+        assert entry["gap"]["resolution"] == pytest.approx(1 / test_size)  # intervals ≥ one test sample wide
     assert "retraining" not in capsys.readouterr().err  # nothing was trained again
 
 

@@ -24,8 +24,9 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default=d.encoder,
                         help="auto (the dataset's choice; else MLP for vectors, small CNN for images) | cnn | mlp | "
                              "resnet6/10/18/34/50 | torchvision:NAME[@WEIGHTS_FILE] (any torchvision classifier, "
-                             "head replaced; weights only from that local state-dict file) | bow | bert (text) — "
-                             "one for all, or per modality: image=resnet50,text=bow")
+                             "head replaced; weights only from that local state-dict file) | bow | bert (text) | "
+                             "package.module:factory (your own encoder: this IMPORTS that module and runs the "
+                             "factory — give only code you trust) — one for all, or per modality: image=resnet50,text=bow")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -162,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="a report: re-run only these rows (comma-separated), e.g. miles,aux")
     p.add_argument("--workers", type=int, default=1, help="a report: processes training at once")
     p.add_argument("--dataset", help="a run trained on data given in memory: the same data saved as a folder")
-    p.add_argument("--encoder", help="a run given encoders in memory: MODALITY=package.module:factory,… "
-                                     "rebuilding them")
+    p.add_argument("--encoder", help="a run or report made with encoders of your own: MODALITY=package.module:factory,… "
+                                     "rebuilding them — this IMPORTS those modules and runs the factories (nothing a "
+                                     "handed folder names is imported without it)")
     p.add_argument("--out", help="where the re-run goes (default: a temporary folder, removed afterwards; a "
                                  "report's re-run is kept in --out so that an interrupted verify resumes)")
 
@@ -181,15 +183,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _on_sigterm(_terminated)
     try:
         return _run(args)
     except UserError as error:
-        print(f"milesbook: error: {error}", file=sys.stderr)
+        from .handed import printable
+        print(f"milesbook: error: {printable(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("milesbook: interrupted; the last finished epoch is saved — rerun with --resume "
               "(compare resumes by itself)", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("milesbook: terminated (SIGTERM); the last finished epoch is saved and temporary folders are "
+              "removed — rerun the same command to continue", file=sys.stderr)
+        return 143
+    finally:
+        _on_sigterm(previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` runs (a verify's temporary folder is removed)."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM and return the previous one (nothing outside the main thread,
+    where Python cannot set handlers: an embedding caller keeps its own)."""
+    import signal
+    import threading
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _run(args) -> int:
@@ -280,13 +308,14 @@ def _compare_tuned(args) -> int:
         raise UserError(f"--workers must be ≥ 1, got {args.workers}")
     defaults = vars(build_parser().parse_args(["compare"]))
     ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-               if k not in ("from_search", "seeds", "out", "workers", "device") and defaults.get(k) != v]
+               if k not in ("from_search", "seeds", "out", "workers", "device", "encoder") and defaults.get(k) != v]
     if ignored:
         raise UserError(f"compare --from-search takes the methods, fusions and settings from the searches in "
                         f"{args.from_search}; leave out {', '.join(ignored)}")
     out = Path(args.out) if args.out else Path(args.from_search) / "compare"
     report = compare_tuned(args.from_search, 5 if args.seeds is None else args.seeds, out, workers=args.workers,
-                           device=None if args.device == defaults["device"] else args.device)
+                           device=None if args.device == defaults["device"] else args.device,
+                           encoder=None if args.encoder == defaults["encoder"] else args.encoder)
     for fusion, result in report.items():
         print(f"\n{fusion} fusion\n\n{result['markdown']}")
         if result["decomposition"]:

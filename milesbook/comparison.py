@@ -16,7 +16,6 @@ scheduling does, with and without the other (`factorial`).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from dataclasses import replace
@@ -31,7 +30,8 @@ from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_na
 from .metrics import METRIC_LABELS, student_t_quantile, task_of
 from . import provenance
 from .pool import run_many
-from .runs import history_metric, read_history, write_json
+from .handed import no_links_below
+from .runs import history_metric, read_history, read_summary, save_figure, write_json, write_text
 from .train import run_or_reuse
 
 ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS
@@ -45,7 +45,7 @@ def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
 
 def load_summaries(out, method: str, fusion: str, seeds: int) -> list[dict]:
     """The summary.json of each seed of one method in a comparison folder."""
-    return [json.loads((run_dir(out, method, fusion, seed) / "summary.json").read_text()) for seed in range(seeds)]
+    return [read_summary(run_dir(out, method, fusion, seed)) for seed in range(seeds)]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -293,6 +293,7 @@ def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True
             config = replace(base, method=f"unimodal-{m}", lr=lr, seed=0)
             folder = run_dir(out, f"unimodal-{m}", "concat", 0) if lr == base.lr else \
                 Path(out) / "lr-search" / f"unimodal-{m}-lr{lr:.3g}"
+            no_links_below(out, folder)
             summary = run_or_reuse(config, folder, data, progress, encoders=encoders)
             scores[lr] = summary[f"best_val_{history_metric(summary)}_fusion"]
         best[m] = max(grid, key=lambda lr: (scores[lr], lr == base.lr))
@@ -346,6 +347,8 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
                                  fusion=fusion if method in methods else "concat", seed=seed)
                 jobs.setdefault((method, fusion if method in methods else "concat", seed),
                                 (config, run_dir(out, method, fusion, seed)))
+    for _, folder in jobs.values():  # a handed report's seed<k> that links elsewhere: refused before any run
+        no_links_below(out, folder)
     done = dict(zip(jobs, run_many(list(jobs.values()), workers, data, progress, encoders)))
     everything = list(done.values())
     made_under = provenance.summarize_many([s.get("provenance") for s in everything])
@@ -397,13 +400,20 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
                 csv_rows.append({"fusion": fusion, "epoch_choice": prefix.rstrip("_") or "selected", **row})
         _draw(out, fusion, summaries, modalities, base)
         md += [f"![results](results-{fusion}.png)", f"![dynamics](dynamics-{fusion}.png)", ""]
-    (out / "results.md").write_text("\n".join(md))
+    write_text(out / "results.md", "\n".join(md))
     write_json(out / REPORT, record)
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-        writer.writeheader()
-        writer.writerows(csv_rows)
+    write_csv(out / "results.csv", csv_rows)
     return report
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """A report's table (results.csv), written whole."""
+    import io
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progress: bool = True) -> list[dict]:
@@ -417,6 +427,8 @@ def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progr
         tag = "-".join(f"{k}{v}" for k, v in overrides.items()) or "base"
         folders = [Path(out) / "sweeps" / f"{config.method}-{config.fusion}-{config.epochs}ep-{tag}" / f"seed{seed}"
                    for seed in range(seeds)]
+        for folder in folders:
+            no_links_below(Path(out), folder)
         summaries = [run_or_reuse(replace(config, seed=seed), folder, data, progress)
                      for seed, folder in enumerate(folders)]
         row = summarize({config.method: summaries}, data.modalities)[0]
@@ -429,7 +441,7 @@ def _draw(out: Path, fusion: str, summaries, modalities, base: TrainConfig) -> N
 
     from .plots import book_style, plot_learning_dynamics, plot_results
     ax = plot_results(summaries, modalities, title=f"{base.dataset}, {fusion} fusion")
-    ax.figure.savefig(out / f"results-{fusion}.png", dpi=110)
+    save_figure(ax.figure, out / f"results-{fusion}.png", dpi=110)
     plt.close(ax.figure)
     shown = [m for m in ("vanilla", "miles-lab", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
     if not shown:
@@ -441,5 +453,5 @@ def _draw(out: Path, fusion: str, summaries, modalities, base: TrainConfig) -> N
                                title=None, tau=base.tau if method.startswith("miles") else None, axes=row_axes)
         row_axes[0].set_title(f"{method}: utilization")
     fig.tight_layout()
-    fig.savefig(out / f"dynamics-{fusion}.png", dpi=110)
+    save_figure(fig, out / f"dynamics-{fusion}.png", dpi=110)
     plt.close(fig)

@@ -401,10 +401,27 @@ def encoder_from_factory(spec: str, shape: tuple[int, ...], feature_dim: int) ->
     import importlib
     import inspect
     module_name, _, name = spec.partition(":")
+    if not module_name or not name or module_name.startswith(".") or not all(
+            part.isidentifier() for part in [*module_name.split("."), *name.split(".")]):
+        raise UserError(f"--encoder {spec}: not package.module:factory (dotted names, no relative import); e.g. "
+                        "--encoder image=mypackage.encoders:make_encoder")
     try:
         factory = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
         raise UserError(f"--encoder {spec}: cannot import {name} from {module_name} ({error}); give "
                         "package.module:factory with the package on PYTHONPATH") from None
-    accepted = inspect.signature(factory).parameters
-    return factory(**{k: v for k, v in (("shape", shape), ("feature_dim", feature_dim)) if k in accepted})
+    if not callable(factory):
+        raise UserError(f"--encoder {spec}: {name} is a {type(factory).__name__}, not a function or class")
+    try:
+        accepted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a built-in without a signature
+        accepted = {}
+    try:
+        module = factory(**{k: v for k, v in (("shape", shape), ("feature_dim", feature_dim)) if k in accepted})
+    except Exception as error:  # the user's code: say which factory and what it raised
+        raise UserError(f"--encoder {spec}: calling {name}() failed ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0][:120] if str(error) else ''}); it must build an nn.Module, taking "
+                        "shape= and feature_dim= if it wants them") from None
+    if not isinstance(module, nn.Module):
+        raise UserError(f"--encoder {spec}: {name}() returned a {type(module).__name__}, not a torch.nn.Module")
+    return module

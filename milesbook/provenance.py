@@ -19,8 +19,9 @@ holds `provenance.json` (and a copy in `summary.json`), a flat record:
   and labels, after the dataset's options) and of how they are read (normalisation, training noise,
   task, classes) — a change in any sample changes it; `data.origin` for your own data ("folder
   PATH" or "in memory");
-- `encoders`, when you gave encoders as modules: per modality its class, parameter count, a hash of
-  its initial weights (`encoder_identity`) and "origin": "in memory".
+- `encoders`, when you gave encoders of your own: per modality its class, parameter count, a hash of
+  its initial weights (`encoder_identity`) and "origin": "in memory" (a module given in Python) or
+  "factory package.module:factory" (named by `--encoder`).
 
 Which fields must agree for what:
 
@@ -96,18 +97,86 @@ def _tensor_bytes(x) -> memoryview:
     return memoryview(np.ascontiguousarray(x)).cast("B")
 
 
-_FINGERPRINTS: dict[int, tuple] = {}  # id(data) → (a weak reference to it, its fingerprint)
+_FINGERPRINTS: dict[int, tuple] = {}  # id(data) → (a weak reference to it, the state it was hashed in, its fingerprint)
+_SETTLED_NS = 2 * 10 ** 9  # a file modified less than this before it was hashed is not trusted to show a later write
 
 
 def data_fingerprint(data) -> str:
-    """`_fingerprint(data)`, computed once per dataset object: every run of a comparison collects its
-    provenance, and a folder of your own data is read whole to hash it."""
+    """`_fingerprint(data)`, reused only while the data provably has not changed since it was hashed.
+
+    What counts as proof: a split read from a folder (`arrays.Rows.mapped_file`: a read-only memory map
+    of a whole .npy) can change only through its file, so the file's device, inode, size, mtime_ns and
+    ctime_ns (with the rows the split reads) stand for its bytes — unless the file was modified within
+    `_SETTLED_NS` before it was hashed, when a coarse file-system clock could give a second write the
+    same mtime (git's "racy" rule). Whatever is held in memory is hashed again on every call: torch's
+    version counter (`tensor._version`) misses writes through a numpy view (`t.numpy()[0] += 1`, or the
+    array a `torch.from_numpy` tensor shares) and through `.data`, so it proves nothing. A dataset held
+    in memory (every registered one) is hashed per call as before the cache (sha256 ≈ 1 GB/s; digits-av
+    a few ms); a folder of your own data is read once while its files are unchanged (its labels, in
+    memory, hashed each time)."""
+    pieces = _pieces(data)
+    if not any(_mapped(x) for _, x in pieces):  # nothing but memory: hashing it is the only proof
+        _FINGERPRINTS.pop(id(data), None)
+        return _fingerprint(data)
+    state = (_how(data), tuple(_piece_state(key, x) for key, x in pieces))
     seen = _FINGERPRINTS.get(id(data))
-    if seen is not None and seen[0]() is data:
-        return seen[1]
+    if seen is not None and seen[0]() is data and seen[1] == state:
+        return seen[2]
+    import time
+    started = time.time_ns()
     fingerprint = _fingerprint(data)
-    _FINGERPRINTS[id(data)] = (weakref.ref(data, lambda _, key=id(data): _FINGERPRINTS.pop(key, None)), fingerprint)
+    files = [token for token in state[1] if token[0] == "file"]
+    unchanged = all(_file_stat(token[1]) == token[2] for token in files)  # nothing written while it was read
+    settled = all(token[2] is not None and max(token[2][3], token[2][4]) + _SETTLED_NS <= started for token in files)
+    if unchanged and settled:
+        _FINGERPRINTS[id(data)] = (weakref.ref(data, lambda _, key=id(data): _FINGERPRINTS.pop(key, None)),
+                                   state, fingerprint)
+    else:
+        _FINGERPRINTS.pop(id(data), None)
     return fingerprint
+
+
+def _how(data) -> str:
+    """How `data`'s tensors are read (normalisation, noise, task, classes), as `_fingerprint` hashes it."""
+    how = {"modalities": list(data.modalities), "num_classes": data.num_classes, "task": data.task,
+           "train_noise_std": data.train_noise_std, "normalize": data.normalize,
+           "encoder_options": data.encoder_options}
+    return json.dumps(how, sort_keys=True, default=str)
+
+
+def _pieces(data) -> list[tuple[tuple[str, str], object]]:
+    """((split, key), tensor or rows) of everything a run of `data` can read, in the order hashed."""
+    return [((name, key), x) for name in sorted(data.splits)
+            for key, x in [*sorted(data.splits[name].inputs.items()), ("labels", data.splits[name].labels)]]
+
+
+def _mapped(x) -> str | None:
+    """The file `x` reads through a read-only memory map (`arrays.Rows.mapped_file`), else None."""
+    mapped = getattr(x, "mapped_file", None)
+    return mapped() if callable(mapped) else None
+
+
+def _file_stat(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _piece_state(key: tuple[str, str], x) -> tuple:
+    """What proves one piece unchanged: for a memory-mapped file its stat and the rows read (their index,
+    hashed: it is a mutable array), for anything in memory a hash of its bytes."""
+    path = _mapped(x)
+    if path is not None:
+        array = x.array
+        rows = hashlib.sha256(_tensor_bytes(x.index)).hexdigest()
+        return ("file", path, _file_stat(path), key, array.offset, array.dtype.str, array.shape, array.strides,
+                tuple(x.sample_shape), rows)
+    digest = hashlib.sha256()
+    for part in x.chunks() if hasattr(x, "chunks") else [x]:
+        digest.update(_tensor_bytes(part))
+    return ("memory", key, str(x.dtype), tuple(x.shape), digest.hexdigest())
 
 
 def _fingerprint(data) -> str:
@@ -115,16 +184,11 @@ def _fingerprint(data) -> str:
     split's inputs and labels with their dtypes and shapes, and how they are read. Cheap next to an
     epoch (digits-av: a few milliseconds; sha256 runs at about 1 GB/s)."""
     digest = hashlib.sha256()
-    how = {"modalities": list(data.modalities), "num_classes": data.num_classes, "task": data.task,
-           "train_noise_std": data.train_noise_std, "normalize": data.normalize,
-           "encoder_options": data.encoder_options}
-    digest.update(json.dumps(how, sort_keys=True, default=str).encode())
-    for name in sorted(data.splits):
-        split = data.splits[name]
-        for key, x in [*sorted(split.inputs.items()), ("labels", split.labels)]:
-            digest.update(f"|{name}/{key}/{x.dtype}/{tuple(x.shape)}|".encode())
-            for part in x.chunks() if hasattr(x, "chunks") else [x]:  # a split read from disk: a chunk at a time
-                digest.update(_tensor_bytes(part))
+    digest.update(_how(data).encode())
+    for (name, key), x in _pieces(data):
+        digest.update(f"|{name}/{key}/{x.dtype}/{tuple(x.shape)}|".encode())
+        for part in x.chunks() if hasattr(x, "chunks") else [x]:  # a split read from disk: a chunk at a time
+            digest.update(_tensor_bytes(part))
     return digest.hexdigest()[:16]
 
 
@@ -140,9 +204,11 @@ def encoder_identity(module: torch.nn.Module) -> dict:
             "parameters": sum(p.numel() for p in module.parameters()), "weights": digest.hexdigest()[:16]}
 
 
-def collect(device: torch.device | str, threads: int, data=None, encoders: dict | None = None) -> dict:
+def collect(device: torch.device | str, threads: int, data=None, encoders: dict | None = None,
+            origins: dict | None = None) -> dict:
     """The provenance of a run about to train on `device` with `threads` torch threads over `data`, with
-    your own `encoders` {modality: nn.Module} if any (see the module docstring for the fields)."""
+    your own `encoders` {modality: nn.Module} if any, each from `origins[m]` (default "in memory"; or
+    "factory package.module:factory") (see the module docstring for the fields)."""
     from ._version import __version__
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -166,7 +232,8 @@ def collect(device: torch.device | str, threads: int, data=None, encoders: dict 
         if getattr(data, "origin", ""):  # your own data: a folder's path, or "in memory"
             record["data.origin"] = data.origin
     if encoders:  # given in memory: the run is reused only with the same encoders, and says so
-        record["encoders"] = {m: {**encoder_identity(e), "origin": "in memory"} for m, e in sorted(encoders.items())}
+        record["encoders"] = {m: {**encoder_identity(e), "origin": (origins or {}).get(m, "in memory")}
+                              for m, e in sorted(encoders.items())}
     return record
 
 
@@ -208,8 +275,10 @@ def _short(value) -> str:
 
 
 def read(folder) -> dict | None:
+    """A run folder's provenance.json, checked against its schema (`milesbook.handed`); None when it has none."""
+    from .handed import ProvenanceJson, read_json
     path = Path(folder) / FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, ProvenanceJson) if path.exists() or path.is_symlink() else None
 
 
 def describe(record: dict) -> str:

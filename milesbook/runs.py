@@ -50,7 +50,7 @@ from typing import Callable
 
 import torch
 
-from . import provenance
+from . import handed, provenance
 from .config import relevant_config
 from .errors import UserError
 from .safe_load import load_tensors
@@ -97,6 +97,16 @@ def write_json(path: Path, value) -> None:
     atomic_write(Path(path), lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
 
 
+def write_text(path: Path, text: str) -> None:
+    """A report's page, written whole (and never through a link that stood in its place)."""
+    atomic_write(Path(path), lambda p: p.write_text(text))
+
+
+def save_figure(figure, path: Path, **options) -> None:
+    """A figure as PNG, written whole (and never through a link that stood in its place)."""
+    atomic_write(Path(path), lambda p: figure.savefig(p, format="png", **options))
+
+
 def write_history(path: Path, rows: list[dict]) -> None:
     def write(p):
         with open(p, "w", newline="") as f:
@@ -107,9 +117,8 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def read_history(run_dir) -> list[dict]:
-    """history.csv as a list of {column: float} rows."""
-    with open(Path(run_dir) / "history.csv") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    """history.csv as a list of {column: float} rows (`handed.read_table`: a malformed one is one line)."""
+    return handed.read_table(Path(run_dir) / "history.csv")
 
 
 def history_metric(row: dict) -> str:
@@ -137,10 +146,7 @@ def _config_difference(saved: dict, mine: dict, ignore=()) -> list[str]:
 def _epochs_done(folder: Path) -> int:
     """How many epochs the run in `folder` has finished (its history.csv rows)."""
     path = Path(folder) / "history.csv"
-    if not path.exists():
-        return 0
-    with open(path) as f:
-        return max(sum(1 for _ in f) - 1, 0)
+    return len(handed.read_table(path)) if path.exists() else 0
 
 
 def why_not_continued(folder, config: dict, current: dict) -> str | None:
@@ -151,7 +157,7 @@ def why_not_continued(folder, config: dict, current: dict) -> str | None:
     saved = folder / "config.json"
     if not saved.exists():
         return "it holds a checkpoint without config.json" if (folder / CHECKPOINT).exists() else None
-    keys = _config_difference(json.loads(saved.read_text()), config, ignore=("epochs",))
+    keys = _config_difference(handed.read_config(saved), config, ignore=("epochs",))
     if keys:
         return f"its configuration differs ({', '.join(keys)})"
     done = _epochs_done(folder)
@@ -171,12 +177,18 @@ def reusable(folder, config: dict, current: dict) -> tuple[dict | None, str | No
     folder = Path(folder)
     saved = folder / "config.json"
     if (folder / "summary.json").exists() and saved.exists() and \
-            not _config_difference(json.loads(saved.read_text()), config):
+            not _config_difference(handed.read_config(saved), config):
         differ = provenance.differences(provenance.read(folder), current, provenance.REUSE_FIELDS)
         if not differ:
-            return json.loads((folder / "summary.json").read_text()), None
+            return read_summary(folder), None
         return None, "made under other conditions: " + ", ".join(differ)
     return None, why_not_continued(folder, config, current)
+
+
+def read_summary(folder) -> dict:
+    """A finished run's summary.json, checked (`handed.check_summary_values`)."""
+    path = Path(folder) / "summary.json"
+    return handed.check_summary_values(handed.read_json(path), str(path))
 
 
 def move_aside(folder) -> Path:
@@ -193,7 +205,50 @@ def move_aside(folder) -> Path:
 def load_checkpoint(path: Path, device="cpu"):
     """A checkpoint or weights file of a run folder, read without running anything in it
     (`safe_load.load_tensors`); a bad one is one line."""
+    handed.regular_file(path)
     return load_tensors(path, device, remedy="delete it, or train into another --out")
+
+
+_REMEDY = "it is not a checkpoint milesbook wrote (edited, or from another program); train into another --out"
+
+
+def _check_weights(weights, path: Path) -> dict:
+    """A `state_dict`: names to tensors."""
+    if not isinstance(weights, dict) or not weights or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise UserError(f"{path} does not hold a model's weights (names → tensors); {_REMEDY}")
+    return weights
+
+
+def load_weights(path: Path, device="cpu") -> dict:
+    """selected.pt ({"epoch", "model"}), checked."""
+    saved = load_checkpoint(path, device)
+    if not isinstance(saved, dict) or not isinstance(saved.get("epoch"), int) or isinstance(saved.get("epoch"), bool) \
+            or saved["epoch"] < 1:
+        raise UserError(f"{path} does not hold {{epoch, model}}; {_REMEDY}")
+    _check_weights(saved.get("model"), path)
+    return saved
+
+
+_CHECKPOINT_KEYS = {"epoch": int, "model": dict, "optimizer": dict, "method": dict, "generator": torch.Tensor,
+                    "torch_rng": torch.Tensor, "history": list, "test_history": list, "config": dict}
+
+
+def load_resume_state(path: Path, device="cpu") -> dict:
+    """last.pt, checked for the structure `Trainer._checkpoint` writes (the trainer then checks that
+    the weights fit its model); a checkpoint of another structure is one line."""
+    state = load_checkpoint(path, device)
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a checkpoint; {_REMEDY}")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise UserError(f"{path}: {key} is {type(state.get(key)).__name__ if key in state else 'missing'}, "
+                            f"not a {kind.__name__}; {_REMEDY}")
+    _check_weights(state["model"], path)
+    rows = state["history"]
+    if state["epoch"] != len(rows) or not all(isinstance(r, dict) for r in [*rows, *state["test_history"]]):
+        raise UserError(f"{path}: its epoch ({state['epoch']}) and its history ({len(rows)} rows) disagree; {_REMEDY}")
+    return state
 
 
 def check_resumable(folder, config: dict, current: dict) -> None:
@@ -210,20 +265,35 @@ def start(folder: Path, config: dict, resume: bool, device, current: dict) -> di
     checkpoint (None when there is none yet) after checking that it was made with the same
     results-changing settings (the epochs may grow) under the same `BITWISE_FIELDS`."""
     folder.mkdir(parents=True, exist_ok=True)
+    handed.check_run_members(folder)
     path = folder / CHECKPOINT
     state = None
     if not resume and path.exists():
         raise UserError(f"{folder} already holds a run; pass --resume to continue it, or choose another --out")
     if resume and path.exists():
         check_resumable(folder, config, current)
-        state = load_checkpoint(path, device)
-        # A finished run continued for more epochs: its summary describes fewer epochs than the run will
-        # have, and must not be taken for the new run's if this one is killed before it finishes.
-        (folder / "summary.json").unlink(missing_ok=True)
+        state = load_resume_state(path, device)
+        if (folder / SELECTED).exists():
+            load_weights(folder / SELECTED)  # checked now: `reopen` must not fail after the summary is gone
     else:
         write_json(folder / provenance.FILE, current)
-    write_json(folder / "config.json", config)
+        write_json(folder / "config.json", config)
     return state
+
+
+def reopen(folder: Path, config: dict) -> None:
+    """A resumed run, once its checkpoint has been checked and restored: record the (possibly longer)
+    configuration, and take back the summary of a finished run — it describes fewer epochs than the run
+    will have, and must not be taken for the new run's if this one is killed before it finishes. Its
+    selected epoch becomes a candidate again, like any other (pruned if the new epochs put it out of reach)."""
+    folder = Path(folder)
+    write_json(folder / "config.json", config)
+    (folder / "summary.json").unlink(missing_ok=True)
+    path = folder / SELECTED
+    if path.exists():
+        saved = load_weights(path)
+        save_candidate(folder, saved["epoch"], saved["model"])
+        path.unlink()
 
 
 def save_checkpoint(folder: Path, checkpoint: dict) -> None:
@@ -257,19 +327,22 @@ def prune_candidates(folder: Path, history: list[dict], tolerance: float, metric
     """Drop the candidates no epoch of the (checkpointed) `history` can bring back. Called after
     `save_checkpoint`: a run killed before it re-trains that epoch and still finds every candidate."""
     alive = can_be_selected(history, tolerance, metric)
-    for path in (Path(folder) / CANDIDATES).glob("epoch*.pt"):
+    for path in _candidates(folder):
         if int(path.stem.removeprefix("epoch")) not in alive:
             path.unlink(missing_ok=True)
 
 
-def reopen_selected(folder: Path) -> None:
-    """A finished run resumed for more epochs: its selected epoch becomes a candidate again, like
-    any other (pruned if the new epochs put it out of reach)."""
-    path = Path(folder) / SELECTED
-    if path.exists():
-        saved = load_checkpoint(path)
-        save_candidate(folder, saved["epoch"], saved["model"])
-        path.unlink()
+def _candidates(folder: Path) -> list[Path]:
+    """candidates/epoch<e>.pt, each checked to be a regular file (never a link) before any is removed."""
+    place = Path(folder) / CANDIDATES
+    handed.refuse_link(place, "folder")
+    if not place.is_dir():
+        return []
+    members = list(place.iterdir())
+    for path in members:
+        handed.refuse_link(path, "file")
+    return [p for p in members if p.name.startswith("epoch") and p.suffix == ".pt"
+            and p.stem.removeprefix("epoch").isdigit()]
 
 
 def _keep_selected(folder: Path, best: int) -> None:
@@ -277,15 +350,17 @@ def _keep_selected(folder: Path, best: int) -> None:
     missing (a run extended after finishing, whose new choice is an older epoch no longer kept),
     there is no selected.pt rather than another epoch's weights."""
     place = Path(folder) / CANDIDATES
+    members = _candidates(folder)  # every member checked before anything is removed
     if not place.is_dir():
         return
     chosen = place / f"epoch{best}.pt"
     if chosen.exists():
-        weights = load_checkpoint(chosen)
+        weights = _check_weights(load_checkpoint(chosen), chosen)
         atomic_write(Path(folder) / SELECTED, lambda p: torch.save({"epoch": best, "model": weights}, p))
-    for path in place.glob("*"):
+    for path in members:
         path.unlink(missing_ok=True)
-    place.rmdir()
+    if not any(place.iterdir()):  # anything we did not write there stays
+        place.rmdir()
 
 
 def selected_weights(folder, device="cpu") -> dict:
@@ -294,7 +369,7 @@ def selected_weights(folder, device="cpu") -> dict:
     if not path.exists():
         raise UserError(f"{folder} has no {SELECTED} (its selected epoch's weights were not kept: a run from "
                         "before milesbook kept them, or one extended after finishing); train it into an empty folder")
-    return load_checkpoint(path, device)["model"]
+    return load_weights(path, device)["model"]
 
 
 def finish(folder: Path, config: dict, history: list[dict], test_history: list[dict], *,

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import provenance, runs
+from . import handed, provenance, runs
 from .config import TrainConfig
 from .datasets import MultimodalDataset, is_path, load_dataset
 from .errors import NonFiniteLossError, UserError
@@ -268,14 +268,21 @@ class Trainer:
                 "config": self.config.to_dict()}
 
     def _restore(self, state: dict) -> int:
-        """Put back the state `_checkpoint` saved; returns its epoch."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state["method"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        """Put back the state `_checkpoint` saved (`runs.load_resume_state` checked its structure);
+        returns its epoch. A checkpoint that does not fit this run's model, optimizer or method is one
+        line, before anything in the folder is changed."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.method.load_state_dict(state["method"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"].cpu())
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            raise UserError(f"{self.out / runs.CHECKPOINT} does not fit this run ({first}); it is not this run's "
+                            "checkpoint: train into another --out") from None
         self.history, self.test_history = state["history"], state["test_history"]
         return state["epoch"]
 
@@ -283,6 +290,7 @@ class Trainer:
         """Train (or reuse) a run this run builds on — e.g. a unimodal model it starts from — in
         `<out>/<name>/` on the same data, and return its selected epoch's weights (a `state_dict`)."""
         folder = self.out / name
+        handed.no_links_below(self.out, folder)
         run_or_reuse(config, folder, self.data, progress=False, encoders=self.encoders)
         return runs.selected_weights(folder, self.device)
 
@@ -297,9 +305,10 @@ class Trainer:
 
     def _fit(self, resume: bool, on_epoch_end) -> dict:
         state = runs.start(self.out, self.config.to_dict(), resume, self.device, self.provenance)
-        start = self._restore(state) if state is not None else 0
-        if start:
-            runs.reopen_selected(self.out)
+        start = 0
+        if state is not None:
+            start = self._restore(state)
+            runs.reopen(self.out, self.config.to_dict())  # only now: every check has passed
         bar = tqdm(range(start + 1, self.config.epochs + 1), desc=f"{self.config.method}/{self.config.fusion}"
                    f"/seed{self.config.seed}", leave=False, initial=start, total=self.config.epochs,
                    **({} if self.progress else {"disable": True}))  # else TQDM_DISABLE decides
@@ -364,7 +373,8 @@ def run_or_reuse(config: TrainConfig, folder, dataset: MultimodalDataset | None 
     config.check()
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     config = _named(config, data)
-    current = provenance.collect(resolve_device(config.device), config.threads, data, _for_run(encoders, config))
+    current = provenance.collect(resolve_device(config.device), config.threads, data,
+                                 *factory_encoders(config, data, encoders))
     summary, why = runs.reusable(folder, config.to_dict(), current)
     if summary is not None:
         return summary
@@ -381,8 +391,31 @@ def train(config: TrainConfig, out, *, resume: bool = False, dataset: Multimodal
     config.check()  # bad settings are one line before anything is loaded
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     config = _named(config, data)
-    current = provenance.collect(resolve_device(config.device), config.threads, data, _for_run(encoders, config))
+    current = provenance.collect(resolve_device(config.device), config.threads, data,
+                                 *factory_encoders(config, data, encoders))
     return _train(config, Path(out), resume, data, progress, on_epoch_end, current, encoders)
+
+
+def factory_encoders(config: TrainConfig, data: MultimodalDataset, given: dict | None = None) -> tuple[dict, dict]:
+    """The encoders whose identity a run's provenance records, with where each came from ({modality:
+    nn.Module}, {modality: origin}): those you gave in memory ("in memory"), and those the config names
+    as your own code ("factory package.module:factory"), built exactly as the run builds them (its seed)
+    to hash their initial weights — so a run is reused, resumed and verified only with the same code."""
+    from .handed import factory_kinds
+    given = _for_run(given, config)
+    origins = {m: "in memory" for m in given}
+    kinds = factory_kinds(config.encoder)
+    only = unimodal_modality(config.method)
+    modalities = (only,) if only else data.modalities
+    named = {m: kinds.get(m, kinds.get("*")) for m in modalities if m not in given and kinds.get(m, kinds.get("*"))}
+    if not named:
+        return given, origins
+    with torch.random.fork_rng(devices=[]):  # the Trainer's draws, replayed aside
+        torch.manual_seed(config.seed)
+        model = build_model({m: data.shapes[m] for m in modalities}, data.num_classes, config.fusion, config.encoder,
+                            config.feature_dim, data.encoder_options, given)
+    built = {m: model.encoders[m] for m in named}
+    return {**given, **built}, {**origins, **{m: f"factory {kind}" for m, kind in named.items()}}
 
 
 def _for_run(encoders: dict | None, config: TrainConfig) -> dict:

@@ -17,7 +17,6 @@ default configuration (the report says which).
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -26,13 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import provenance
-from .comparison import (ALL_METHODS, REPORT, cell, decomposition, factorial, gblend_floor_note, markdown_table,
+from .comparison import (ALL_METHODS, REPORT, cell, write_csv, decomposition, factorial, gblend_floor_note, markdown_table,
                          report_record, summarize, weak_modality)
 from .methods import report_name
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import METRIC_LABELS, student_t_quantile, task_of
-from .runs import write_json
+from .handed import no_links_below, read_best, refuse_imports
+from .runs import write_json, write_text
 from .pool import run_many
 
 
@@ -48,7 +48,7 @@ def find_searches(folder) -> list[dict]:
                         "sub-folders); run `milesbook search --out DIR/<method>-<fusion>` first")
     records = []
     for path in paths:
-        record = json.loads(path.read_text())
+        record = read_best(path)
         records.append({**record, "folder": str(path.parent)})
     settings = {json.dumps([r["config"]["dataset"], r["config"]["dataset_options"]], sort_keys=True) for r in records}
     if len(settings) > 1:
@@ -109,16 +109,20 @@ def _setting(params: dict) -> str:
 
 
 def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progress: bool = True,
-                  device: str | None = None, only=None) -> dict:
+                  device: str | None = None, only=None, encoder: str | None = None) -> dict:
     """Retrain each search's chosen configuration in `search_dir` over `seeds` fresh seeds (and once
     with the search's seed, reading test: the paper-style number), write `results.md` and
     `results.csv` in `out` (default `search_dir/compare`) and return {fusion: report}. `device`
     overrides where the runs train (a run made on another device kind is not reused); `only` (method
-    names) keeps those searches' rows and the unimodal references (what `verify --methods` re-runs)."""
+    names) keeps those searches' rows and the unimodal references (what `verify --methods` re-runs).
+    `encoder`: the `--encoder` you pass yourself when the searches used encoder code of yours (nothing a
+    search folder names is imported otherwise)."""
     from .datasets import load_dataset
     if seeds < 1:
         raise UserError(f"--seeds must be ≥ 1, got {seeds}")
     records = find_searches(search_dir)
+    for r in records:
+        refuse_imports(r["config"]["encoder"], str(Path(r["folder"]) / "best.json"), encoder)
     retrain = fresh_seeds(records, seeds)  # from every search, so that `only` re-runs the same seeds
     if only:
         records = [r for r in records if r["config"]["method"].startswith("unimodal-") or r["config"]["method"] in only]
@@ -157,6 +161,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             where.append((config.method, config.fusion, "seed"))
         jobs.append((config, out / tag / f"search-seed{config.seed}"))
         where.append((config.method, config.fusion, "paper"))
+    for _, folder in jobs:  # a handed search's compare/ whose seed<k> links elsewhere: refused before any run
+        no_links_below(out, folder)
     summaries = run_many(jobs, workers, data if workers <= 1 else None, progress)
 
     fusions = list(dict.fromkeys(r["config"]["fusion"] for r in multimodal))
@@ -255,11 +261,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             md += [f"The {weak} encoders of the L_AB-only methods read by detached probes:", "",
                    markdown_table([r for r in rows if r.get(f"probe_{weak}_mean") is not None], modalities, probes), ""]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text("\n".join(md))
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-        writer.writeheader()
-        writer.writerows(csv_rows)
+    write_text(out / "results.md", "\n".join(md))
+    write_csv(out / "results.csv", csv_rows)
     write_json(out / "seeds.json", {"retrained": retrain, "searches": [r["folder"] for r in records]})
     write_json(out / REPORT, summary_record)
     return report

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from . import provenance
+from . import handed, provenance, runs
 from .errors import UserError
 
 VERIFIED, DIFFERS, INCONCLUSIVE = 0, 1, 3
@@ -44,9 +44,9 @@ def verify(path, epochs: int | None = None, methods: str | None = None, workers:
         if epochs is not None:
             raise UserError("--epochs applies to a run folder; a report is checked on all its epochs")
         only = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-        if dataset or encoder:
-            raise UserError("--dataset and --encoder apply to a run folder; a report re-runs its own settings")
-        return verify_report(path, only=only, workers=workers, out=out)
+        if dataset:
+            raise UserError("--dataset applies to a run folder; a report re-runs its own settings")
+        return verify_report(path, only=only, workers=workers, out=out, encoder=encoder)
     if (path / "config.json").exists():
         if methods is not None:
             raise UserError("--methods applies to a report folder (report.json); this is one run")
@@ -58,6 +58,8 @@ def verify(path, epochs: int | None = None, methods: str | None = None, workers:
 # -- one run -----------------------------------------------------------------------------------------
 
 def _rows(path: Path) -> list[dict]:
+    """A table's rows as written (text cells: compared bit for bit), after checking it reads as one."""
+    handed.read_table(path)
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -88,7 +90,7 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     `dataset_path` and `encoder` give back data and encoders the run was given in memory."""
     from .config import TrainConfig
     from .datasets import load_dataset
-    from .train import resolve_device, train
+    from .train import factory_encoders, resolve_device, train
     run = Path(run)
     recorded = provenance.read(run)
     if recorded is None:
@@ -97,14 +99,17 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     history = _rows(run / "history.csv") if (run / "history.csv").exists() else []
     if not history:
         raise UserError(f"{run} has no finished epoch (history.csv); nothing to verify")
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
-    if summary is not None and summary.get("epochs") != len(history):
-        print(f"NOT REPRODUCED: history.csv has {len(history)} epochs but summary.json says {summary.get('epochs')}: "
-              "the files do not describe one run")
-        return DIFFERS
+    summary = runs.read_summary(run) if (run / "summary.json").exists() else None
+    saved = handed.read_config(run / "config.json")
+    # Nothing the folder names is imported unless you name it too (`handed.refuse_imports`).
+    handed.refuse_imports(saved["encoder"], str(run / "config.json"), encoder)
     # The recorded device kind, never "auto": a CPU run verified on a GPU machine would prove nothing.
-    config = replace(TrainConfig.from_dict(json.loads((run / "config.json").read_text())),
-                     device=recorded["device.kind"])
+    config = replace(TrainConfig.from_dict(saved), device=recorded["device.kind"])
+    # Counts come from what the folder holds: the epochs its history has, never what a file claims.
+    why = _not_one_run(run, config, history, summary)
+    if why:
+        print(f"NOT REPRODUCED: {why}: the files do not describe one run")
+        return DIFFERS
     if epochs is not None and not 1 <= epochs <= len(history):
         raise UserError(f"--epochs must be between 1 and the run's {len(history)} epochs, got {epochs}")
     checked = epochs or len(history)
@@ -120,7 +125,11 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
             config = replace(config, dataset=dataset_path)
     data = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
     encoders = _given_encoders(recorded, encoder, data, config, run)
-    current = provenance.collect(resolve_device(config.device), config.threads, data, encoders)
+    current = provenance.collect(resolve_device(config.device), config.threads, data,
+                                 *factory_encoders(config, data, encoders))
+    if recorded.get("encoders") != current.get("encoders"):
+        raise UserError(f"the encoders given now are not those {run} was trained with (recorded "
+                        f"{_identities(recorded)}; now {_identities(current)}): their code or initial weights changed")
     differ = provenance.differences(recorded, current)
     data_changed = recorded.get("data.fingerprint") != current.get("data.fingerprint")
     if data_changed:
@@ -137,12 +146,13 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
         print(f"retraining {run} ({config.method}, seed {config.seed}, {checked} epoch(s), {config.threads} thread(s), "
               f"{config.device}) in {rerun_dir}")
 
+        whole = checked == len(history) and summary is not None  # the run's own end, summary included
+
         def enough(row: dict) -> None:  # the config's own epochs (a method's reference runs use them), cut short
-            if int(row["epoch"]) >= checked:
+            if int(row["epoch"]) > checked or (int(row["epoch"]) == checked and not whole):
                 raise _Enough
         try:
-            train(config, rerun_dir, dataset=data, progress=progress, encoders=encoders,
-                  on_epoch_end=enough if checked < len(history) else None)
+            train(config, rerun_dir, dataset=data, progress=progress, encoders=encoders, on_epoch_end=enough)
         except _Enough:
             pass
         found = first_difference(history[:checked], _rows(rerun_dir / "history.csv")[:checked], "history.csv")
@@ -151,8 +161,11 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
             found = first_difference(_rows(run / "test_history.csv")[:checked],
                                      _rows(rerun_dir / "test_history.csv")[:checked], "test_history.csv")
             files.append("test_history.csv")
-        if found is None and checked == len(history) and summary is not None:
-            found = _summary_difference(summary, json.loads((rerun_dir / "summary.json").read_text()))
+        if found is None and whole:
+            if not (rerun_dir / "summary.json").exists():  # it trained past the recorded end
+                found = f"summary.json: the run stopped after {checked} epochs, the re-run did not"
+            else:
+                found = _summary_difference(summary, json.loads((rerun_dir / "summary.json").read_text()))
             files.append("summary.json")
     finally:
         if out is None:
@@ -170,13 +183,37 @@ def verify_run(run, epochs: int | None = None, out=None, dataset=None, progress:
     return DIFFERS
 
 
+def _not_one_run(run: Path, config, history: list[dict], summary: dict | None) -> str | None:
+    """Why the files of `run` cannot be one run's, or None: the summary's epochs, the config's and the
+    history's must agree (only a method that stops early, MSES, ends before its config's epochs), and
+    the reference runs a method trains first must have the config's epochs."""
+    done = len(history)
+    if summary is not None and summary["epochs"] != done:
+        return f"history.csv has {done} epochs but summary.json says {summary['epochs']}"
+    if config.epochs < done or (summary is not None and config.epochs != done and config.method != "mses"):
+        return f"config.json asks for {config.epochs} epochs but history.csv has {done}"
+    if config.epochs > done and config.method.startswith("mslr-") and config.mslr_init == "unimodal":
+        for m in config.mslr_lrs or {}:
+            path = run / "init" / f"unimodal-{m}" / "history.csv"
+            made = len(handed.read_table(path)) if path.exists() else 0
+            if made != config.epochs:  # else re-making them would train epochs nothing here had
+                return f"{path} has {made} epochs but config.json asks its reference runs for {config.epochs}"
+    return None
+
+
+def _identities(record: dict) -> str:
+    given = record.get("encoders") or {}
+    return ", ".join(f"{m}: {e['class']} {e['weights']} ({e.get('origin', 'in memory')})"
+                     for m, e in sorted(given.items())) or "the built-in encoders"
+
+
 def _given_encoders(recorded: dict, spec: str | None, data, config, run: Path) -> dict | None:
     """The encoders a run was given in memory, rebuilt from `--encoder MODALITY=package.module:factory`
     (their initial weights are checked through the provenance's `encoders` field)."""
     from .models import encoder_from_factory, parse_encoder_spec
-    given = recorded.get("encoders") or {}
+    given = {m: e for m, e in (recorded.get("encoders") or {}).items() if e.get("origin", "in memory") == "in memory"}
     if not given:
-        if spec:
+        if spec and not handed.factory_kinds(config.encoder):
             raise UserError(f"{run} was trained with the encoders its config names ({config.encoder}); leave out --encoder")
         return None
     named = {m: kind for m, kind in parse_encoder_spec(spec, list(data.modalities)).items() if ":" in kind} if spec else {}
@@ -239,13 +276,17 @@ def compare_records(committed: dict, rerun: dict, only=None) -> dict:
             "level": level}
 
 
-def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool = True) -> int:
-    """Re-run the seeds of the report in `folder` and compare (module docstring); returns the exit status."""
+def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool = True,
+                  encoder: str | None = None) -> int:
+    """Re-run the seeds of the report in `folder` and compare (module docstring); returns the exit
+    status. `encoder`: the `--encoder` you pass for a report whose runs used encoder code of yours."""
     from .comparison import REPORT, compare
     from .config import TrainConfig
     from .tuned import compare_tuned
     folder = Path(folder)
-    committed = json.loads((folder / REPORT).read_text())
+    committed = handed.read_report(folder)
+    if committed["kind"] == "compare":
+        handed.refuse_imports(committed["base"]["encoder"], str(folder / REPORT), encoder)
     if out is not None and Path(out).resolve().is_relative_to(folder.resolve()):
         raise UserError(f"--out {out} lies inside the report folder {folder}: its runs would be reused, not re-run, "
                         "and its files overwritten; give a folder outside it")
@@ -264,7 +305,8 @@ def verify_report(folder, only=None, workers: int = 1, out=None, progress: bool 
         else:
             search_dir = (folder / committed["search_dir"]).resolve()
             print(f"re-running the tuned comparison of {search_dir}, {committed['seeds']} seed(s), in {place}")
-            compare_tuned(search_dir, committed["seeds"], place, workers=workers, progress=progress, only=only)
+            compare_tuned(search_dir, committed["seeds"], place, workers=workers, progress=progress, only=only,
+                          encoder=encoder)
         rerun = json.loads((place / REPORT).read_text())
         csv_checked = only is None and (folder / "results.csv").exists()  # the table people read
         same_csv = not csv_checked or (folder / "results.csv").read_bytes() == (place / "results.csv").read_bytes()

@@ -19,7 +19,6 @@ it opens in `optuna-dashboard` unchanged), `study.json` (the study and storage D
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import replace
@@ -179,20 +178,22 @@ def _death(number: int, process) -> str:
 
 
 def status(out=None, storage: str | None = None) -> tuple[str, list[dict]]:
-    """(the storage as shown, `study_status` of every study in it): the storage `--storage` names,
-    else the one DIR's study.json names (if it holds no password), else DIR's journal file."""
+    """(the storage as shown, `study_status` of every study in it): the storage `--storage` names, else
+    DIR's journal file. Only reads: nothing is repaired or created, and a storage URL that DIR's
+    study.json names is not connected to (a folder you were handed must not open a database or a
+    host): it says to pass it as --storage."""
+    from ..handed import StudyJson, printable, read_json
     out = Path(out) if out is not None else Path(".")
     if storage is None:
         record = out / "study.json"
-        saved = json.loads(record.read_text())["storage"] if record.exists() else JOURNAL
+        saved = read_json(record, StudyJson)["storage"] if record.exists() or record.is_symlink() else JOURNAL
         if saved != JOURNAL:
-            if "***" in saved:
-                raise UserError(f"{out}'s study is stored in {saved}; pass --storage with its password")
-            storage = saved
-        elif not (out / JOURNAL).exists():
+            raise UserError(f"{out}'s study is stored in {printable(saved)}: milesbook connects to nothing a file "
+                            "names; pass --storage URL (with its password) to read it")
+        if not (out / JOURNAL).exists():
             raise UserError(f"{out} holds no search (no {JOURNAL}); run `milesbook search --out {out}` first, "
                             "or give --storage URL")
-    opened = open_storage(storage, out)
+    opened = open_storage(storage, out, repair=False)
     names = optuna.get_all_study_names(opened)
     studies = [study_status(optuna.load_study(study_name=n, storage=opened)) for n in names]
     return (str(out / JOURNAL) if storage is None else shown_url(storage)), studies

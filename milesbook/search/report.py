@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 
 from ..methods import SearchRange
 from .. import provenance
-from ..runs import atomic_write, write_json
+from ..handed import printable
+from ..runs import atomic_write, save_figure, write_json
 from .draws import FOLDER, NOTE, PROVENANCE, RETRY_OF, draw_numbers, draw_of, tally
 from .space import describe_range, trial_config
 from .study import Job, shown_url
@@ -94,7 +95,7 @@ def format_status(status: dict, storage: str) -> str:
     """The report `milesbook search` and `--status` print: which sampler, pruner and trial count
     produced it, the space and where each range comes from, the chosen trial and its rivals."""
     c = status["counts"]
-    lines = [f"study {status['study']} in {storage}",
+    lines = [f"study {printable(status['study'])} in {printable(storage)}",
              f"  sampler {status['sampler']} (seed {status['seed']}), pruner {status['pruner']}; trials: "
              f"{c['complete']} complete, {c['pruned']} pruned (of --trials {status['trials_asked']}), "
              f"{c['fail']} failed, {c['running']} running, {c['waiting']} queued; "
@@ -147,7 +148,7 @@ def save_plots(study, out) -> list[Path]:
                     if ax.get_xscale() == "log":
                         ax.xaxis.set_minor_formatter(NullFormatter())
                 figure = axes[0].figure
-                figure.savefig(Path(out) / name, dpi=100, bbox_inches="tight")
+                save_figure(figure, Path(out) / name, dpi=100, bbox_inches="tight")
                 plt.close(figure)
                 saved.append(Path(out) / name)
             except Exception:  # a plot is a convenience; the study and trials.csv are the results

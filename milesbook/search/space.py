@@ -148,11 +148,14 @@ def trial_config(base: TrainConfig, params: dict, modalities) -> TrainConfig:
 def unimodal_rates(folder, modalities) -> dict[str, float] | None:
     """{modality: lr} that the finished `unimodal-<m>` searches in `folder` chose (their best.json),
     or None when one of them is missing: the rates MSLR trains each encoder at."""
-    import json
+    from ..handed import read_best
     rates = {}
     for m in modalities:
         best = Path(folder) / f"unimodal-{m}" / "best.json"
         if not best.exists():
             return None
-        rates[m] = json.loads(best.read_text())["params"]["lr"]
+        lr = read_best(best)["params"].get("lr")
+        if not isinstance(lr, float) or not lr > 0:
+            raise UserError(f"{best}: params.lr — should be a learning rate > 0, got {lr!r}; it was edited")
+        rates[m] = lr
     return rates

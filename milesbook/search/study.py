@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import time
 
 try:
     import fcntl
@@ -18,6 +20,7 @@ import optuna
 
 from ..config import TrainConfig, relevant_config
 from ..errors import UserError
+from ..handed import StudyJson, printable, read_json, refuse_link
 from ..runs import check_writable, write_json
 from .draws import GRACE_S, HEARTBEAT_S
 from .sampler import make_pruner, make_sampler
@@ -26,23 +29,137 @@ JOURNAL = "search.journal"
 POLL_S = 2.0  # how often an idle worker looks whether others' trials ended
 
 
-def open_storage(url: str | None, out: Path):
+def open_storage(url: str | None, out: Path, repair: bool = True):
     """Optuna storage: `url` (an RDB URL such as sqlite:///search.db or postgresql://…), else the
-    journal file `out/search.journal` (many processes on one machine, or a shared file system)."""
+    journal file `out/search.journal` (many processes on one machine, or a shared file system), whose
+    last record a killed writer cut off is removed first when `repair` (`repair_journal`). The journal
+    and its lock must be real files in `out`, never links: nothing is written outside the folder."""
     if url is None:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         path = Path(out) / JOURNAL
+        for member in (path, path.with_name(JOURNAL + ".flock")):
+            refuse_link(member, "file")
         lock = KernelLock(path.with_name(JOURNAL + ".flock")) if fcntl is not None else None
-        repair_journal(path, lock)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        if repair:
+            repair_journal(path, lock)
+        check_journal(path)
+        try:  # replays every record: a record that is not Optuna's fails here, not halfway through a search
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        except Exception as error:  # JSON, key or type errors from Optuna's replay of a foreign record
+            reason = printable(str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__)
+            raise UserError(f"{path} does not read as an Optuna journal ({type(error).__name__}: {reason}); it was "
+                            "edited or is not a search's journal: restore it, or search into another --out") from None
+    return open_rdb_storage(url)
+
+
+# PostgreSQL advisory lock key ("milesbook" in ASCII): held while Optuna creates or checks its tables.
+SCHEMA_LOCK = 0x6D696C6573626F6F
+SCHEMA_TRIES = 8  # elsewhere: how often a creation that raced another opener's is tried
+
+
+def open_rdb_storage(url: str):
+    """Optuna's RDBStorage on `url`, its tables created if the database has none yet — also when many
+    commands, on one machine or many, open the same empty database at the same instant.
+
+    Optuna creates its tables without guarding against a concurrent creator (each CREATE TABLE after
+    looking whether the table exists, the type PostgreSQL makes for it, then the alembic stamp): two
+    at once fail with UniqueViolation on pg_type_typname_nsp_index, DuplicateTable or "table …
+    already exists". On PostgreSQL the creation therefore runs under a session-level advisory lock
+    (pg_advisory_lock) rather than a retry: the second opener waits, then finds the tables finished
+    and only checks them — nothing depends on recognising each half-made state by its error, no
+    attempt count can be too small for eight machines, and the server drops the lock with the
+    connection if its holder dies. Other databases (SQLite: several commands on one machine) have no
+    such lock: there a creation that fails is tried again a few times, each try finding more of the
+    tables the other opener made, until all are there.
+
+    A URL that does not open (no server at that host and port, a wrong password, no such database
+    or folder, an unknown scheme) is a one-line UserError naming the cause, without the password."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+    shown = shown_url(url)
+    target = with_driver(url)
     # SQLite serialises writers: wait for the lock instead of failing at once.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs)
+    try:  # connect first, so that a URL that does not open says so, whatever Optuna would do next
+        engine = sqlalchemy.create_engine(target, poolclass=NullPool, **kwargs)
+        connection = engine.connect()
     except Exception as error:  # any driver's error: a bad URL, a missing folder or driver, no server
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot open --storage {shown_url(url)} ({reason}); give an SQLAlchemy URL that "
-                        "opens, e.g. sqlite:///DIR/search.db or postgresql://user:password@host/db") from None
+        hint = ("; give an SQLAlchemy URL, e.g. sqlite:///DIR/search.db or postgresql://user:password@host/db"
+                if isinstance(error, sqlalchemy.exc.ArgumentError) else
+                "; its folder must exist and be writable" if url.startswith("sqlite") else "")
+        raise UserError(f"cannot open --storage {shown}: {_reason(error, url, target)}{hint}") from None
+    locked = engine.dialect.name == "postgresql"
+    try:
+        if locked:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+        for attempt in range(1 if locked else SCHEMA_TRIES):
+            try:
+                return optuna.storages.RDBStorage(target, engine_kwargs=kwargs)
+            except (sqlalchemy.exc.DatabaseError, optuna.exceptions.StorageInternalError) as error:
+                failed = error  # another opener's table or stamp came first: the next try finds it
+                if attempt + 1 < (1 if locked else SCHEMA_TRIES):
+                    time.sleep(0.1 * (attempt + 1) * (1 + random.random()))
+            except Exception as error:  # e.g. tables of an Optuna this one cannot read
+                failed = error
+                break
+        raise UserError(f"--storage {shown} opened, but Optuna's tables in it could not be created or "
+                        f"checked: {_reason(failed, url, target)}")
+    finally:
+        connection.close()  # ends the session, and with it the advisory lock
+        engine.dispose()
+
+
+def _reason(error: Exception, *urls: str) -> str:
+    """A driver's error in one line: its own message (not SQLAlchemy's wrapping and link), the
+    lines joined, any URL (it may hold a password) shown without its password."""
+    while True:  # SQLAlchemy's wrapper holds the driver's error; Optuna's StorageInternalError its cause
+        inner = getattr(error, "orig", None) or (
+            error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) else None)
+        if inner is None:
+            break
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines()
+             if line.strip() and not line.strip().startswith("(Background on this error at")]
+    reason = " ".join("; ".join(lines).split()) or type(error).__name__
+    for url in urls:
+        reason = reason.replace(url, shown_url(url))
+        password = _password(url)
+        if password and len(password) >= 4:  # a shorter one could be any word's letters
+            reason = reason.replace(password, "***")
+    return reason
+
+
+def _password(url: str) -> str | None:
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def check_journal(path: Path) -> None:
+    """Every whole line of the journal is a record (a JSON object with an integer `op_code`): Optuna
+    skips a bad last line when it reads, but once a record is appended after it the journal no longer
+    reads at all — so a line that is not a record is refused now, in one line, before anything is added.
+    (A last line without its newline is a record cut off by a killed writer: `repair_journal`'s.)"""
+    from ..handed import MAX_TABLE_BYTES, regular_file
+    if not path.exists():
+        return
+    regular_file(path)
+    if path.stat().st_size > MAX_TABLE_BYTES * 4:
+        raise UserError(f"{path} is larger than {MAX_TABLE_BYTES * 4 >> 20} MiB: not a search's journal; "
+                        "search into another --out")
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("op_code"), int):
+                raise UserError(f"{path}, line {number}: not an Optuna journal record ({printable(line[:60].decode('utf-8', 'replace').strip())!r}); "
+                                "the journal was edited or is not a search's: restore it, or search into another --out")
 
 
 def repair_journal(path: Path, lock=None) -> bool:
@@ -108,7 +225,8 @@ class KernelLock:
         self.path, self._fd = path, None
 
     def acquire(self) -> bool:
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a link put in the lock's place is refused (ELOOP), never created through.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return True
 
@@ -195,8 +313,8 @@ def _differences(stored: dict, mine: dict, prefix: str = "") -> list[str]:
 def _refuse_other_study(out: Path, name: str, definition: dict, storage_url: str | None) -> None:
     """DIR holds one study (its trial folders are numbered by it): refuse another, before writing."""
     record = out / "study.json"
-    if record.exists():
-        saved = json.loads(record.read_text())
+    if record.exists() or record.is_symlink():
+        saved = read_json(record, StudyJson)
         if saved["study_name"] != name or saved["storage"] != shown_url(storage_url):
             diff = _differences(saved.get("definition", {}), definition)
             what = f"differs in: {'; '.join(diff)}" if diff else f"stored in {saved['storage']}"

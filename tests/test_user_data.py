@@ -235,3 +235,230 @@ def test_a_class_too_small_for_the_default_split_names_the_labels(tmp_path, caps
     folder = write_folder(tmp_path / "mine", labels=labels)
     err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
     assert "labels.npy (split 70/15/15 by class, no split file)" in err and "has no sample of class 3" in err
+
+
+# -- names, files, labels and meta.json a folder must not get wrong ---------------------------------
+
+@pytest.mark.parametrize("name", ["fusion", "head_audio", "part_image", "without_audio", "audio_mfcc", "Labels",
+                                  ".hidden", "a,b"])
+def test_a_modality_name_that_would_clash_with_the_columns_is_refused(tmp_path, capsys, name):
+    """history.csv names columns <prefix>_<metric>_<who>: a modality "fusion" would overwrite the fused
+    model's columns (which choose the epoch), "head_audio" the audio head's, and with "_" in names
+    delta_<a>_<b> is ambiguous. The rule: letters, digits, "-" and "." only, not fusion/labels/split."""
+    folder = write_folder(tmp_path / "mine", **{name: np.zeros((300, 4), np.float32)})
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / name}.npy: modality name {name!r}" in err and "letters, digits, \"-\" and \".\"" in err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match=f"modality name {name!r}"):
+        from_arrays({"audio": np.zeros((30, 4)), name: np.zeros((30, 4))}, np.arange(30) % 3)
+    # what the rule lets through: hyphens, dots, digits, capitals, any letters
+    data = from_arrays({"audio-mfcc": np.zeros((30, 4)), "Cam.2": np.zeros((30, 4)), "bild-ä": np.zeros((30, 4))},
+                       np.arange(30) % 3)
+    assert data.modalities == ("audio-mfcc", "Cam.2", "bild-ä")
+
+
+class Unblocker:
+    """Opening a FIFO for reading blocks until a writer comes. If the code under test opens `fifo`, this
+    thread comes as a writer after `after` seconds and leaves at once (the reader reads nothing), so a test
+    of the old code fails instead of hanging; `opened` says whether a reader was ever waiting."""
+
+    def __init__(self, fifo, after=3.0):
+        import threading
+        self.fifo, self.after, self.opened, self.done = str(fifo), after, False, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import os
+        import time
+        began = time.monotonic()
+        while not self.done.wait(0.05):
+            if time.monotonic() - began < self.after:
+                continue
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)  # succeeds only while a reader waits
+            except OSError:
+                continue
+            self.opened = True
+            os.close(fd)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("where", ["audio.npy", "meta.json", "link to a fifo"])
+def test_a_fifo_in_the_folder_is_refused_without_opening_it(tmp_path, capsys, where):
+    import os
+    folder = write_folder(tmp_path / "mine", image=None)
+    (folder / "image.npy").unlink(missing_ok=True)
+    if where == "link to a fifo":
+        fifo = tmp_path / "elsewhere" / "pipe"
+        fifo.parent.mkdir()
+        os.mkfifo(fifo)
+        os.symlink(fifo, folder / "image.npy")
+        named = folder / "image.npy"
+    else:
+        fifo = named = folder / where
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
+    with Unblocker(fifo) as guard:
+        err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert not guard.opened, "the FIFO was opened"
+    assert f"{named} is not a regular file (a FIFO" in err
+
+
+def test_a_device_a_folder_and_a_dangling_link_are_refused_a_link_to_a_file_is_read(tmp_path, capsys):
+    import os
+    folder = write_folder(tmp_path / "mine")
+    elsewhere = tmp_path / "kept-elsewhere.npy"
+    os.replace(folder / "image.npy", elsewhere)
+    os.symlink(elsewhere, folder / "image.npy")  # a folder assembled from links: read like the file itself
+    data = from_folder(folder)
+    assert torch.equal(data.splits["train"].inputs["image"][torch.tensor([0])],
+                       torch.from_numpy(np.load(elsewhere)[data.splits["train"].inputs["image"].index[[0]]][:, None]))
+    os.symlink("/dev/null", folder / "noise.npy")
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / 'noise.npy'} is not a regular file (a character device" in err
+    (folder / "noise.npy").unlink()
+    (folder / "video.npy").mkdir()
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / 'video.npy'} is not a regular file (a directory" in err
+    (folder / "video.npy").rmdir()
+    os.symlink(tmp_path / "gone.npy", folder / "depth.npy")
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / 'depth.npy'} is a link to {tmp_path / 'gone.npy'}, which does not exist" in err
+
+
+def test_an_npz_that_is_a_fifo_is_refused(tmp_path, capsys):
+    import os
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    with Unblocker(fifo) as guard:
+        err = one_line_error(capsys, "train", "--dataset", fifo, "--epochs", "1", "--out", tmp_path / "run")
+    assert not guard.opened and f"{fifo} is not a regular file (a FIFO" in err
+
+
+def test_one_huge_class_id_is_one_line_and_memory_stays_bounded(tmp_path):
+    """A class id of 10**12 made every structure sized by the number of classes grow without bound.
+    Run in a child process limited to 6 GiB of address space, so the old code fails instead of
+    taking the machine's memory."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    labels = np.arange(300) % 3
+    labels[7] = 10 ** 12
+    folder = write_folder(tmp_path / "mine", labels=labels)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+    done = subprocess.run([sys.executable, "-m", "milesbook", "train", "--dataset", str(folder), "--epochs", "1",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit, env={**os.environ})
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+    assert f"{folder / 'labels.npy'}: class id 1000000000000 at sample 7 is above 9999" in done.stderr
+    assert "\"num_classes\"" in done.stderr and "class_names" in done.stderr
+
+
+@pytest.mark.parametrize("labels, meta, expected", [
+    (np.where(np.arange(300) == 11, 20000, np.arange(300) % 3), None,
+     "labels.npy: class id 20000 at sample 11 is above 9999, the most classes milesbook infers from the labels"),
+    (np.where(np.arange(300) == 11, 5, np.arange(300) % 3), {"num_classes": 3},
+     "labels.npy: class id 5 at sample 11 is outside 0..2 (meta.json declares 3 classes)"),
+    (np.where(np.arange(300) == 11, 1e30, np.arange(300) % 3), None,
+     "labels.npy: class id 1e+30 at sample 11 is above 9999"),
+])
+def test_class_ids_are_bounded_before_anything_is_sized_by_them(tmp_path, capsys, labels, meta, expected):
+    folder = write_folder(tmp_path / "mine", labels=labels)
+    if meta is not None:
+        (folder / "meta.json").write_text(json.dumps(meta))
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert expected in err
+
+
+def test_declared_classes_may_exceed_the_inferred_cap(tmp_path):
+    labels = np.arange(300) % 3 * 6000  # ids 0, 6000, 12000: more than 9999 only with a declaration
+    folder = write_folder(tmp_path / "mine", labels=labels, split=np.arange(300) // 3 % 3)
+    (folder / "meta.json").write_text(json.dumps({"num_classes": 12001}))
+    with pytest.raises(UserError, match="the train split has no sample of class 1 \\(and 11997 more\\)"):
+        from_folder(folder)
+
+
+@pytest.mark.parametrize("meta, expected", [
+    ({"normalize": {"audio": ["a", "b"]}}, "normalize.audio[0]: input should be a valid number (got \"a\")"),
+    ({"normalize": {"audio": [0, 0]}}, "normalize.audio[1]: input should be greater than 0 (got 0)"),
+    ({"normalize": {"audio": [0, 1, 2]}}, "normalize.audio: array should have at most 2 items, not 3"),
+    ({"normalize": {"audio": [float("nan"), 1]}}, "normalize.audio[0]: input should be a finite number"),
+    ({"normalize": True}, "normalize: input should be an object (got true)"),
+    ({"normalize": {"video": [0, 1]}}, "normalize.video: no modality video; the modalities are audio, image"),
+    ({"class_names": 5}, "class_names: input should be a valid array (got 5)"),
+    ({"class_names": ["a", "b", 3]}, "class_names[2]: input should be a valid string (got 3)"),
+    ({"class_names": ["a", "b", "a"]}, "class_names: \"a\" is named twice"),
+    ({"vocab_size": "abc"}, "vocab_size: input should be an object (got \"abc\")"),
+    ({"vocab_size": {"audio": 10}}, "vocab_size.audio: audio holds values, not token ids"),
+    ({"num_classes": "3"}, "num_classes: input should be a valid integer (got \"3\")"),
+    ({"num_classes": 0}, "num_classes: input should be greater than or equal to 1 (got 0)"),
+    ({"num_classes": 4, "class_names": ["a", "b", "c"]}, "num_classes: 4, but class_names names 3 classes"),
+    ({"task": "regression"}, "task: input should be 'multiclass' or 'multilabel' (got \"regression\")"),
+    ({"name": 7}, "name: input should be a valid string (got 7)"),
+    ({"clas_names": ["a", "b", "c"]}, "unknown key \"clas_names\"; the keys are name, task, class_names, "
+                                      "num_classes, normalize, vocab_size"),
+])
+def test_each_bad_meta_json_is_one_line_naming_the_file_and_the_key(tmp_path, capsys, meta, expected):
+    folder = write_folder(tmp_path / "mine")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / 'meta.json'}: {expected}" in err
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_meta_json_for_token_ids(tmp_path, capsys):
+    tokens = np.random.default_rng(1).integers(1, 50, size=(300, 7))
+    folder = write_folder(tmp_path / "mine", text=tokens)
+    (folder / "meta.json").write_text(json.dumps({"vocab_size": {"text": 10}}))
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / 'meta.json'}: vocab_size.text: 10, but {folder / 'text.npy'} holds token id {tokens.max()}" in err
+    (folder / "meta.json").write_text(json.dumps({"normalize": {"text": [0, 1]}}))
+    err = one_line_error(capsys, "train", "--dataset", folder, "--epochs", "1", "--out", tmp_path / "run")
+    assert f"{folder / 'meta.json'}: normalize.text: text holds token ids, which are not normalized" in err
+    (folder / "meta.json").write_text(json.dumps({"vocab_size": {"text": 64}, "normalize": {"audio": [0.5, 2]},
+                                                  "class_names": ["a", "b", "c"], "num_classes": 3, "name": "ok"}))
+    data = from_folder(folder)
+    assert data.encoder_options["text"]["vocab_size"] == 64 and data.normalize == {"audio": (0.5, 2.0)}
+    assert data.name == "ok" and data.num_classes == 3
+
+
+def test_from_arrays_checks_its_options_the_same_way():
+    arrays, labels = {"a": np.zeros((30, 4)), "b": np.ones((30, 2))}, np.arange(30) % 3
+    with pytest.raises(UserError, match=r"^from_arrays: normalize\.a\[1\]: input should be greater than 0 \(got 0"):
+        from_arrays(arrays, labels, normalize={"a": (0, 0)})
+    with pytest.raises(UserError, match=r"^from_arrays: class_names: input should be a valid array \(got 5\)"):
+        from_arrays(arrays, labels, class_names=5)
+    data = from_arrays(arrays, labels, normalize={"a": (np.float32(1), 2)})  # tuples and numpy numbers are fine
+    assert data.normalize == {"a": (1.0, 2.0)}
+
+
+def test_uint8_images_stored_n_h_w_train_as_one_channel(tmp_path, capsys):
+    """README: a modality may be (N, H, W) images; uint8 ones were refused by the CNN ("needs (channels,
+    height, width) samples, got shape (15, 16)")."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(2000) % 4
+    folder = tmp_path / "pixels"
+    folder.mkdir()
+    pixels = np.clip(rng.normal(100, 30, size=(2000, 15, 16)) + 25 * labels[:, None, None], 0, 255).astype(np.uint8)
+    np.save(folder / "image.npy", pixels)
+    np.save(folder / "audio.npy", rng.normal(size=(2000, 6)).astype(np.float32))
+    np.save(folder / "labels.npy", labels)
+    data = from_folder(folder)
+    rows = data.splits["train"].inputs["image"]
+    assert data.shapes["image"] == (1, 15, 16) and isinstance(rows.array, np.memmap)  # still on disk
+    batch = rows[torch.tensor([3, 1])]
+    assert batch.dtype == torch.uint8 and torch.equal(batch, torch.from_numpy(pixels[rows.index[[3, 1]]][:, None]))
+    code = cli.main(["train", "--dataset", str(folder), "--method", "aux", "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["modalities"] == ["audio", "image"] and summary["test_acc_image"] > 0.5  # it learned from the pixels

@@ -90,6 +90,79 @@ def test_editing_one_sample_of_a_registered_dataset_retrains(tmp_path, toy, caps
         REGISTRY.pop("edited-toy")
 
 
+def _own_copy(toy, name="own-toy"):
+    """A dataset object of our own (the session's toy stays untouched), as `from_arrays` users hold one."""
+    return MultimodalDataset(**{**toy.__dict__, "name": name, "splits": {
+        s: Split({m: x.clone() for m, x in split.inputs.items()}, split.labels.clone()) for s, split in toy.splits.items()}})
+
+
+def test_editing_a_sample_of_the_same_dataset_object_in_place_retrains(tmp_path, toy, capsys):
+    """The fingerprint of one dataset object is not cached past a change: not through torch (whose
+    version counter sees it), not through a numpy view of a tensor, `.data` or an array a tensor
+    shares (which it does not see)."""
+    import numpy as np
+    data = _own_copy(toy)
+    shared = np.array(data.splits["val"].inputs["b"].numpy())
+    data.splits["val"].inputs["b"] = torch.from_numpy(shared)  # memory shared with numpy
+    config = mb.TrainConfig(dataset="toy", method="vanilla", epochs=1)
+    folder = tmp_path / "run"
+    seen = [mb.run_or_reuse(config, folder, data, progress=False)["provenance"]["data.fingerprint"]]
+    assert mb.run_or_reuse(config, folder, data, progress=False)["provenance"]["data.fingerprint"] == seen[0]
+    assert not folder.with_name("run.stale-1").exists()  # unchanged: reused
+    edits = [lambda: data.splits["train"].inputs["a"][0].add_(1),          # torch, in place
+             lambda: data.splits["train"].inputs["a"].numpy().__setitem__((1, 0), 7.0),  # a numpy view
+             lambda: data.splits["test"].labels.data.__setitem__(0, (data.splits["test"].labels[0] + 1) % toy.num_classes),
+             lambda: shared.__setitem__((2, 1), -3.0)]                     # the numpy array a tensor shares
+    for k, edit in enumerate(edits, start=1):
+        edit()
+        capsys.readouterr()
+        again = mb.run_or_reuse(config, folder, data, progress=False)["provenance"]["data.fingerprint"]
+        assert again not in seen and again == provenance._fingerprint(data), f"edit {k} not seen"
+        assert folder.with_name(f"run.stale-{k}").is_dir() and "data.fingerprint" in capsys.readouterr().err
+        seen.append(again)
+    data.splits["train"].inputs["a"][0] += 1  # the brief's own spelling of an edit
+    assert provenance.data_fingerprint(data) not in seen
+
+
+def test_a_folder_is_hashed_once_while_its_files_are_unchanged(tmp_path, monkeypatch):
+    """A folder of your own data is memory-mapped: its fingerprint is reused while every file has the
+    size, mtime and ctime it had when it was read (and was not modified within `_SETTLED_NS` before,
+    when a file system's coarse clock could hide a second write); an edit on disk is seen."""
+    import time
+
+    import numpy as np
+    from milesbook.datasets import Rows, from_folder
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, array in {"a": rng.normal(size=(90, 5)).astype(np.float32), "b": rng.normal(size=(90, 3)),
+                        "labels": np.arange(90) % 3}.items():
+        np.save(folder / f"{name}.npy", array)
+    data = from_folder(folder)
+    reads = []
+    chunks = Rows.chunks
+
+    def counted(self):
+        reads.append(1)
+        return chunks(self)
+    monkeypatch.setattr(Rows, "chunks", counted)
+    first = provenance.data_fingerprint(data)
+    assert reads and provenance.data_fingerprint(data) == first
+    assert len(reads) == 12  # just written: too recent to trust, read again (2 modalities × 3 splits, twice)
+    monkeypatch.setattr(provenance, "_SETTLED_NS", 0)
+    assert provenance.data_fingerprint(data) == first and len(reads) == 18  # hashed, and now cached
+    assert provenance.data_fingerprint(data) == first and len(reads) == 18  # not read again
+    data.splits["train"].labels[0] = (data.splits["train"].labels[0] + 1) % 3  # labels live in memory
+    relabelled = provenance.data_fingerprint(data)
+    assert relabelled != first and len(reads) == 24
+    time.sleep(0.05)  # past a coarse file-system clock's tick
+    with open(folder / "a.npy", "r+b") as f:  # one number of the file, in place: same size
+        f.seek(-4, 2)
+        f.write(np.float32(123.0).tobytes())
+    edited = provenance.data_fingerprint(data)
+    assert edited not in (first, relabelled) and edited == provenance._fingerprint(data)
+
+
 def test_a_run_is_never_resumed_under_other_conditions(tmp_path, toy):
     mb.train(_config(method="miles", epochs=1), tmp_path, dataset=toy, progress=False)
     record = json.loads((tmp_path / "provenance.json").read_text())

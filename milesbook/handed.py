@@ -21,6 +21,7 @@ such a folder holds, milesbook promises four things:
 """
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import json
@@ -309,6 +310,13 @@ def checked_config(values: dict, where: str) -> dict:
     from .config import TrainConfig
     from .methods import METHODS
     validated(values, config_schema(), where)
+    # a setting a file lacks (one from an earlier version) reads as its default, as TrainConfig's
+    values = {**{name: copy.deepcopy(field.default) for name, field in config_schema().model_fields.items()
+                 if not field.is_required()}, **values}
+    if "cache" in values.get("dataset_options", {}):  # digits-av's: where it writes the built data
+        raise UserError(f"{where}: dataset_options names a folder to write the dataset's cache in "
+                        f"({_short(values['dataset_options']['cache'])}); milesbook writes nowhere a file names: "
+                        "remove the key (datasets are cached under $MILESBOOK_CACHE)")
     method = values["method"]
     if method not in METHODS and not method.startswith("unimodal-"):
         raise UserError(f"{where}: method — unknown method {_short(method)}; {EDITED}")
@@ -330,7 +338,7 @@ def read_report(folder: Path) -> dict:
         for key in ("dataset", "methods", "fusions", "base"):
             if report.get(key) is None:
                 raise UserError(f"{path}: {key} — missing (a compare report names it); {EDITED}")
-        checked_config(report["base"], f"{path}, base")
+        report["base"] = checked_config(report["base"], f"{path}, base")
     elif report.get("search_dir") is None:
         raise UserError(f"{path}: search_dir — missing (a tuned report names its searches' folder); {EDITED}")
     for fusion, result in report["fusion_results"].items():
@@ -347,7 +355,7 @@ def read_report(folder: Path) -> dict:
 def read_best(path: Path) -> dict:
     """A search's best.json, with its `config` checked as a config.json is."""
     record = read_json(path, BestJson)
-    checked_config(record["config"], f"{path}, config")
+    record["config"] = checked_config(record["config"], f"{path}, config")
     return record
 
 
@@ -386,16 +394,15 @@ def no_links_below(root: Path, path: Path) -> None:
         refuse_link(here, "folder")
 
 
-def check_run_members(folder: Path) -> None:
-    """A run folder's files and candidates are real files (or absent), not links, FIFOs or devices."""
-    from .runs import CANDIDATES, CHECKPOINT, SELECTED
+def check_run_members(folder: Path, files: tuple[str, ...], candidates: str) -> None:
+    """A run folder's `files` and the files in its `candidates` folder are real files (or absent), not
+    links, FIFOs or devices. (The names are the caller's, `runs`, which imports this module.)"""
     folder = Path(folder)
-    for name in ("config.json", "provenance.json", "history.csv", "test_history.csv", "summary.json",
-                 CHECKPOINT, SELECTED):
+    for name in files:
         refuse_link(folder / name, "file")
-    refuse_link(folder / CANDIDATES, "folder")
-    if (folder / CANDIDATES).is_dir():
-        for member in (folder / CANDIDATES).iterdir():
+    refuse_link(folder / candidates, "folder")
+    if (folder / candidates).is_dir():
+        for member in (folder / candidates).iterdir():
             refuse_link(member, "file")
 
 

@@ -58,6 +58,9 @@ from .safe_load import load_tensors
 CHECKPOINT = "last.pt"
 SELECTED = "selected.pt"
 CANDIDATES = "candidates"
+# every file milesbook writes into a run folder (beside the candidates folder)
+RUN_FILES = ("config.json", "provenance.json", "history.csv", "test_history.csv", "summary.json",
+             CHECKPOINT, SELECTED)
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -265,7 +268,7 @@ def start(folder: Path, config: dict, resume: bool, device, current: dict) -> di
     checkpoint (None when there is none yet) after checking that it was made with the same
     results-changing settings (the epochs may grow) under the same `BITWISE_FIELDS`."""
     folder.mkdir(parents=True, exist_ok=True)
-    handed.check_run_members(folder)
+    handed.check_run_members(folder, RUN_FILES, CANDIDATES)
     path = folder / CHECKPOINT
     state = None
     if not resume and path.exists():

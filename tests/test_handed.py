@@ -227,6 +227,25 @@ def test_verify_of_a_report_claiming_a_billion_seeds_is_refused(copy, capsys):
         one_line(err, "report.json", "seeds")
 
 
+@pytest.mark.parametrize("sizes", [[10 ** 12, 30, 30], [90, 45, 45, 1], [90.5, 45, 45], [0, 45, 45]])
+def test_verify_of_a_config_asking_for_huge_or_malformed_toy_data_is_one_line(copy, capsys, sizes):
+    run = copy("run")
+    edit_json(run / "config.json", lambda c: c["dataset_options"].update(sizes=sizes))
+    began = time.perf_counter()
+    status, _, err = main(capsys, "verify", run)
+    assert status == 2 and time.perf_counter() - began < 20
+    one_line(err, "toy", "sizes" if sizes[0] != 10 ** 12 else "1 GiB")
+
+
+def test_verify_writes_no_cache_where_a_handed_config_says(copy, tmp_path, capsys):
+    run = copy("run")
+    elsewhere = tmp_path / "elsewhere"
+    edit_json(run / "config.json", lambda c: c["dataset_options"].update(cache=str(elsewhere)))
+    status, _, err = main(capsys, "verify", run)
+    assert status == 2 and not elsewhere.exists()
+    one_line(err, "config.json", "cache", "MILESBOOK_CACHE")
+
+
 @pytest.mark.parametrize("name", ["summary.json", "history.csv", "config.json", "provenance.json"])
 def test_a_fifo_in_a_run_folder_is_refused_not_opened(copy, capsys, name):
     run = copy("run")

@@ -285,6 +285,8 @@ def test_sqlite_storage_and_status(tmp_path, capsys):
     assert f"in {url}" in out and "sampler random (seed 0), pruner median" in out
     assert "2 complete, 0 pruned (of --trials 2)" in out and "lr  log-uniform [0.0001, 0.01]" in out
     code, status, err = run_main(capsys, "search", "--status", tmp_path / "s")
+    assert code == 2 and "connects to nothing a file names; pass --storage URL" in err  # a handed study.json
+    code, status, err = run_main(capsys, "search", "--status", tmp_path / "s", "--storage", url)
     assert code == 0, err
     study = optuna.load_study(study_name=optuna.get_all_study_names(url)[0], storage=url)
     best = search.chosen_trial(study)
@@ -388,9 +390,12 @@ def test_a_journal_cut_by_a_kill_is_repaired_and_only_the_cut_trial_runs_again(t
     assert status.returncode == 0 and "Traceback" not in status.stderr
     assert status.stderr.strip().count("\n") == 0 and "last record was cut off" in status.stderr
     assert "no complete trial yet" not in status.stdout
-    assert all(json.loads(line) for line in journal.read_bytes().splitlines())  # whole lines only
+    cut = journal.read_bytes()  # --status only reads: the next search repairs
+    assert cut == b"".join(lines[:-1]) + lines[-1][:len(lines[-1]) // 2]
     again = subprocess.run(args, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert "last record was cut off" in again.stderr and "removed it" in again.stderr
+    assert all(json.loads(line) for line in journal.read_bytes().splitlines())  # whole lines only
     rows = read_trials(out)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert sorted(int(r["draw"]) for r in complete) == [0, 1, 2]

@@ -20,6 +20,7 @@ def load_toy(strength_a: float = 1.0, strength_b: float = 0.3, dim: int = 16, nu
     dials = _dials(strengths) if strengths is not None else [strength_a, strength_b]
     if any(v < 0 for v in dials):
         raise UserError(f"strengths must be ≥ 0, got {', '.join(map(str, dials))}")
+    _check_shape(dim, num_classes, sizes, len(dials))
     names = tuple("abcdefghijklmnopqrstuvwxyz"[:len(dials)])
     strength = dict(zip(names, dials))
     gen = torch.Generator().manual_seed(seed)
@@ -34,6 +35,23 @@ def load_toy(strength_a: float = 1.0, strength_b: float = 0.3, dim: int = 16, nu
     return MultimodalDataset(
         name="toy", modalities=names, num_classes=num_classes, splits=splits,
         description=f"SYNTHETIC Gaussian prototypes; strength {dial_text}")
+
+
+MAX_VALUES = 1 << 28  # 1 GiB of float32: a teaching dataset, not a memory test
+
+
+def _check_shape(dim, num_classes, sizes, modalities: int) -> None:
+    """Whole, positive sizes whose data fit in `MAX_VALUES` numbers: a config you were handed asking for
+    10^12 samples is one line, not a machine out of memory."""
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if not (whole(dim) and dim >= 1 and whole(num_classes) and num_classes >= 2):
+        raise UserError(f"toy needs a whole dim ≥ 1 and num_classes ≥ 2, got dim={dim!r}, num_classes={num_classes!r}")
+    if not (isinstance(sizes, (list, tuple)) and len(sizes) == 3 and all(whole(n) and n >= 1 for n in sizes)):
+        raise UserError(f"toy sizes are three whole numbers ≥ 1 (train, val, test), got {sizes!r}")
+    values = (sum(sizes) + num_classes) * dim * modalities
+    if values > MAX_VALUES:
+        raise UserError(f"toy data of {values:,} numbers is larger than its bound of {MAX_VALUES:,} (1 GiB); "
+                        "choose smaller sizes, dim or num_classes")
 
 
 def _dials(strengths) -> list[float]:

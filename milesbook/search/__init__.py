@@ -34,7 +34,7 @@ from .report import (chosen_trial, format_status, save_plots, study_status, tria
                      write_best, write_trials_csv)
 from .sampler import PRUNERS, SAMPLERS, DrawSampler, make_pruner, make_sampler, stable_hash
 from .space import LR_RANGE, describe_range, read_space_file, search_space, trial_config
-from .study import JOURNAL, Job, default_study_name, definition_of, open_storage, open_study, shown_url
+from .study import JOURNAL, Job, cut_record_bytes, default_study_name, definition_of, open_storage, open_study, shown_url
 from .worker import run_worker, spawned_worker
 
 __all__ = ["GRACE_S", "HEARTBEAT_S", "JOURNAL", "LR_RANGE", "PRUNERS", "SAMPLERS", "DrawSampler", "Job",
@@ -193,7 +193,12 @@ def status(out=None, storage: str | None = None) -> tuple[str, list[dict]]:
         if not (out / JOURNAL).exists():
             raise UserError(f"{out} holds no search (no {JOURNAL}); run `milesbook search --out {out}` first, "
                             "or give --storage URL")
-    opened = open_storage(storage, out, repair=False)
+    opened = open_storage(storage, out, repair=False)  # refuses a link, a non-record line
+    if storage is None and (cut := cut_record_bytes(out / JOURNAL)):
+        import sys
+        print(f"milesbook: {out / JOURNAL}: its last record was cut off ({cut} bytes, a process killed while "
+              f"writing); --status reads past it, and the next `milesbook search --out {out}` removes it "
+              "(the trial it was about runs again)", file=sys.stderr)
     names = optuna.get_all_study_names(opened)
     studies = [study_status(optuna.load_study(study_name=n, storage=opened)) for n in names]
     return (str(out / JOURNAL) if storage is None else shown_url(storage)), studies

@@ -162,6 +162,34 @@ def check_journal(path: Path) -> None:
                                 "the journal was edited or is not a search's: restore it, or search into another --out")
 
 
+def _cut_tail(f) -> tuple[int, int]:
+    """(file size, end of its last whole line) of a journal opened in binary mode."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return size, size
+    keep, block = size, 1 << 16
+    while keep > 0:  # back to the end of the last whole line
+        start = max(0, keep - block)
+        f.seek(start)
+        chunk = f.read(keep - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return size, start + cut + 1
+        keep = start
+    return size, 0
+
+
+def cut_record_bytes(path: Path) -> int:
+    """How many bytes of the journal's last record a killed writer cut off (0: none). Reads only."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "rb") as f:
+        size, keep = _cut_tail(f)
+    return size - keep
+
+
 def repair_journal(path: Path, lock=None) -> bool:
     """Drop a last record that a killed writer cut off (every record is one line, appended whole by a
     writer holding the lock, so only the last can be cut): Optuna skips such a line when reading, but the
@@ -175,21 +203,9 @@ def repair_journal(path: Path, lock=None) -> bool:
         lock.acquire()
     try:
         with open(path, "rb+") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
+            size, keep = _cut_tail(f)
+            if keep == size:
                 return False
-            keep, block = size, 1 << 16
-            while keep > 0:  # back to the end of the last whole line
-                start = max(0, keep - block)
-                f.seek(start)
-                chunk = f.read(keep - start)
-                cut = chunk.rfind(b"\n")
-                if cut >= 0:
-                    keep = start + cut + 1
-                    break
-                keep = start
             f.truncate(keep)
     finally:
         if lock is not None:

@@ -32,14 +32,14 @@ so `compare` and `verify` read the same runs and agree by construction; diagnose
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from .comparison import FACTORIAL, REPORT, compare, paired_difference, run_dir
 from .errors import UserError
 from .metrics import METRIC_LABELS
-from .runs import read_history, write_json
+from .handed import read_json
+from .runs import read_history, save_figure, write_json, write_text
 
 STARVED_POINTS = 3.0  # the smallest gap (percentage points) called starving; a sampling wobble is less
 FILES = ("diagnosis.md", "diagnosis.json", "diagnosis.png")
@@ -65,13 +65,13 @@ def diagnose(dataset, seeds: int = 3, out="runs/diagnose", base=None, full: bool
     metric = summaries["vanilla"][0]["metric"]
     if len(modalities) < 2:
         raise UserError("diagnose compares modalities inside fusion; the data has one")
-    test_size = json.loads((out / REPORT).read_text()).get("test_size")  # compare's record of this data
+    test_size = read_json(out / REPORT).get("test_size")  # compare's record of this data
     diagnosis = _read(summaries, modalities, metric, full, test_size)
     diagnosis["utilization"] = _utilization(out, fusion, seeds, modalities)
     diagnosis.update(dataset=summaries["vanilla"][0]["dataset"], seeds=seeds, full=full, fusion=fusion,
                      metric=metric, test_size=test_size, rule=_rule_text(), made_under=report["made_under"])
     write_json(out / "diagnosis.json", diagnosis)
-    (out / "diagnosis.md").write_text(_markdown(diagnosis))
+    write_text(out / "diagnosis.md", _markdown(diagnosis))
     _draw(diagnosis, out / "diagnosis.png")
     return diagnosis
 
@@ -257,7 +257,7 @@ def _draw(d: dict, path: Path) -> None:
                 bars.bar(x, statistics.fmean(values), color=colour(m), alpha=alpha, width=0.8)
                 bars.plot([x] * len(values), values, "o", color="black", ms=3)
         bars.set_xticks([i * (len(readings) + 1) + j for i in range(len(d["modalities"])) for j in range(len(readings))],
-                        [f"{m}\n{r.replace('_', ' ')}" for m in d["modalities"] for r, _ in readings], fontsize=8)
+                        [f"{m}\n{r.replace('_', ' ')}" for m in d["modalities"] for r, _ in readings], fontsize=10)
         bars.set_ylabel(f"test {METRIC_LABELS[d['metric']]} (%)")
         bars.set_title("each modality: alone, in fusion, probe")
         for m, u in d["utilization"].items():
@@ -267,7 +267,7 @@ def _draw(d: dict, path: Path) -> None:
         lines.set_title("utilization (vanilla)")
         lines.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
 
 
@@ -276,4 +276,7 @@ def read(out) -> dict:
     path = Path(out) / "diagnosis.json"
     if not path.exists():
         raise UserError(f"{out} holds no diagnosis; run `milesbook diagnose --out {out}` first")
-    return json.loads(path.read_text())
+    diagnosis = read_json(path)
+    if not isinstance(diagnosis, dict) or not isinstance(diagnosis.get("modalities"), dict):
+        raise UserError(f"{path} is not a diagnosis (no modalities); run `milesbook diagnose --out {out}` again")
+    return diagnosis

@@ -14,9 +14,10 @@ such a folder holds, milesbook promises four things:
   deletes, moves, repairs or writes must be a regular file or folder, not a symbolic link, a FIFO or a
   device (`refuse_link`, `no_links_below`): nothing is written outside the folder you named.
   Non-regular files are never opened (a FIFO would hang the reader).
-- **Nothing named in it is imported or connected to.** An encoder factory ("package.module:factory")
-  or a storage URL is taken only from the command line or the Python call; a handed run or report
-  that names one says which flag to pass (`refuse_imports`).
+- **Nothing named in it is imported, connected to or written to.** An encoder factory
+  ("package.module:factory"), a storage URL or a folder for a dataset's cache is taken only from the
+  command line or the Python call; a handed run or report that names one says which flag to pass
+  (`refuse_imports`; `search --status` asks for `--storage`; `checked_config` refuses a cache folder).
 - **What it says is printed harmlessly**: control characters in names are escaped (`printable`).
 """
 from __future__ import annotations

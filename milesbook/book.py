@@ -65,7 +65,7 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     for name in NOTEBOOKS:
         record = work_dir / f"record-{name[:2]}.json"
         if record.exists():
-            shutil.copy2(record, records / record.name)
+            _write(records / record.name, relative_paths(record.read_text(), records))
     # What the book's numbers were made under: every run folder the notebooks trained or reused, one line
     # per dataset setting (the chapters use several on purpose; within one, a mix would be news).
     from . import provenance
@@ -82,6 +82,13 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
         placed.append(cache(path, source))
     shutil.rmtree(staging, ignore_errors=True)
     return placed
+
+
+def relative_paths(text: str, folder: Path, root: Path | None = None) -> str:
+    """`text` with every absolute path inside the checkout `root` (default this one) written relative
+    to `folder`, where the text is kept: the repository holds no machine's paths."""
+    root = Path(root or notebooks.notebooks_dir().parent).resolve()
+    return text.replace(f"{root}/", f"{os.path.relpath(root, Path(folder).resolve())}/")
 
 
 def cache(executed_path, source) -> Path:
@@ -115,11 +122,18 @@ def cache(executed_path, source) -> Path:
             outputs.append(output)
         cells[str(index)] = {"execution_count": cell.execution_count, "outputs": outputs}
     (source / "outputs").mkdir(parents=True, exist_ok=True)
-    _write(source / "outputs" / f"{name}.json", json.dumps(cells, indent=1, ensure_ascii=False) + "\n")
+    _write(source / "outputs" / f"{name}.json",
+           relative_paths(json.dumps(cells, indent=1, ensure_ascii=False) + "\n", source))
     target = source / f"{name}.ipynb"
     if Path(executed_path).resolve() != target.resolve():
         shutil.copyfile(executed_path, target)
     strip(target)
+    kept = json.loads(target.read_text())
+    papermill = kept.get("metadata", {}).get("papermill")
+    if papermill:  # where it ran from and to, relative to `source`: not this machine's staging folder
+        papermill["input_path"] = os.path.relpath(notebooks.find(name), source.resolve())
+        papermill["output_path"] = f"{name}.ipynb"
+        _write(target, json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
     return target
 
 

@@ -1,5 +1,6 @@
 """The book: executed notebooks rendered to HTML pages and an index (small stand-in notebooks, no kernel)."""
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -171,6 +172,30 @@ def test_the_cached_form_has_no_outputs_in_notebooks_and_renders_the_same_page(e
     rebuilt = book.render(source, tmp_path / "rebuilt").parent
     for name in NOTEBOOKS:
         assert (rebuilt / f"{name}.html").read_text() == (direct / f"{name}.html").read_text()
+
+
+def test_the_cached_form_holds_no_absolute_path_of_the_checkout(tmp_path):
+    """What a notebook printed about the checkout, and where papermill ran it, kept relative to the
+    cached folder: the repository holds no machine's paths."""
+    root = notebooks.notebooks_dir().parent.resolve()
+    name = NOTEBOOKS[0]
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    printed = f"data in {root}/runs/notebooks/08-halves\n"
+    write_notebook(executed, 1, outputs=[new_output("stream", name="stdout", text=printed)])
+    staged = json.loads((executed / f"{name}.ipynb").read_text())
+    staged["metadata"]["papermill"].update(input_path=str(root / "notebooks" / f"{name}.ipynb"),
+                                           output_path=str(root / "docs" / ".book-executing" / f"{name}.ipynb"))
+    (executed / f"{name}.ipynb").write_text(json.dumps(staged))
+    source = root / "build" / "test-cached-book"  # two levels below the checkout, as docs/book is
+    try:
+        book.cache(executed / f"{name}.ipynb", source)
+        outputs = (source / "outputs" / f"{name}.json").read_text()
+        kept = json.loads((source / f"{name}.ipynb").read_text())["metadata"]["papermill"]
+        assert str(root) not in outputs and "data in ../../runs/notebooks/08-halves" in outputs
+        assert kept["input_path"] == f"../../notebooks/{name}.ipynb" and kept["output_path"] == f"{name}.ipynb"
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
 
 
 # -- what a reader sees ------------------------------------------------------------------------------

@@ -84,10 +84,10 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     return placed
 
 
-def relative_paths(text: str, folder: Path, root: Path | None = None) -> str:
-    """`text` with every absolute path inside the checkout `root` (default this one) written relative
-    to `folder`, where the text is kept: the repository holds no machine's paths."""
-    root = Path(root or notebooks.notebooks_dir().parent).resolve()
+def relative_paths(text: str, folder: Path) -> str:
+    """`text` with every absolute path inside this checkout written relative to `folder`, where the
+    text is kept: the repository holds no machine's paths."""
+    root = notebooks.notebooks_dir().parent.resolve()
     return text.replace(f"{root}/", f"{os.path.relpath(root, Path(folder).resolve())}/")
 
 

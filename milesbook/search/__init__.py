@@ -20,6 +20,7 @@ it opens in `optuna-dashboard` unchanged), `study.json` (the study and storage D
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -195,7 +196,6 @@ def status(out=None, storage: str | None = None) -> tuple[str, list[dict]]:
                             "or give --storage URL")
     opened = open_storage(storage, out, repair=False)  # refuses a link, a non-record line
     if storage is None and (cut := cut_record_bytes(out / JOURNAL)):
-        import sys
         print(f"milesbook: {out / JOURNAL}: its last record was cut off ({cut} bytes, a process killed while "
               f"writing); --status reads past it, and the next `milesbook search --out {out}` removes it "
               "(the trial it was about runs again)", file=sys.stderr)

@@ -3,7 +3,10 @@ from ._version import __version__
 
 from .datasets import MultimodalDataset, Split, from_arrays, from_folder, list_datasets, load_dataset
 from .miles import MILES, conditional_utilization, decide, utilization_gap
-from .models import JointFusionModel, build_model
+from .models import FusionOutput, JointFusionModel, build_model
+from . import readings
+from .readings import utilization
+from .balancer import Balancer
 from . import notebooks
 from .comparison import compare, load_summaries, sweep
 from .diagnose import diagnose

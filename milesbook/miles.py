@@ -46,6 +46,15 @@ def utilization_without(metric_all: float, metric_without: Mapping[str, float]) 
     return {m: (metric_all - without) / metric_all for m, without in metric_without.items()}
 
 
+def metrics_without(metrics: Mapping[str, float], modalities: Sequence[str]) -> dict[str, float]:
+    """{m: M_{−m}}, the metric of the model without each modality: with two modalities the other one's
+    metric (M_{−A} = M_B, Eq. 4); with more, `metrics["without_<m>"]` (the others' summed logits)."""
+    if len(modalities) == 2:
+        a, b = modalities
+        return {a: float(metrics[b]), b: float(metrics[a])}
+    return {m: float(metrics[f"without_{m}"]) for m in modalities}
+
+
 def utilization_gap(u_a: float, u_b: float) -> float:
     """Eq. 5: δ_AB = |u_A − u_B|. It equals |M_A − M_B| / M_AB, so it can exceed 1 (the paper says
     δ ∈ [0, 1], which holds only while M_AB ≥ |M_A − M_B|)."""
@@ -197,12 +206,7 @@ class MILES:
         missing = [k for k in needed if k not in metrics]
         if missing:
             raise ValueError(f"MILES.step needs metrics for {missing}; got keys {sorted(metrics)}")
-        if len(self.modalities) == 2:
-            a, b = self.modalities
-            without = {a: metrics[b], b: metrics[a]}
-        else:
-            without = {m: metrics[f"without_{m}"] for m in self.modalities}
-        u = utilization_without(float(metrics[self.fusion_group]), {m: float(v) for m, v in without.items()})
+        u = utilization_without(float(metrics[self.fusion_group]), metrics_without(metrics, self.modalities))
         self.last_utilization = u
         self.last_deltas = {f"{a}-{b}": utilization_gap(u[a], u[b]) for a, b in pairs_of(self.modalities)}
         self.last_delta = max(u.values()) - min(u.values())

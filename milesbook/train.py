@@ -15,13 +15,14 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import handed, provenance, runs
+from . import handed, provenance, readings, runs
 from .config import TrainConfig
 from .datasets import MultimodalDataset, is_path, load_dataset
+from .datasets.registry import take_rows
 from .errors import NonFiniteLossError, UserError
 from .methods import EpochMetrics, build_method, unimodal_modality
+from .methods.context import CAPABILITIES, RunContext
 from .metrics import task_of
-from .miles import pairs_of, utilization_gap, utilization_without
 from .models import build_model
 
 
@@ -74,7 +75,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)  # batch order and training noise
         self.splits = {name: ({m: s.inputs[m].to(self.device) for m in self.modalities}, s.labels.to(self.device))
                        for name, s in self.data.splits.items() if name in self._read_splits()}
-        self.method.setup(self)
+        self.method.setup(TrainerContext(self))
         self.history: list[dict] = []       # one row per epoch (history.csv)
         self.test_history: list[dict] = []  # one row per epoch (test_history.csv)
 
@@ -104,31 +105,14 @@ class Trainer:
                                 f"of shape (N,), got shape {tuple(labels.shape)}")
 
     # -- one pass ----------------------------------------------------------------------------------
-    def _who(self) -> list[str]:
-        """The logits every pass scores: the fusion head, each unimodal head, each fusion part, and with
-        more than two modalities the model without each modality m (`without_<m>`: the sum of the
-        other modalities' logits in the method's reading), whose metric M_{−m} utilization needs."""
-        who = ["fusion", *[f"head_{m}" for m in self.modalities], *[f"part_{m}" for m in self.modalities]]
-        if len(self.modalities) > 2:
-            who += [f"without_{m}" for m in self.modalities]
-        return who
-
     def _counts(self, out, labels) -> torch.Tensor:
-        """The task's counts (`milesbook.metrics`) of every logit in `_who()` order, concatenated."""
-        logits = [out.fusion, *[out.heads[m] for m in self.modalities], *[out.parts[m] for m in self.modalities]]
-        if len(self.modalities) > 2:
-            reading = out.heads if self.source == "head" else out.parts
-            logits += [sum(reading[k] for k in self.modalities if k != m) for m in self.modalities]
-        return torch.cat([self.task.counts(x, labels) for x in logits])
+        """The task's counts of every logit `readings.logit_names` lists, concatenated."""
+        return readings.counts(self.task, out, labels, self.modalities, self.method.modality_source,
+                               self.data.num_classes)
 
     def _metrics(self, counts: torch.Tensor, n: int) -> dict[str, float]:
-        """{"<metric>_<who>": value} from counts summed over a pass of `n` samples."""
-        size = self.task.count_size(self.data.num_classes)
-        values = {}
-        for i, who in enumerate(self._who()):
-            for metric, value in self.task.from_counts(counts[i * size:(i + 1) * size], n).items():
-                values[f"{metric}_{who}"] = value
-        return values
+        """{"<metric>_<logit name>": value} from counts summed over a pass of `n` samples."""
+        return readings.metrics_from_counts(self.task, counts, n, self.modalities, self.data.num_classes)
 
     def _input(self, m: str, x: torch.Tensor) -> torch.Tensor:
         """A batch of modality m as the encoder takes it: compact storage made float32 and normalized;
@@ -144,9 +128,27 @@ class Trainer:
         # Heads are linear probes (no gradient into encoders) for methods that do not train them.
         return self.method.readout(self.model(inputs, detach_heads=not self.method.trains_heads))
 
-    def train_epoch(self, epoch: int, loss_override: Callable | None = None) -> dict[str, float]:
-        """One pass over the shuffled training split. Metrics are summed on the device and read once.
-        `loss_override(out, y)` replaces the method's loss and gradient hook (G-Blend's estimation)."""
+    def _method_step(self, out, y, epoch: int) -> torch.Tensor:
+        """One optimizer step on the method's loss with its hooks around it; returns the loss."""
+        loss = self.method.loss(out, y, self.task.loss)
+        probe_loss = 0.0
+        if not self.method.trains_heads and self.config.probes:
+            probe_loss = sum(self.task.loss(h, y) for h in out.heads.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss + probe_loss).backward()
+        self.method.after_backward(out, y, epoch)
+        self.optimizer.step()
+        self.method.after_step(epoch)
+        return loss
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the shuffled training split with the method's loss and hooks. Metrics are
+        summed on the device and read once."""
+        return self._pass(epoch, self._method_step)
+
+    def _pass(self, epoch: int, step: Callable) -> dict[str, float]:
+        """One pass over the shuffled training split; `step(out, y, epoch)` trains on each batch and
+        returns its loss (`_method_step`, or a method's own — G-Blend's branch alone)."""
         self.model.train()
         inputs, labels = self.splits["train"]
         n, bs = len(labels), self.config.batch_size
@@ -162,17 +164,7 @@ class Trainer:
                      for m in self.modalities}
             y = labels[idx]
             out = self._forward(batch)
-            loss = loss_override(out, y) if loss_override else self.method.loss(out, y, self.task.loss)
-            probe_loss = 0.0
-            if not self.method.trains_heads and self.config.probes and not loss_override:
-                probe_loss = sum(self.task.loss(h, y) for h in out.heads.values())
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss + probe_loss).backward()
-            if not loss_override:
-                self.method.after_backward(out, y, epoch)
-            self.optimizer.step()
-            if not loss_override:
-                self.method.after_step(epoch)
+            loss = step(out, y, epoch)
             with torch.no_grad():
                 nonfinite |= ~torch.isfinite(loss)
                 loss_sum += loss.detach() * len(y)
@@ -239,24 +231,14 @@ class Trainer:
         row.update(self._metric_columns("val", val))
         # Utilization, for every method, from the metric the method uses for its modality heads.
         source = val if self.config.utilization_split == "val" else train
-        util_metrics = {"fusion": source[f"{metric}_fusion"], **{m: source[f"{metric}_{src}_{m}"] for m in self.modalities}}
-        if len(self.modalities) == 1:
-            row.update({f"u_{m}": math.nan for m in self.modalities} | {"delta": math.nan})
-            return row, util_metrics
-        if len(self.modalities) == 2:  # M_{−A} is M_B: Eq. 4
-            a, b = self.modalities
-            without = {a: util_metrics[b], b: util_metrics[a]}
-        else:
-            util_metrics.update({f"without_{m}": source[f"{metric}_without_{m}"] for m in self.modalities})
-            without = {m: util_metrics[f"without_{m}"] for m in self.modalities}
-        u = utilization_without(util_metrics["fusion"], without)
-        row.update({f"u_{m}": u[m] for m in self.modalities})
-        row["delta"] = max(u.values()) - min(u.values())  # at N = 2, |u_A − u_B| (Eq. 5)
+        utilization = readings.utilization_from(source, self.modalities, metric, self.method.modality_source)
+        row.update({f"u_{m}": u for m, u in utilization.u.items()})
+        row["delta"] = utilization.delta  # at N = 2, |u_A − u_B| (Eq. 5)
         if len(self.modalities) > 2:
-            row.update({f"delta_{a}_{b}": utilization_gap(u[a], u[b]) for a, b in pairs_of(self.modalities)})
+            row.update({f"delta_{a}_{b}": gap for (a, b), gap in utilization.deltas.items()})
             split = self.config.utilization_split
-            row.update({f"{split}_{metric}_without_{m}": without[m] for m in self.modalities})
-        return row, util_metrics
+            row.update({f"{split}_{metric}_without_{m}": utilization.without[m] for m in self.modalities})
+        return row, utilization.metrics
 
     def _checkpoint(self) -> dict:
         return {"epoch": len(self.history), "model": self.model.state_dict(),
@@ -328,7 +310,9 @@ class Trainer:
             tolerance = self.config.selection_tolerance
             scored = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} \
                 if epoch in runs.can_be_selected([*self.history, row], tolerance, self.metric) else None
-            self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric))
+            validation = {"fusion": val[f"{self.metric}_fusion"],
+                          **{m: val[f"{self.metric}_{self.source}_{m}"] for m in self.modalities}}
+            self.method.end_epoch(EpochMetrics(epoch, util_metrics, row, self.metric, validation))
             row["seconds"] = time.perf_counter() - began  # so far; the checkpoint's copy of the row keeps this
             self.history.append(row)
             if test is not None:
@@ -355,6 +339,61 @@ class Trainer:
                            heads="trained" if self.method.trains_heads else
                            "probes" if self.config.probes else "untrained", inference=self.method.inference,
                            method_entries=self.method.summary())
+
+
+class TrainerContext(RunContext):
+    """The run as a method sees it inside milesbook's Trainer: every capability, backed by the loop."""
+
+    where = "milesbook's Trainer"
+    provides = frozenset(CAPABILITIES)
+
+    def __init__(self, trainer: Trainer):
+        data = trainer.data
+        super().__init__(trainer.model, trainer.optimizer, trainer.task, trainer.modalities, data.num_classes,
+                         trainer.device, trainer.config.seed, trainer.config.batch_size, data.name)
+        self._trainer = trainer
+
+    @property
+    def train_size(self) -> int:
+        return len(self._trainer.splits["train"][1])
+
+    def batches_per_epoch(self) -> int:
+        n, batch = self.train_size, self.batch_size
+        return math.ceil((n - (n % batch == 1)) / batch)  # `_pass` drops a lone last sample
+
+    def training_sample(self, count, generator, batch_size=None):
+        trainer = self._trainer
+        inputs, labels = trainer.splits["train"]
+        index = torch.randperm(len(labels), generator=generator)[:count]
+        size = batch_size or max(len(index), 1)
+        for start in range(0, len(index), size):
+            rows = index[start:start + size].to(self.device)
+            yield ({m: trainer._with_training_noise(m, trainer._input(m, inputs[m][rows]), generator)
+                    for m in self.modalities}, labels[rows])
+
+    def evaluate(self, split, noise=None):
+        return self._trainer.evaluate(split, training_noise=noise)
+
+    def hold_out(self, name, fraction, seed):
+        splits = self._trainer.splits
+        inputs, labels = splits["train"]
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        n_held = max(1, round(fraction * len(labels)))
+        held, kept = order[:n_held].to(labels.device), order[n_held:].to(labels.device)
+        splits[name] = ({m: take_rows(x, held) for m, x in inputs.items()}, labels[held])
+        splits["train"] = ({m: take_rows(x, kept) for m, x in inputs.items()}, labels[kept])
+
+    def train_pass(self, epoch, loss_fn):
+        def step(out, y, epoch):
+            loss = loss_fn(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            return loss
+        self._trainer._pass(epoch, step)
+
+    def reference_weights(self, config, name):
+        return self._trainer.reference_weights(config, name)
 
 
 def _named(config: TrainConfig, data: MultimodalDataset) -> TrainConfig:

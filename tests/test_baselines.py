@@ -253,8 +253,8 @@ def test_mses_stops_exactly_the_stalled_modality(toy):
     a_acc = [0.5, 0.6, 0.6, 0.55, 0.9]  # stalls after epoch 2 → stopped at epoch 4 (patience 2)
     b_acc = [0.2, 0.3, 0.4, 0.5, 0.6]   # keeps improving
     for epoch, (a, b) in enumerate(zip(a_acc, b_acc), start=1):
-        row = {"val_acc_fusion": 0.5 + 0.1 * epoch, "val_acc_a": a, "val_acc_b": b}
-        method.end_epoch(EpochMetrics(epoch, {}, row))
+        row = {}
+        method.end_epoch(EpochMetrics(epoch, {}, row, "acc", {"fusion": 0.5 + 0.1 * epoch, "a": a, "b": b}))
         assert row["mses_stopped_a"] == (4 if epoch >= 4 else 0) and row["mses_stopped_b"] == 0
         lr_a = method.group("a")["lr"]
         assert lr_a == (0.0 if epoch >= 4 else 1e-3)  # and stays 0 even when a's metric later rises

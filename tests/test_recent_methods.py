@@ -80,11 +80,10 @@ def test_mmpareto_hook_sets_encoder_gradients_from_independent_per_loss_gradient
 
     method = mb.methods.build_method(config, digits.modalities)
 
-    class Host:  # what `setup` reads from the trainer
-        pass
-    host = Host()
-    host.model, host.optimizer, host.device = model, torch.optim.Adam(model.param_groups(1e-3)), torch.device("cpu")
-    method.setup(host)
+    from milesbook.methods.context import RunContext
+    from milesbook.metrics import task_of
+    method.setup(RunContext(model, torch.optim.Adam(model.param_groups(1e-3)), task_of("multiclass"),
+                            digits.modalities, digits.num_classes, "cpu", seed=0, batch_size=64))
     model.zero_grad()
     out = model(inputs)
     method.loss(out, labels, loss_fn).backward()

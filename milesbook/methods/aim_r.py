@@ -256,6 +256,7 @@ class AIMR(Method):
     of steps with an auxiliary loss) and `aim_masked` (share of channels in U during the epoch).
     """
     name = "aim-r"
+    model_parts = ("encoders", "fusion_head", "fusion_kind")
     max_modalities = 2
     report_note = "reconstruction"  # of AIM from its abstract: never the paper's numbers
     hyperparameters = (
@@ -278,20 +279,20 @@ class AIMR(Method):
                        "under-optimized gradients × (1 + η γ) (0: off)", valid=lambda v: v >= 0, rule="≥ 0"),
     )
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
+    def setup(self, context) -> None:
+        super().setup(context)
         model = self.model
-        if len(model.modalities) != 2:
+        if len(self.context.modalities) != 2:
             raise UserError(f"aim-r compares two modalities depth by depth and needs exactly 2; "
-                            f"got {list(model.modalities)}")
-        if trainer.task.name == "multilabel":
+                            f"got {list(self.context.modalities)}")
+        if context.task.name == "multilabel":
             raise UserError("aim-r builds one prototype per class and needs single-label data; "
-                            f"{trainer.data.name} is multi-label")
-        self.device = trainer.device
-        self.num_classes = trainer.data.num_classes
-        self.depths = {m: encoder_stages(model.encoders[m], m) for m in model.modalities}
+                            f"{context.data_name} is multi-label")
+        self.device = context.device
+        self.num_classes = context.num_classes
+        self.depths = {m: encoder_stages(model.encoders[m], m) for m in self.context.modalities}
         self.units = {m: [channel_units(stage) for stage in split.stages] for m, split in self.depths.items()}
-        a, b = model.modalities
+        a, b = self.context.modalities
         self.pairs = depth_pairs(len(self.depths[a].stages), len(self.depths[b].stages))
         self._pair_index = {m: torch.tensor([p[i] for p in self.pairs], device=self.device)
                             for i, m in enumerate((a, b))}
@@ -308,7 +309,7 @@ class AIMR(Method):
                        for i, u in enumerate(units)]
         self._snapshot = [torch.empty_like(w) for w, _ in self._paced]
         self._captured = {m: [None] * len(split.stages) for m, split in self.depths.items()}
-        self._inputs: dict[str, torch.Tensor | None] = {m: None for m in model.modalities}
+        self._inputs: dict[str, torch.Tensor | None] = {m: None for m in self.context.modalities}
         self._recording, self._refreshing = True, False
         self._pending, self._ready, self._host_plan = None, None, None
         self._plan: tuple[list[float], list[float]] | None = None
@@ -346,22 +347,18 @@ class AIMR(Method):
     @torch.no_grad()
     def _refresh_prototypes(self, epoch: int) -> None:
         """P_m^l ← normalise((1 − μ) F + μ P_old) with F the class means of û on a tenth of the shuffled training batches."""
-        trainer, model, batch = self.trainer, self.model, self.config.batch_size
-        inputs, labels = trainer.splits["train"]
-        batches = max(1, (len(labels) // batch) // 10)
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        idx = torch.randperm(len(labels), generator=generator)[:batches * batch]
+        context, model, batch = self.context, self.model, self.context.batch_size
+        batches = max(1, (context.train_size // batch) // 10)
+        generator = torch.Generator().manual_seed(context.seed * 100_003 + epoch)
         counts = torch.zeros(self.num_classes, device=self.device)
         sums: dict[str, list[torch.Tensor]] = {}
         was_training = model.training
         model.eval()
         self._refreshing = True
         try:
-            for start in range(0, len(idx), batch):  # in batches: 10% of a large split may not fit at once
-                part = idx[start:start + batch].to(self.device)
-                model({m: trainer._with_training_noise(m, trainer._input(m, inputs[m][part]), generator)
-                       for m in model.modalities})
-                y = labels[part]
+            # in batches: 10% of a large split may not fit at once
+            for x, y in context.training_sample(batches * batch, generator, batch_size=batch):
+                model(x)
                 counts += torch.bincount(y, minlength=self.num_classes)
                 for m, hs in self._captured.items():
                     us = [descriptor(h) for h in hs]
@@ -395,7 +392,7 @@ class AIMR(Method):
     # -- DAM and the per-step plan --------------------------------------------------------------------
     def _plan_on_device(self) -> torch.Tensor:
         """(2, J): DAM's γ of each compared depth, and its lead (+1: first modality dominates)."""
-        a, b = self.model.modalities
+        a, b = self.context.modalities
         gamma, lead = dam_strength(self.scores[a][self._pair_index[a]], self.scores[b][self._pair_index[b]],
                                    self.config.aim_gain, self.config.aim_deadzone)
         return torch.stack([gamma, lead])
@@ -423,7 +420,7 @@ class AIMR(Method):
     def stage_strengths(self, gammas: list[float], leads: list[float]) -> dict[str, list[float]]:
         """{m: γ of each of m's stages}: the γ of the compared depths m dominates (the largest where a
         stage is in several pairs), 0 at the others."""
-        a, b = self.model.modalities
+        a, b = self.context.modalities
         strengths = {m: [0.0] * len(self.depths[m].stages) for m in (a, b)}
         for (la, lb), gamma, lead in zip(self.pairs, gammas, leads):
             if gamma > 0 and lead != 0:
@@ -466,12 +463,12 @@ class AIMR(Method):
         model, total = self.model, torch.zeros((), device=out.fusion.device)
         self._recording = False  # the auxiliary pass calls the hooked modules too
         try:
-            for m in model.modalities:
+            for m in self.context.modalities:
                 active = [l for l, g in enumerate(strengths[m]) if g > 0]
                 if not active:
                     continue
                 z = self._auxiliary_features(m, strengths[m], active[0])
-                fused = [z if k == m else out.features[k] for k in model.modalities]
+                fused = [z if k == m else out.features[k] for k in self.context.modalities]
                 fused = torch.cat(fused, 1) if model.fusion_kind == "concat" else sum(fused)
                 total = total + loss_fn(model.fusion_head(fused), labels)
         finally:
@@ -498,7 +495,7 @@ class AIMR(Method):
 
     def _boost_weak(self, gammas: list[float], leads: list[float]) -> None:
         """The weak modality's masked-channel gradients × (1 + η γ) at each active compared depth."""
-        a, b = self.model.modalities
+        a, b = self.context.modalities
         factors: dict[tuple[str, int], float] = {}
         for (la, lb), gamma, lead in zip(self.pairs, gammas, leads):
             if gamma > 0 and lead != 0:
@@ -537,7 +534,7 @@ class AIMR(Method):
                              for units in stages]
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        a, b = self.model.modalities
+        a, b = self.context.modalities
         row, steps = metrics.row, max(self.steps, 1)
         scores = {m: self.scores[m].tolist() for m in (a, b)}
         for j, (la, lb) in enumerate(self.pairs, start=1):

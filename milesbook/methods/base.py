@@ -3,6 +3,10 @@ declaration of a method's knobs, the registry, and the three plain recipes (`van
 unimodal references). Imports no method: each method module registers itself here, and
 `milesbook.methods` imports them all.
 
+A method sees the run only through a narrow `RunContext` (`milesbook.methods.context`): the model,
+its named param groups, the task and what the loop can give besides (`needs`). So the same method runs
+in milesbook's Trainer, in your own loop (`milesbook.Balancer`) and under Lightning.
+
 A method decides these things and nothing else:
 - which losses train the model (`loss`): L_AB only, or Eq. 3's L_AB + Σ_m L_m, or weighted;
 - which per-modality logits stand for "modality m's prediction" (`modality_source`): the trained
@@ -20,7 +24,7 @@ heads; `aux` is `miles` without the scheduler, so `miles − aux` isolates the s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -72,12 +76,15 @@ class Hyperparameter:
 @dataclass
 class EpochMetrics:
     """What `end_epoch` sees: the epoch number (1-based), the utilization metrics MILES reads
-    ({"fusion": M_AB, modality: M_m} on the utilization split), the whole history row, and the name
-    of the headline metric M in its columns ("acc", or "f1micro" on multi-label data)."""
+    ({"fusion": M_AB, modality: M_m} on the utilization split), the validation metrics
+    ({"fusion": M_AB, modality: M_m} on validation, in the method's reading), the epoch's row (columns
+    a method adds are written to history.csv, or printed by your loop), and the name of the headline
+    metric M ("acc", or "f1micro" on multi-label data)."""
     epoch: int
     utilization_metrics: dict[str, float]
     row: dict[str, float]
     metric: str = "acc"
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 class Method:
@@ -90,6 +97,10 @@ class Method:
     inference = "fusion head"  # how the method predicts (`readout`), recorded in summary.json
     max_modalities: int | None = None  # e.g. 2 for a rule that compares a pair; "all" leaves it out beyond
     report_note = ""  # said beside the method's name in every report table, e.g. "reconstruction"
+    # What the method works on beyond the model contract (a forward returning FusionOutput), e.g.
+    # "encoders" ({modality: nn.Module}) for a gradient rule: `milesbook.JointFusionModel` has them all.
+    model_parts: tuple[str, ...] = ()
+    steps_in_loss = False  # does `loss` step the optimizer itself (MLA's sub-steps)?
 
     def __init__(self, config):
         self.config = config
@@ -99,14 +110,19 @@ class Method:
         """The method's own checks of its knobs, e.g. one that involves several of them (each knob's
         declared domain is checked after these)."""
 
-    def setup(self, trainer) -> None:
-        """Called once the trainer's model, optimizer and data exist (before a resume restores their
-        state). Methods keep what they need: `trainer.model`, `trainer.optimizer`, `trainer.splits`."""
-        self.trainer, self.model, self.optimizer = trainer, trainer.model, trainer.optimizer
+    def needs(self) -> dict[str, str]:
+        """{capability: why} for what this method needs beyond the model, optimizer and task
+        (`milesbook.methods.context.CAPABILITIES`); a loop that cannot give one refuses the method."""
+        return {}
+
+    def setup(self, context) -> None:
+        """Called once the run's model and optimizer exist (before a resume restores their state), with
+        the `RunContext` the method works through: `context.model`, `context.optimizer`, `context.task`…"""
+        self.context, self.model, self.optimizer = context, context.model, context.optimizer
 
     def group(self, name: str) -> dict:
         """The optimizer's param group called `name` ("fusion" or a modality)."""
-        return next(g for g in self.optimizer.param_groups if g["name"] == name)
+        return self.context.group(name)
 
     def start_epoch(self, epoch: int) -> None:
         """Before the epoch's training pass."""

@@ -11,7 +11,6 @@ import math
 
 import torch
 
-from ..datasets.registry import take_rows
 from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
 
 
@@ -85,15 +84,14 @@ class GBlend(Method):
     trains_heads = True
     modality_source = "heads"
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        inputs, labels = trainer.splits["train"]
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.config.seed))
-        n_holdout = max(1, round(self.config.gblend_holdout * len(labels)))
-        held, kept = order[:n_holdout].to(labels.device), order[n_holdout:].to(labels.device)
-        trainer.splits["gblend_holdout"] = ({m: take_rows(x, held) for m, x in inputs.items()}, labels[held])
-        trainer.splits["train"] = ({m: take_rows(x, kept) for m, x in inputs.items()}, labels[kept])
-        self.heads = ["fusion", *self.model.modalities]
+    def needs(self) -> dict[str, str]:
+        reason = "it trains each branch alone for whole epochs between its weight estimations"
+        return {"hold_out": reason, "evaluate": reason, "train_pass": reason}
+
+    def setup(self, context) -> None:
+        super().setup(context)
+        context.hold_out("gblend_holdout", self.config.gblend_holdout, seed=self.config.seed)
+        self.heads = ["fusion", *self.context.modalities]
         self.weights = {k: 1.0 / len(self.heads) for k in self.heads}
         self.extra_epochs = 0
         self.estimations = 0
@@ -101,7 +99,7 @@ class GBlend(Method):
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
         return self.weights["fusion"] * loss_fn(out.fusion, labels) + sum(
-            self.weights[m] * loss_fn(out.heads[m], labels) for m in self.model.modalities)
+            self.weights[m] * loss_fn(out.heads[m], labels) for m in self.context.modalities)
 
     def _losses(self, head: str, epoch: int) -> tuple[float, float]:
         """(train loss, held-out loss) of `head` on noisy inputs; the draw depends only on the run's seed,
@@ -110,7 +108,7 @@ class GBlend(Method):
         losses = []
         for index, split in enumerate(("train", "gblend_holdout")):
             noise = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 2 + index)
-            losses.append(self.trainer.evaluate(split, training_noise=noise)[key])
+            losses.append(self.context.evaluate(split, noise=noise)[key])
         return losses[0], losses[1]
 
     def start_epoch(self, epoch: int) -> None:
@@ -122,10 +120,10 @@ class GBlend(Method):
         before, after = {}, {}
         for head in self.heads:
             def head_loss(out, labels, head=head):
-                return self.trainer.task.loss(out.fusion if head == "fusion" else out.heads[head], labels)
+                return self.context.task.loss(out.fusion if head == "fusion" else out.heads[head], labels)
             before[head] = self._losses(head, epoch)
             for _ in range(self.config.gblend_every):
-                self.trainer.train_epoch(epoch, loss_override=head_loss)
+                self.context.train_pass(epoch, head_loss)
             after[head] = self._losses(head, epoch)
             self.extra_epochs += self.config.gblend_every
             self.model.load_state_dict(model_state)

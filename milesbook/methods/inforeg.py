@@ -74,6 +74,7 @@ class InfoReg(Method):
     (mean β_m over the steps with β_m > 0).
     """
     name = "inforeg"
+    model_parts = ("encoders",)
     max_modalities = 2
     hyperparameters = (
         Hyperparameter("inforeg_beta_a", 0.95, "InfoReg's β0 of the first modality (the official audio's 0.95)",
@@ -97,34 +98,34 @@ class InfoReg(Method):
         self.trains_heads = config.inforeg_unimodal == "heads"
         self.modality_source = "heads" if self.trains_heads else "parts"
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        if len(self.model.modalities) != 2:
-            raise UserError(f"inforeg compares two modalities' scores; got {list(self.model.modalities)}")
-        if trainer.task.name == "multilabel":
+    def setup(self, context) -> None:
+        super().setup(context)
+        if len(self.context.modalities) != 2:
+            raise UserError(f"inforeg compares two modalities' scores; got {list(self.context.modalities)}")
+        if context.task.name == "multilabel":
             raise UserError(f"inforeg scores the probability of one true class and needs single-label data; "
-                            f"{trainer.data.name} is multi-label")
+                            f"{context.data_name} is multi-label")
         self.params = {m: [p for p in self.model.encoders[m].parameters() if p.requires_grad]
-                       for m in self.model.modalities}
+                       for m in self.context.modalities}
         self.fisher_weights = {m: [mod.weight for mod in self.model.encoders[m].modules()
                                    if isinstance(mod, (nn.Conv2d, nn.Linear)) and mod.weight.requires_grad]
-                               for m in self.model.modalities}
-        self.traces = {m: [] for m in self.model.modalities}  # T of every finished epoch
+                               for m in self.context.modalities}
+        self.traces = {m: [] for m in self.context.modalities}  # T of every finished epoch
 
     def start_epoch(self, epoch: int) -> None:
         self.anchor = {m: [p.detach().clone() for p in params] for m, params in self.params.items()}
-        first = self.model.modalities[0]
+        first = self.context.modalities[0]
         self.opening = {m: window_opening(self.traces[first if self.config.inforeg_window == "first" else m])
-                        for m in self.model.modalities}
-        zero = torch.zeros((), device=self.trainer.device)
+                        for m in self.context.modalities}
+        zero = torch.zeros((), device=self.context.device)
         self.fisher = {m: [torch.zeros_like(w) for w in weights] for m, weights in self.fisher_weights.items()}
-        self.regulated = {m: zero.clone() for m in self.model.modalities}
-        self.beta_sum = {m: zero.clone() for m in self.model.modalities}
+        self.regulated = {m: zero.clone() for m in self.context.modalities}
+        self.beta_sum = {m: zero.clone() for m in self.context.modalities}
         self.steps = 0
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
         logits = out.heads if self.trains_heads else out.parts
-        a, b = self.model.modalities
+        a, b = self.context.modalities
         scores = {m: F.softmax(logits[m].detach(), 1).gather(1, labels[:, None]).sum() for m in (a, b)}
         tau = self.config.inforeg_threshold
         strength_a, strength_b = regulation_strengths(
@@ -149,7 +150,7 @@ class InfoReg(Method):
         self.steps += 1
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        for m in self.model.modalities:
+        for m in self.context.modalities:
             trace = sum(f.mean() for f in self.fisher[m]).item() if self.fisher[m] else 0.0
             self.traces[m].append(trace)
             regulated = self.regulated[m].item()

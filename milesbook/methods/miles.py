@@ -26,14 +26,14 @@ class _Scheduled:
     def check_options(cls, config) -> None:
         check_hyperparameters(config.tau, config.mu)  # the scheduler's own check and message
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
+    def setup(self, context) -> None:
+        super().setup(context)
         self.scheduler = MILES(self.optimizer, tau=self.config.tau, mu=self.config.mu,
-                               modalities=list(self.model.modalities))
+                               modalities=list(self.context.modalities))
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
         self.scheduler.step(metrics.utilization_metrics)
-        if len(self.model.modalities) > 2:  # which modality each pair's block slowed: +1 the first, −1 the second
+        if len(self.context.modalities) > 2:  # which modality each pair's block slowed: +1 the first, −1 the second
             for (first, second), slowed in self.scheduler.last_pairs.items():
                 metrics.row[f"slows_{first}_{second}"] = 1 if slowed == first else -1 if slowed == second else 0
 

@@ -9,7 +9,6 @@ per-modality logits are fused, weighted by how confident (low-entropy) each moda
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +97,8 @@ class MLA(Method):
       data only with the fixed fusion (the entropy is that of one class distribution).
     """
     name = "mla"
+    model_parts = ("fusion_head", "feature_dim")
+    steps_in_loss = True
     trains_heads = True       # the shared head's per-modality logits are trained and reach the encoders
     modality_source = "heads"
     hyperparameters = (
@@ -118,20 +119,19 @@ class MLA(Method):
                           "entropy-batch": "entropy-weighted shared-head logits (per evaluation batch)",
                           "fixed": "fixed-weight shared-head logits"}[config.mla_fusion]
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        modalities = self.model.modalities
+    def setup(self, context) -> None:
+        super().setup(context)
+        modalities = self.context.modalities
         if len(modalities) < 2:
             raise UserError("mla alternates between modalities; it needs at least two")
-        if trainer.task.name == "multilabel" and self.config.mla_fusion != "fixed":
+        if context.task.name == "multilabel" and self.config.mla_fusion != "fixed":
             raise UserError(f"mla's {self.config.mla_fusion} fusion weighs modalities by the entropy of one class "
-                            f"distribution and needs single-label data; {trainer.data.name} is multi-label "
+                            f"distribution and needs single-label data; {context.data_name} is multi-label "
                             "(--mla-fusion fixed works with it)")
         d = self.model.feature_dim
-        self.projector = torch.eye(d, device=trainer.device)
+        self.projector = torch.eye(d, device=context.device)
         self.substeps = 0  # the official `exp_count`: sub-steps taken in the whole run
-        n, batch = len(trainer.splits["train"][1]), trainer.config.batch_size
-        self.batches = math.ceil((n - (n % batch == 1)) / batch)  # the trainer drops a lone last sample
+        self.batches = context.batches_per_epoch()
         self.batch = 0
         first = self.config.mla_first_weight
         rest = (1 - first) / (len(modalities) - 1)
@@ -142,12 +142,16 @@ class MLA(Method):
         head = self.model.fusion_head
         return F.linear(features, head.weight[:, :self.model.feature_dim], head.bias)
 
+    def needs(self) -> dict[str, str]:
+        return {"batches_per_epoch": "its projection strength follows the batch's place in the epoch "
+                                     "(pass train_loader=, whose len() is the epoch's batches)"}
+
     def start_epoch(self, epoch: int) -> None:
         self.batch = 0
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
         # Every sub-step but the last steps the optimizer here; the trainer's own step is the last one.
-        *earlier, last = self.model.modalities
+        *earlier, last = self.context.modalities
         done = []
         for m in earlier:
             sub = loss_fn(self.shared_head(out.features[m]), labels)
@@ -161,7 +165,7 @@ class MLA(Method):
         return loss_fn(self.shared_head(out.features[last]), labels) + sum(done)
 
     def after_backward(self, out, labels, epoch: int) -> None:
-        self._modify_head_gradient(out.features[self.model.modalities[-1]])
+        self._modify_head_gradient(out.features[self.context.modalities[-1]])
         self.batch += 1
 
     def _modify_head_gradient(self, features: torch.Tensor) -> None:
@@ -190,5 +194,5 @@ class MLA(Method):
         return {"projector": self.projector.cpu(), "substeps": self.substeps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.projector = state["projector"].to(self.trainer.device)
+        self.projector = state["projector"].to(self.context.device)
         self.substeps = state["substeps"]

@@ -70,6 +70,7 @@ class MMPareto(Method):
     and `mmpareto_conflict_<m>` (the share of steps with cosine ≤ 0, where the min-norm weights apply).
     """
     name = "mmpareto"
+    model_parts = ("encoders",)
     trains_heads = True
     modality_source = "heads"
     hyperparameters = (
@@ -78,16 +79,16 @@ class MMPareto(Method):
                        search=SearchRange(1.0, 2.0, source="ours, around the official code's fixed 1.5")),
     )
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
+    def setup(self, context) -> None:
+        super().setup(context)
         self.params = {m: [p for p in self.model.encoders[m].parameters() if p.requires_grad]
-                       for m in self.model.modalities}
+                       for m in self.context.modalities}
         self._reset_log()
 
     def _reset_log(self) -> None:
-        zero = torch.zeros((), device=self.trainer.device)
-        self.cosine_sum = {m: zero.clone() for m in self.model.modalities}
-        self.conflicts = {m: zero.clone() for m in self.model.modalities}
+        zero = torch.zeros((), device=self.context.device)
+        self.cosine_sum = {m: zero.clone() for m in self.context.modalities}
+        self.conflicts = {m: zero.clone() for m in self.context.modalities}
         self.steps = 0
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
@@ -121,7 +122,7 @@ class MMPareto(Method):
         self.steps += 1
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        for m in self.model.modalities:
+        for m in self.context.modalities:
             metrics.row[f"mmpareto_cos_{m}"] = self.cosine_sum[m].item() / max(self.steps, 1)
             metrics.row[f"mmpareto_conflict_{m}"] = self.conflicts[m].item() / max(self.steps, 1)
         self._reset_log()

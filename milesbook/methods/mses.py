@@ -31,14 +31,15 @@ class MSES(Aux):
     accuracy has not improved for `mses_patience` epochs either (history.csv is then shorter than
     `--epochs`)."""
     name = "mses"
+    model_parts = ("encoders", "heads")
     hyperparameters = (PATIENCE, RESTORE)
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        self.tracked = ["fusion", *self.model.modalities]
+    def setup(self, context) -> None:
+        super().setup(context)
+        self.tracked = ["fusion", *self.context.modalities]
         self.best = {k: -math.inf for k in self.tracked}
         self.waited = {k: 0 for k in self.tracked}
-        self.stopped_at = {m: 0 for m in self.model.modalities}  # epoch it stopped; 0 = still training
+        self.stopped_at = {m: 0 for m in self.context.modalities}  # epoch it stopped; 0 = still training
         self.best_weights = {}
 
     def _modules(self, m: str):
@@ -51,8 +52,7 @@ class MSES(Aux):
                 module.momentum = 0.0  # running statistics stay as they were at the stop
 
     def end_epoch(self, metrics: EpochMetrics) -> None:
-        values = {"fusion": metrics.row[f"val_{metrics.metric}_fusion"],
-                  **{m: metrics.row[f"val_{metrics.metric}_{m}"] for m in self.model.modalities}}
+        values = metrics.validation
         for k in self.tracked:
             if k != "fusion" and self.stopped_at[k]:
                 continue
@@ -68,7 +68,7 @@ class MSES(Aux):
                     for module, state in zip(self._modules(k), self.best_weights.pop(k)):
                         module.load_state_dict(state)
                 self._freeze(k)
-        metrics.row.update({f"mses_stopped_{m}": self.stopped_at[m] for m in self.model.modalities})
+        metrics.row.update({f"mses_stopped_{m}": self.stopped_at[m] for m in self.context.modalities})
 
     def should_stop(self) -> bool:
         return all(self.stopped_at.values()) and self.waited["fusion"] >= self.config.mses_patience

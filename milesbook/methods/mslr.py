@@ -83,9 +83,15 @@ class MSLR(Method):
 
     variant = ""
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        modalities = list(self.model.modalities)
+    def needs(self) -> dict[str, str]:
+        if self.config.mslr_init == "unimodal":
+            return {"reference_weights": "--mslr-init unimodal starts each encoder from a unimodal run milesbook "
+                                         "trains first (--mslr-init scratch works in any loop)"}
+        return {}
+
+    def setup(self, context) -> None:
+        super().setup(context)
+        modalities = list(self.context.modalities)
         given = dict(self.config.mslr_lrs)
         if given and sorted(given) != sorted(modalities):
             raise UserError(f"--mslr-lrs must give a rate for each of {modalities}, got {sorted(given)}")
@@ -97,12 +103,12 @@ class MSLR(Method):
         if self.variant == "s":
             rates = mslr_smoothed_rates(rates, self.config.mslr_lambda)
         if self.config.mslr_init == "unimodal":
-            self._start_from_unimodal(trainer, given or {m: self.config.lr for m in modalities})
+            self._start_from_unimodal(given or {m: self.config.lr for m in modalities})
         for m, lr in rates.items():
             self.group(m)["lr"] = lr
         self.metric_history = {m: [] for m in modalities}
 
-    def _start_from_unimodal(self, trainer, unimodal_lrs: dict[str, float]) -> None:
+    def _start_from_unimodal(self, unimodal_lrs: dict[str, float]) -> None:
         """Start each encoder, and its unimodal head, from its unimodal run's selected epoch (trained
         at that modality's unimodal rate, with this run's seed, epochs and settings, never reading
         test). With concat fusion the fusion head starts as the sum of the unimodal heads
@@ -111,7 +117,7 @@ class MSLR(Method):
         weights = {}
         for m, lr in unimodal_lrs.items():
             config = replace(self.config, method=f"unimodal-{m}", lr=lr, test_split=False)
-            weights[m] = trainer.reference_weights(config, f"init/unimodal-{m}")
+            weights[m] = self.context.reference_weights(config, f"init/unimodal-{m}")
             prefix = f"encoders.{m}."
             self.model.encoders[m].load_state_dict(
                 {k.removeprefix(prefix): v for k, v in weights[m].items() if k.startswith(prefix)})
@@ -119,7 +125,7 @@ class MSLR(Method):
             self.model.heads[m].load_state_dict({"weight": weights[m]["fusion_head.weight"],
                                                  "bias": weights[m]["fusion_head.bias"]})
         if self.model.fusion_kind == "concat":
-            order = self.model.modalities
+            order = self.context.modalities
             with torch.no_grad():
                 self.model.fusion_head.weight.copy_(torch.cat([weights[m]["fusion_head.weight"] for m in order], 1))
                 self.model.fusion_head.bias.copy_(sum(weights[m]["fusion_head.bias"] for m in order))
@@ -128,7 +134,7 @@ class MSLR(Method):
         if self.variant != "d":
             return
         for m, values in self.metric_history.items():
-            values.append(metrics.row[f"val_{metrics.metric}_{m}"])
+            values.append(metrics.validation[m])
             if metrics.epoch % self.config.mslr_window == 0:
                 self.group(m)["lr"] *= mslr_dynamic_factor(values, self.config.mslr_window)
 

@@ -104,6 +104,7 @@ class OGM(Method):
     OGM then trains nearly like vanilla. The official code uses SGD with momentum (`--optimizer sgd`).
     """
     name = "ogm"
+    model_parts = ("encoders",)
     hyperparameters = OGM_KNOBS
     noise = False
 
@@ -117,22 +118,22 @@ class OGM(Method):
         self.trains_heads = config.ogm_source == "heads"
         self.modality_source = "heads" if self.trains_heads else "parts"
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
+    def setup(self, context) -> None:
+        super().setup(context)
         min_dims = 4 if self.config.ogm_params == "conv" else 2
         self.params = {m: [p for p in self.model.encoders[m].parameters() if p.dim() >= min_dims]
-                       for m in self.model.modalities}
+                       for m in self.context.modalities}
         self._reset_log()
 
     def _reset_log(self):
-        self.k_sum = {m: torch.zeros((), device=self.trainer.device) for m in self.model.modalities}
+        self.k_sum = {m: torch.zeros((), device=self.context.device) for m in self.context.modalities}
         self.steps = 0
 
     def after_backward(self, out, labels, epoch: int) -> None:
         if not (self.config.ogm_start <= epoch <= self.config.ogm_end):
             return
         logits = out.heads if self.trains_heads else out.parts
-        modalities = self.model.modalities
+        modalities = self.context.modalities
         with torch.no_grad():
             if len(modalities) == 2:
                 a, b = modalities

@@ -98,19 +98,23 @@ class PMR(Method):
         if config.pmr_start > config.pmr_end:
             raise UserError(f"--pmr-start/--pmr-end must be 1 ≤ start ≤ end, got {(config.pmr_start, config.pmr_end)}")
 
-    def setup(self, trainer) -> None:
-        super().setup(trainer)
-        if len(self.model.modalities) != 2:
-            raise UserError(f"pmr compares two modalities' prototype scores; got {list(self.model.modalities)}")
-        if trainer.task.name == "multilabel":
+    def setup(self, context) -> None:
+        super().setup(context)
+        if len(self.context.modalities) != 2:
+            raise UserError(f"pmr compares two modalities' prototype scores; got {list(self.context.modalities)}")
+        if context.task.name == "multilabel":
             raise UserError("pmr builds one prototype per class and needs single-label data; "
-                            f"{trainer.data.name} is multi-label")
+                            f"{context.data_name} is multi-label")
         self.prototypes = None
         self._reset_log()
 
     def _reset_log(self) -> None:
-        zero = torch.zeros((), device=self.trainer.device)
-        self.ratio_sum, self.boosts, self.steps = zero.clone(), {m: zero.clone() for m in self.model.modalities}, 0
+        zero = torch.zeros((), device=self.context.device)
+        self.ratio_sum, self.boosts, self.steps = zero.clone(), {m: zero.clone() for m in self.context.modalities}, 0
+
+    def needs(self) -> dict[str, str]:
+        return {"training_sample": "its class prototypes are built on a tenth of the training split "
+                                   "(pass train_loader=)"}
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -120,20 +124,17 @@ class PMR(Method):
     @torch.no_grad()
     def _class_means(self, epoch: int, previous: dict | None = None) -> dict[str, torch.Tensor]:
         """Each modality's class-mean features (K, d) on ⌊n/10⌋ shuffled training batches."""
-        trainer, model = self.trainer, self.model
-        inputs, labels = trainer.splits["train"]
-        batch = trainer.config.batch_size
-        batches = max(1, (len(labels) // batch) // 10)
-        generator = torch.Generator().manual_seed(trainer.config.seed * 100_003 + epoch)
-        idx = torch.randperm(len(labels), generator=generator)[:batches * batch].to(trainer.device)
+        context, model = self.context, self.model
+        batch = context.batch_size
+        batches = max(1, (context.train_size // batch) // 10)
+        generator = torch.Generator().manual_seed(context.seed * 100_003 + epoch)
+        x, y = next(iter(context.training_sample(batches * batch, generator)))
         was_training = model.training
         model.eval()
-        x = {m: trainer._with_training_noise(m, trainer._input(m, inputs[m][idx]), generator) for m in model.modalities}
         features = model(x).features
         model.train(was_training)
-        y = labels[idx]
-        classes = trainer.data.num_classes
-        counts = torch.bincount(y, minlength=classes).to(features[model.modalities[0]].dtype)
+        classes = context.num_classes
+        counts = torch.bincount(y, minlength=classes).to(features[self.context.modalities[0]].dtype)
         means = {}
         for m, f in features.items():
             sums = torch.zeros(classes, f.shape[1], device=f.device, dtype=f.dtype).index_add_(0, y, f)
@@ -145,7 +146,7 @@ class PMR(Method):
         loss = loss_fn(out.fusion, labels)
         if not (self.config.pmr_start <= self.epoch <= self.config.pmr_end):
             return loss
-        a, b = self.model.modalities
+        a, b = self.context.modalities
         logits = {m: prototype_logits(out.features[m], self.prototypes[m]) for m in (a, b)}
         beta, lam, ratio = pmr_coefficients(logits[a].detach(), logits[b].detach(), labels, self.config.pmr_alpha)
         self.ratio_sum += ratio
@@ -176,4 +177,4 @@ class PMR(Method):
 
     def load_state_dict(self, state: dict) -> None:
         saved = state.get("prototypes")
-        self.prototypes = {m: p.to(self.trainer.device) for m, p in saved.items()} if saved else None
+        self.prototypes = {m: p.to(self.context.device) for m, p in saved.items()} if saved else None

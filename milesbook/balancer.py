@@ -126,6 +126,8 @@ class Balancer:
         self.method.setup(self.context)
         self.epoch = 1              # the epoch being trained (1-based, as history.csv)
         self._open = False          # has this epoch's first batch been seen?
+        # Before the epoch's first forward, as in the Trainer (AIM-R's and PMR's prototypes use the model).
+        self.method.start_epoch(self.epoch)
         self._batch = None          # (out, labels) of the batch between `loss` and `after_backward`
         self._checked = False
         self.rates: dict[str, float] = {}
@@ -135,8 +137,7 @@ class Balancer:
     # -- per batch ---------------------------------------------------------------------------------
     def _start_epoch(self) -> None:
         if not self._open:
-            self.method.start_epoch(self.epoch)
-            self.rates = group_rates(self.optimizer)  # what this epoch trains with
+            self.rates = group_rates(self.optimizer)  # what this epoch trains with (read at its first batch)
             self._open = True
 
     def readout(self, out):
@@ -181,6 +182,8 @@ class Balancer:
         self.last_readings = found
         self.epoch += 1
         self._open = False
+        if not self.should_stop:
+            self.method.start_epoch(self.epoch)
         return found
 
     def read(self, loader: Iterable) -> readings.Readings:

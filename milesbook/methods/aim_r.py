@@ -208,7 +208,7 @@ class AIMR(Method):
       MLPEncoder its 3 Linear+ReLU pairs; ResNet its residual stages layer1, layer2, …, with the stem
       folded into the first (ResNet-18: L = 4). Text encoders are refused. Encoders of different
       depths are matched by relative depth l/L (`depth_pairs`).
-    - DAP [R, refresh from L]: the descriptor is û = L2-normalised GAP(h_m^l), taken from the trainer's
+    - DAP [R, refresh from L]: the descriptor is û = L2-normalised GAP(h_m^l), taken from the loop's
       own forward through hooks. Prototypes P_m^l (K, C_l) are class means of û: before the first
       epoch and after every epoch, in eval mode without gradient, on a tenth of the training batches
       (⌊⌊n/B⌋/10⌋, at least one), shuffled with a generator seeded from (seed, epoch). This is PMR's recipe [L], and the blend
@@ -320,7 +320,7 @@ class AIMR(Method):
                 module.register_forward_hook(self._output_hook(m, l))
         self._reset_log()
 
-    # -- capture of the trainer's own forward ---------------------------------------------------------
+    # -- capture of the loop's own forward ------------------------------------------------------------
     def _recording_now(self) -> bool:
         # training forwards run with gradient, evaluation without: only the former and the prototype
         # pass are kept (and never the auxiliary pass, which calls the same modules)

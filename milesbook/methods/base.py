@@ -1,4 +1,4 @@
-"""What every method is built from: the hooks on the one trainer (`milesbook.train`), the
+"""What every method is built from: the hooks every training loop calls (milesbook's Trainer and yours), the
 declaration of a method's knobs, the registry, and the three plain recipes (`vanilla`, `aux`, the
 unimodal references). Imports no method: each method module registers itself here, and
 `milesbook.methods` imports them all.

@@ -75,7 +75,7 @@ class MLA(Method):
       is passed as the class `GSPlugin`, not an instance, so the first MLA step would fail. We follow
       the paper, which presents the modification as part of MLA; "off" is the released behaviour and
       "add" BalanceBenchmark's (G ← G + G Pᵀ). As in the official code, P lives for the whole run,
-      α = 0.1^(1 + b/B) for the b-th of B batches of the epoch (B counts the trainer's batches: one
+      α = 0.1^(1 + b/B) for the b-th of B batches of the epoch (B counts the loop's batches: one
       fewer than the official ⌈n/64⌉ when a lone last sample is dropped), and the very first sub-step
       of training is not modified. Differences in the update itself: P ← P − k kᵀ / (α + r k) with the
       scalar r k, the orthogonal-weight-modification form; the official line divides element-wise by
@@ -150,7 +150,7 @@ class MLA(Method):
         self.batch = 0
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
-        # Every sub-step but the last steps the optimizer here; the trainer's own step is the last one.
+        # Every sub-step but the last steps the optimizer here; the loop's own step is the last one.
         *earlier, last = self.context.modalities
         done = []
         for m in earlier:

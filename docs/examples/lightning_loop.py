@@ -35,6 +35,16 @@ class Rows(Dataset):
     def __getitem__(self, i):
         return {m: x[i] for m, x in self.inputs.items()}, self.labels[i]
 
+    def __getitems__(self, rows):
+        # A whole batch in one indexing (DataLoader uses it when present), not 64 rows stacked one by one.
+        index = torch.tensor(rows)
+        return {m: x[index] for m, x in self.inputs.items()}, self.labels[index]
+
+
+def as_is(batch):
+    """The collate function for a dataset whose `__getitems__` already returns the batch."""
+    return batch
+
 
 class FusionModule(L.LightningModule):
     """milesbook's small joint-fusion model as a LightningModule; its forward returns a FusionOutput."""
@@ -101,8 +111,8 @@ def main(argv=None) -> None:
                         callbacks=[balancing], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tempfile.mkdtemp(prefix="milesbook-lightning-"))
-    trainer.fit(module, DataLoader(Rows(data.splits["train"]), batch_size=64, shuffle=True),
-                DataLoader(Rows(data.splits["val"]), batch_size=1000))
+    trainer.fit(module, DataLoader(Rows(data.splits["train"]), batch_size=64, shuffle=True, collate_fn=as_is),
+                DataLoader(Rows(data.splits["val"]), batch_size=1000, collate_fn=as_is))
 
 
 if __name__ == "__main__":

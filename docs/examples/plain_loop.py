@@ -33,6 +33,16 @@ class Rows(Dataset):
     def __getitem__(self, i):
         return {m: x[i] for m, x in self.inputs.items()}, self.labels[i]
 
+    def __getitems__(self, rows):
+        # A whole batch in one indexing (DataLoader uses it when present), not 64 rows stacked one by one.
+        index = torch.tensor(rows)
+        return {m: x[index] for m, x in self.inputs.items()}, self.labels[index]
+
+
+def as_is(batch):
+    """The collate function for a dataset whose `__getitems__` already returns the batch."""
+    return batch
+
 
 class OneShufflePerEpoch(Sampler):
     """A fresh permutation from `generator` each epoch, and nothing else drawn from it (torch's
@@ -70,8 +80,9 @@ def main(argv=None) -> list[dict]:
     optimizer = torch.optim.Adam(model.param_groups(args.lr))          # groups named "fusion", "image", "audio"
     generator = torch.Generator().manual_seed(args.seed)               # batch order and training noise
     train = Rows(data.splits["train"])
-    train_loader = DataLoader(train, batch_size=64, sampler=OneShufflePerEpoch(len(train), generator))
-    val_loader = DataLoader(Rows(data.splits["val"]), batch_size=1000)
+    train_loader = DataLoader(train, batch_size=64, sampler=OneShufflePerEpoch(len(train), generator),
+                              collate_fn=as_is)
+    val_loader = DataLoader(Rows(data.splits["val"]), batch_size=1000, collate_fn=as_is)
     knobs = {"tau": args.tau, "mu": args.mu} if args.method in ("miles", "miles-lab") else {}
     balancer = milesbook.Balancer(model, optimizer, method=args.method, train_loader=train_loader,  # balancing
                                   seed=args.seed, **knobs)

@@ -279,6 +279,10 @@ class AIMR(Method):
                        "under-optimized gradients × (1 + η γ) (0: off)", valid=lambda v: v >= 0, rule="≥ 0"),
     )
 
+    def needs(self) -> dict[str, str]:
+        return {"training_sample": "its per-depth prototypes are built on a tenth of the training split "
+                                   "(pass train_loader=)"}
+
     def setup(self, context) -> None:
         super().setup(context)
         model = self.model

@@ -10,7 +10,7 @@
         def configure_optimizers(self):                         # groups named "fusion" and per modality
             return torch.optim.Adam(self.net.param_groups(1e-3))
 
-The callback attaches itself to the module as `module.balancing` when fitting starts. It uses
+The callback attaches itself to the module as `module.balancing` when training starts. It uses
 Lightning's hooks: `on_before_optimizer_step` (after backward and gradient unscaling) for gradient
 edits, `on_train_batch_end` after the step, and `on_validation_epoch_end` for the epoch's rule: it
 reads the model on the validation loader (a second pass beside your `validation_step`) and applies
@@ -44,20 +44,26 @@ def edits_each_step(method: Method) -> bool:
 class BalancingCallback(pl.Callback):
     """A balancing method (`milesbook.Balancer`) on a LightningModule whose forward follows the model
     contract and whose optimizer's param groups are named "fusion" and one per modality. `knobs` are the
-    method's own (tau=, mu= for MILES); the other options as `Balancer`'s."""
+    method's own (tau=, mu= for MILES); `model`: the attribute of your module that holds the fusion model
+    (e.g. "net"), when a method works on its parts (OGM on `encoders`, MSES on `heads`…) — the methods
+    then read and score that model; default the module itself. Other options as `Balancer`'s."""
 
     def __init__(self, method: str = "miles", *, task: str = "multiclass", num_classes: int | None = None,
-                 modalities=None, seed: int = 0, **knobs):
-        self.method_name, self.task, self.num_classes = method, task, num_classes
+                 modalities=None, seed: int = 0, model: str | None = None, **knobs):
+        self.method_name, self.task, self.num_classes, self.model = method, task, num_classes, model
         self.modalities, self.seed, self.knobs = modalities, seed, knobs
         self.balancer: Balancer | None = None
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Here, not at fit start: the training loader exists now (PMR and AIM-R sample it, MLA counts it).
         if len(trainer.optimizers) != 1:
             raise UserError(f"BalancingCallback needs one optimizer; configure_optimizers gave {len(trainer.optimizers)}")
-        self.balancer = Balancer(pl_module, trainer.optimizers[0], self.method_name, task=self.task,
+        model = pl_module if self.model is None else getattr(pl_module, self.model, None)
+        if model is None:
+            raise UserError(f"BalancingCallback(model={self.model!r}): {type(pl_module).__name__} has no such attribute")
+        self.balancer = Balancer(model, trainer.optimizers[0], self.method_name, task=self.task,
                                  num_classes=self.num_classes, modalities=self.modalities, seed=self.seed,
-                                 where="Lightning", **self.knobs)
+                                 train_loader=trainer.train_dataloader, where="Lightning", **self.knobs)
         method = self.balancer.method
         if trainer.world_size > 1 and edits_each_step(method):
             raise UserError(f"{method.name} edits each step's gradients from its own batch; with {trainer.world_size} "
@@ -67,14 +73,14 @@ class BalancingCallback(pl.Callback):
             raise UserError(f"{method.name} steps the optimizer inside its loss, which Lightning's closure owns; "
                             "use milesbook.Balancer in a plain loop")
         pl_module.balancing = self
-        if getattr(self, "_pending", None):  # a checkpoint's state, restored before fitting started
+        if getattr(self, "_pending", None):  # a checkpoint's state, restored before training started
             self.balancer.load_state_dict(self._pending)
             self._pending = None
 
     def loss(self, out, labels):
         """The method's training loss of one batch (call it in `training_step`)."""
         if self.balancer is None:
-            raise UserError("BalancingCallback.loss was called before fitting started; pass the callback to "
+            raise UserError("BalancingCallback.loss was called before training started; pass the callback to "
                             "L.Trainer(callbacks=[...])")
         return self.balancer.loss(out, labels)
 
@@ -105,4 +111,4 @@ class BalancingCallback(pl.Callback):
         if self.balancer is not None:
             self.balancer.load_state_dict(state_dict)
         else:
-            self._pending = state_dict
+            self._pending = state_dict  # put back once training starts and the balancer exists

@@ -106,7 +106,8 @@ def main(argv=None) -> None:
     data = milesbook.load_dataset("digits-av")
     module = FusionModule(data, args.lr, args.seed)
     knobs = {"tau": args.tau, "mu": args.mu} if args.method in ("miles", "miles-lab") else {}
-    balancing = BalancingCallback(args.method, num_classes=data.num_classes, seed=args.seed, **knobs)  # balancing
+    balancing = BalancingCallback(args.method, num_classes=data.num_classes, seed=args.seed, model="net",  # balancing
+                                  **knobs)
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=args.devices, strategy=args.strategy,
                         callbacks=[balancing], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
@@ -116,4 +117,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except milesbook.errors.UserError as error:  # a method this setting cannot run: one line, not a traceback
+        raise SystemExit(f"lightning_loop.py: {error}")

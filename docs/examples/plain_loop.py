@@ -110,4 +110,7 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except milesbook.errors.UserError as error:  # a method this loop cannot run: one line, not a traceback
+        raise SystemExit(f"plain_loop.py: {error}")

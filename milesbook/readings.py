@@ -130,25 +130,26 @@ def utilization_from(values: dict[str, float], modalities: Sequence[str], metric
 @dataclass
 class Readings:
     """A model's readings on one split: `values` {"<metric>_<logit name>": value} for every metric of
-    the task, the headline `metric`'s `utilization` (u_m, δ, M_{−m}), and the number of samples `n`."""
+    the task, `headline` the `Utilization` on the headline `metric` (u_m, δ, M_{−m}), and the number of
+    samples `n`."""
     values: dict[str, float]
     metric: str
-    utilization_of: Utilization
+    headline: Utilization
     n: int
 
     @property
     def utilization(self) -> dict[str, float]:
         """{modality: u_m}"""
-        return dict(self.utilization_of.u)
+        return dict(self.headline.u)
 
     @property
     def delta(self) -> float:
-        return self.utilization_of.delta
+        return self.headline.delta
 
     @property
     def metrics(self) -> dict[str, float]:
         """{"fusion": M_all, modality: M_m, …} — what `milesbook.MILES.step` takes."""
-        return dict(self.utilization_of.metrics)
+        return dict(self.headline.metrics)
 
 
 def _batches(loader: Iterable):

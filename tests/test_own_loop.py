@@ -186,3 +186,14 @@ def test_lightning_refuses_per_step_gradient_rules_under_ddp():
     edits = {name for name in PLUGGABLE if edits_each_step(mb.methods.build_method(mb.TrainConfig(method=name),
                                                                                    ("a", "b")))}
     assert edits == {"ogm", "ogm-ge", "mmpareto", "mla", "inforeg", "aim-r"}
+
+
+def test_only_the_callback_module_imports_lightning():
+    """Lightning stays optional: no other module of the package imports it."""
+    for path in (ROOT / "milesbook").rglob("*.py"):
+        imports = [line for line in path.read_text().splitlines() if line.lstrip().startswith(("import ", "from "))]
+        uses = [line for line in imports if "lightning" in line.split("#")[0] and "from .lightning" not in line]
+        assert not uses or path.name == "lightning.py", (path, uses)
+    done = subprocess.run([sys.executable, "-c", "import sys, milesbook; print('lightning' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False"

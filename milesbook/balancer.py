@@ -75,7 +75,7 @@ def group_rates(optimizer) -> dict[str, float]:
             for i, g in enumerate(optimizer.param_groups)}
 
 
-def method_config(method: str, seed: int = 0, batch_size: int = 64, **knobs) -> TrainConfig:
+def method_config(method: str, seed: int = 0, batch_size: int = 64, lr: float = 1e-3, **knobs) -> TrainConfig:
     """The `TrainConfig` a method reads its knobs from, outside milesbook's Trainer: `knobs` must be
     the method's own (`milesbook.methods.hyperparameters_of`), checked as the CLI checks them."""
     if unimodal_modality(method):
@@ -85,7 +85,7 @@ def method_config(method: str, seed: int = 0, batch_size: int = 64, **knobs) -> 
     if stray:
         raise UserError(f"{method} has no knob {', '.join(map(repr, stray))}; its knobs are "
                         f"{', '.join(sorted(own)) or 'none'}")
-    return TrainConfig(method=method, seed=seed, batch_size=batch_size, **knobs).check()
+    return TrainConfig(method=method, seed=seed, batch_size=batch_size, lr=lr, **knobs).check()
 
 
 class Balancer:
@@ -108,16 +108,29 @@ class Balancer:
         if "fusion" not in names or None in names:
             raise UserError(f"balancing needs the optimizer's param groups named 'fusion' and one per modality "
                             f"(JointFusionModel.param_groups(lr) gives them); they are named {names}")
-        self.modalities = tuple(modalities or getattr(model, "modalities", None) or [n for n in names if n != "fusion"])
+        own_order = getattr(model, "modalities", None)  # a JointFusionModel's: its fusion head's column order
+        self.modalities = tuple(modalities or own_order or [n for n in names if n != "fusion"])
+        if own_order is not None and tuple(own_order) != self.modalities:
+            raise UserError(f"modalities={list(self.modalities)} differ from the model's own {list(own_order)}; "
+                            "leave modalities= out")
+        lacking = [m for m in self.modalities if m not in names]
+        if lacking:
+            raise UserError(f"the optimizer has no param group named {lacking}; balancing needs one per modality "
+                            f"(its groups are named {names})")
         if num_classes is None:
             head = getattr(model, "fusion_head", None)
             num_classes = getattr(head, "out_features", None)
         if num_classes is None:
             raise UserError("pass num_classes= (the model has no fusion_head to read it from)")
         batch_size = getattr(train_loader, "batch_size", None) or 64
-        self.config = method_config(method, seed=seed, batch_size=batch_size, **knobs)
+        fusion_rate = next(g["lr"] for g in optimizer.param_groups if g.get("name") == "fusion")
+        # a method that sets rates from the config's global one (MSLR without --mslr-lrs) starts from yours
+        self.config = method_config(method, seed=seed, batch_size=batch_size, lr=float(fusion_rate), **knobs)
         self.method = build_method(self.config, self.modalities)
-        device = next(iter(model.parameters())).device
+        parameter = next(iter(model.parameters()), None)
+        if parameter is None:
+            raise UserError(f"{type(model).__name__} has no parameters to balance")
+        device = parameter.device
         self.context = LoopContext(model, optimizer, self.task, self.modalities, num_classes, device, seed,
                                    batch_size, train_loader=train_loader)
         if where:
@@ -202,5 +215,8 @@ class Balancer:
         return {"epoch": self.epoch, "method": self.method.state_dict(), "history": list(self.history)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Put back a `state_dict()` — after the model's and optimizer's own, so that the epoch about to
+        train starts from them (InfoReg anchors on the weights; PMR and AIM-R count epochs)."""
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.method.load_state_dict(state["method"])
+        self.method.start_epoch(self.epoch)

@@ -53,18 +53,28 @@ class BalancingCallback(pl.Callback):
         self.method_name, self.task, self.num_classes, self.model = method, task, num_classes, model
         self.modalities, self.seed, self.knobs = modalities, seed, knobs
         self.balancer: Balancer | None = None
+        self._pending: dict | None = None  # a checkpoint's state until the balancer exists
+        self._stepped = False  # did the optimizer step on this batch (not with accumulation or a skipped AMP step)?
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Here, not at fit start: the training loader exists now (PMR and AIM-R sample it, MLA counts it).
+        if trainer.check_val_every_n_epoch != 1 or trainer.val_check_interval != 1.0:
+            raise UserError("BalancingCallback: validation must run once per training epoch (check_val_every_n_epoch=1, "
+                            "val_check_interval=1.0): the method's rule follows it")
         if len(trainer.optimizers) != 1:
             raise UserError(f"BalancingCallback needs one optimizer; configure_optimizers gave {len(trainer.optimizers)}")
         model = pl_module if self.model is None else getattr(pl_module, self.model, None)
         if model is None:
             raise UserError(f"BalancingCallback(model={self.model!r}): {type(pl_module).__name__} has no such attribute")
+        # A resumed fit has its optimizer restored already: what a method sets up (MSLR's rates) must not undo it.
+        restored = [group["lr"] for group in trainer.optimizers[0].param_groups]
         self.balancer = Balancer(model, trainer.optimizers[0], self.method_name, task=self.task,
                                  num_classes=self.num_classes, modalities=self.modalities, seed=self.seed,
                                  train_loader=trainer.train_dataloader, where="Lightning", **self.knobs)
         method = self.balancer.method
+        if trainer.accumulate_grad_batches > 1 and edits_each_step(method):
+            raise UserError(f"{method.name} edits each step's gradients from one batch; with accumulate_grad_batches="
+                            f"{trainer.accumulate_grad_batches} a step sums several. Set it to 1 for this method")
         if trainer.world_size > 1 and edits_each_step(method):
             raise UserError(f"{method.name} edits each step's gradients from its own batch; with {trainer.world_size} "
                             "processes the ranks' weights would drift apart. Run it on one device, or pick a loss "
@@ -73,7 +83,9 @@ class BalancingCallback(pl.Callback):
             raise UserError(f"{method.name} steps the optimizer inside its loss, which Lightning's closure owns; "
                             "use milesbook.Balancer in a plain loop")
         pl_module.balancing = self
-        if getattr(self, "_pending", None):  # a checkpoint's state, restored before training started
+        if self._pending:  # a checkpoint's state, restored before training started
+            for group, lr in zip(trainer.optimizers[0].param_groups, restored):
+                group["lr"] = lr
             self.balancer.load_state_dict(self._pending)
             self._pending = None
 
@@ -89,18 +101,24 @@ class BalancingCallback(pl.Callback):
             raise UserError("training_step did not return self.balancing.loss(out, labels): the method never saw "
                             "the batch")
         self.balancer.after_backward()
+        self._stepped = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.balancer.after_step()
+        if self._stepped:
+            self.balancer.after_step()
+            self._stepped = False
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
+        if trainer.sanity_checking or self.balancer is None or trainer.state.fn != "fit":
+            return  # validate() after fit, or the sanity check before it, decides nothing
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-        self.balancer.end_epoch(loader)
+        self.balancer.end_epoch(loader)  # fit's validation runs under no_grad, not inference mode: state made here trains on
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.balancer.epoch != trainer.current_epoch + 2:
+            raise UserError(f"BalancingCallback: no validation ran in epoch {trainer.current_epoch + 1}; the method's "
+                            "rule reads the model on the validation loader every epoch: give fit() a validation loader")
         if self.balancer.should_stop:
             trainer.should_stop = True
 

@@ -177,7 +177,8 @@ def read(model, loader: Iterable, *, task: str = "multiclass", reading: str = "h
     from .errors import check_choice
     task_rule = task_of(task)
     check_choice("reading", reading, READINGS)
-    device, was_training = _device_of(model), model.training
+    device = _device_of(model)
+    modes = [(module, module.training) for module in model.modules()]  # a frozen part stays as you left it
     model.eval()
     summed, n = None, 0
     try:
@@ -194,7 +195,8 @@ def read(model, loader: Iterable, *, task: str = "multiclass", reading: str = "h
             summed = batch_counts if summed is None else summed + batch_counts
             n += len(labels)
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
     if summed is None:
         raise UserError("the loader gave no batch: readings need at least one sample")
     summed, n = reduce_over_processes(summed, n)

@@ -69,6 +69,13 @@ def test_lightning_example_under_ddp_takes_one_decision_on_both_ranks():
     assert follows_algorithm_1(by_rank[0], 0.02, 0.5, 1e-3) >= 1
 
 
+def test_lightning_example_runs_a_method_that_samples_the_training_loader():
+    """PMR builds its prototypes from Lightning's training loader (given when training starts) and uses
+    the ones the epoch's rule made after validation."""
+    lines = run_example("lightning_loop.py", "--method", "pmr", "--epochs", "2")
+    assert [line["epoch"] for line in lines] == [1, 2] and all(math.isfinite(line["delta"]) for line in lines)
+
+
 def loaders(data, batch_size=64):
     def rows(split):
         s = data.splits[split]

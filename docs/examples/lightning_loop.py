@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import warnings
 
@@ -78,7 +79,8 @@ class FusionModule(L.LightningModule):
         row = balancer.history[-1]
         line = {"epoch": row["epoch"], "rank": self.global_rank, "u": balancer.last_readings.utilization,
                 "delta": row["delta"], "lr": {k.removeprefix("lr_"): v for k, v in row.items() if k.startswith("lr_")}}
-        print(json.dumps(line), flush=True)
+        sys.stdout.write(json.dumps(line) + "\n")  # one write: lines of several processes do not interleave
+        sys.stdout.flush()
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.param_groups(self.lr))   # balancing: groups named fusion, image, audio

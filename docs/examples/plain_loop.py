@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -102,7 +103,8 @@ def main(argv=None) -> list[dict]:
         readings = balancer.end_epoch(val_loader)                      # balancing: u, δ, next rates
         line = {"epoch": epoch, "rank": 0, "u": readings.utilization, "delta": readings.delta,
                 "lr": {k.removeprefix("lr_"): v for k, v in balancer.history[-1].items() if k.startswith("lr_")}}
-        print(json.dumps(line), flush=True)
+        sys.stdout.write(json.dumps(line) + "\n")  # one write: lines of several processes do not interleave
+        sys.stdout.flush()
         printed.append(line)
         if balancer.should_stop:
             break

@@ -10,7 +10,6 @@ trained with during that epoch. Under DDP every rank reads the same u and takes 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -18,33 +17,11 @@ import warnings
 
 import lightning.pytorch as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import milesbook
 from milesbook.lightning import BalancingCallback
-
-
-class Rows(Dataset):
-    """One split as ({modality: tensor}, label) rows."""
-
-    def __init__(self, split):
-        self.inputs, self.labels = split.inputs, split.labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {m: x[i] for m, x in self.inputs.items()}, self.labels[i]
-
-    def __getitems__(self, rows):
-        # A whole batch in one indexing (DataLoader uses it when present), not 64 rows stacked one by one.
-        index = torch.tensor(rows)
-        return {m: x[index] for m, x in self.inputs.items()}, self.labels[index]
-
-
-def as_is(batch):
-    """The collate function for a dataset whose `__getitems__` already returns the batch."""
-    return batch
+from plain_loop import Rows, arguments, as_is  # beside this file: the split as batches, the flags
 
 
 class FusionModule(L.LightningModule):
@@ -86,22 +63,9 @@ class FusionModule(L.LightningModule):
         return torch.optim.Adam(self.net.param_groups(self.lr))   # balancing: groups named fusion, image, audio
 
 
-def arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="miles")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--tau", type=float, default=0.2)
-    parser.add_argument("--mu", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--devices", type=int, default=1, help="processes (CPU: gloo)")
-    parser.add_argument("--strategy", default="auto", help="auto, or ddp for several processes")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> None:
-    args = arguments(argv)
+    args = arguments(argv, __doc__, [("--devices", {"type": int, "default": 1, "help": "processes (CPU: gloo)"}),
+                                      ("--strategy", {"default": "auto", "help": "auto, or ddp for several processes"})])
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")  # the data are in memory
     L.seed_everything(args.seed, verbose=False)

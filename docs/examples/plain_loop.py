@@ -59,8 +59,11 @@ class OneShufflePerEpoch(Sampler):
         return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
 
-def arguments(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(argv=None, description: str = __doc__, extra=()):
+    """The examples' flags; `extra`: (flag, options) pairs a caller adds (the Lightning example's)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
     parser.add_argument("--method", default="miles")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -16,8 +16,6 @@ scheduling does, with and without the other (`factorial`).
 from __future__ import annotations
 
 import csv
-import math
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,11 +25,12 @@ from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
 from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
-from .metrics import METRIC_LABELS, student_t_quantile, task_of
+from .metrics import METRIC_LABELS, task_of
 from . import provenance
 from .pool import run_many
 from .handed import no_links_below
 from .runs import history_metric, read_history, read_summary, save_figure, write_json, write_text
+from .seed_stats import mean_std, paired_difference
 from .train import run_or_reuse
 
 ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS
@@ -48,10 +47,6 @@ def load_summaries(out, method: str, fusion: str, seeds: int) -> list[dict]:
     return [read_summary(run_dir(out, method, fusion, seed)) for seed in range(seeds)]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", metric: str | None = None) -> list[dict]:
     """One row per method: mean and std over seeds of the test fusion metric (`fusion_*`), each
     modality's (`<m>_*`) and Δ = |M_A − M_B| (`delta_*`). `prefix` picks which epoch's test metrics:
@@ -65,20 +60,20 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
         row = {"method": method, "seeds": len(runs), "metric": name}
         only = method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
         row["fusion_mean"], row["fusion_std"] = (None, None) if only else \
-            _mean_std([r[f"{prefix}test_{name}_fusion"] for r in runs])
+            mean_std([r[f"{prefix}test_{name}_fusion"] for r in runs])
         for m in modalities:
             if only and m != only:
                 row[f"{m}_mean"], row[f"{m}_std"] = None, None
             else:
-                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[f"{prefix}test_{name}_{m}"] for r in runs])
+                row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[f"{prefix}test_{name}_{m}"] for r in runs])
         probed = not only and all(r.get("heads") == "probes" and r.get("modality_reading") == "part" for r in runs)
         for m in modalities:
             row[f"probe_{m}_mean"], row[f"probe_{m}_std"] = \
-                _mean_std([r[f"{prefix}test_{name}_head_{m}"] for r in runs]) if probed else (None, None)
+                mean_std([r[f"{prefix}test_{name}_head_{m}"] for r in runs]) if probed else (None, None)
         if only or len(modalities) < 2:
             row["delta_mean"], row["delta_std"] = None, None
         else:  # Δ = max − min over the modalities (|M_A − M_B| for two)
-            row["delta_mean"], row["delta_std"] = _mean_std(
+            row["delta_mean"], row["delta_std"] = mean_std(
                 [max(values) - min(values) for values in
                  ([r[f"{prefix}test_{name}_{m}"] for m in modalities] for r in runs)])
         rows.append(row)
@@ -148,20 +143,6 @@ def decomposition(rows: list[dict], modalities) -> str:
     return (f"{opening}. The scheduling moves it by {100 * (lab - van):+.1f} points without the auxiliary "
             f"losses (`miles-lab` − `vanilla`{probe}) and by {100 * (mil - aux):+.1f} points with them "
             f"(`miles` − `aux`{', ' + percent(mil - aux) if gap > 0 else ''}); {ending}")
-
-
-def paired_difference(treated: list[dict], control: list[dict], key: str) -> dict | None:
-    """`key` of `treated` minus `control`, paired by seed (the same seed gives both runs the same data
-    order and initial draws): mean, std and the 95 % t-interval of the mean over the shared seeds."""
-    control_by_seed = {r["seed"]: r[key] for r in control}
-    diffs = [r[key] - control_by_seed[r["seed"]] for r in treated if r["seed"] in control_by_seed]
-    if not diffs:
-        return None
-    mean, std = _mean_std(diffs)
-    if len(diffs) < 2:
-        return {"mean": mean, "std": std, "n": 1, "low": None, "high": None}
-    half = student_t_quantile(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
-    return {"mean": mean, "std": std, "n": len(diffs), "low": mean - half, "high": mean + half}
 
 
 def _effect(diff: dict | None) -> str:
@@ -390,7 +371,7 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
                 if sel.get(f"{weak}_mean") is not None:
                     md.append(f"| {sel['method']} | {cell(sel, weak)} | {cell(strict, weak)} | {cell(last, weak)} |")
             if "vanilla" in summaries:
-                probe = _mean_std([r[f"test_{task.headline}_head_{weak}"] for r in summaries["vanilla"]])
+                probe = mean_std([r[f"test_{task.headline}_head_{weak}"] for r in summaries["vanilla"]])
                 md += ["", f"Vanilla's {weak} encoder read by a detached linear probe (trained on its features, "
                            f"never moving it): {cell({'probe_mean': probe[0], 'probe_std': probe[1], 'seeds': seeds}, 'probe')} % — the encoder "
                            "itself is starved, not only the fusion head's use of it."]

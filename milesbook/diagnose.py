@@ -35,11 +35,12 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .comparison import FACTORIAL, REPORT, compare, paired_difference, run_dir
+from .comparison import FACTORIAL, REPORT, compare, run_dir
 from .errors import UserError
 from .metrics import METRIC_LABELS
 from .handed import read_json
 from .runs import read_history, save_figure, write_json, write_text
+from .seed_stats import mean_std, paired_difference, seed_differences
 
 STARVED_POINTS = 3.0  # the smallest gap (percentage points) called starving; a sampling wobble is less
 FILES = ("diagnosis.md", "diagnosis.json", "diagnosis.png")
@@ -82,8 +83,8 @@ def _by_seed(runs: list[dict], key: str) -> list[dict]:
 
 def _stats(runs: list[dict], key: str) -> dict:
     values = [r[key] for r in runs]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "per_seed": values}
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "per_seed": values}
 
 
 def _paired(treated: list[dict], control: list[dict], key: str, resolution: float) -> dict | None:
@@ -93,8 +94,7 @@ def _paired(treated: list[dict], control: list[dict], key: str, resolution: floa
     diff = paired_difference(treated, control, key)
     if diff is None:
         return None
-    by_seed = {r["seed"]: r[key] for r in control}
-    diff["per_seed"] = [r[key] - by_seed[r["seed"]] for r in treated if r["seed"] in by_seed]
+    diff["per_seed"] = seed_differences(treated, control, key)
     diff["resolution"], diff["floored"] = resolution, False
     if diff["low"] is not None and (diff["high"] - diff["low"]) / 2 < resolution:
         diff["low"], diff["high"], diff["floored"] = diff["mean"] - resolution, diff["mean"] + resolution, True

@@ -18,9 +18,7 @@ default configuration (the report says which).
 from __future__ import annotations
 
 import json
-import math
 import os
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,10 +28,11 @@ from .comparison import (ALL_METHODS, REPORT, cell, write_csv, decomposition, fa
 from .methods import report_name
 from .config import TrainConfig
 from .errors import UserError
-from .metrics import METRIC_LABELS, student_t_quantile, task_of
+from .metrics import METRIC_LABELS, task_of
 from .handed import no_links_below, read_best, refuse_imports
 from .runs import write_json, write_text
 from .pool import run_many
+from .seed_stats import mean_std, t_interval
 
 
 def find_searches(folder) -> list[dict]:
@@ -79,15 +78,6 @@ def fresh_seeds(records: list[dict], k: int) -> list[int]:
 
 
 # -- the report ----------------------------------------------------------------------------------
-
-def t_interval(values: list[float]) -> tuple[float, float] | None:
-    """The 95 % t-interval of the mean of `values` (None with fewer than two)."""
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    half = student_t_quantile(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
-
 
 def _check_mslr_rates(record: dict, searched: dict, modalities, search_dir) -> None:
     """An MSLR search trains each encoder at its unimodal search's chosen rate (`milesbook.search`):
@@ -218,7 +208,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             best = paper.get(method)
             best_text = "–" if best is None else \
                 f"{100 * best[f'best_val_{metric}_fusion']:.1f} → {100 * best[key]:.1f}"
-            mean, std = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+            mean, std = mean_std(values)
             if interval is not None and (interval[0] < 0 or interval[1] > 1):
                 clipped = True
             cells = [report_name(method), setting, best_text, f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import handed, provenance, runs
 from .errors import UserError
+from .seed_stats import t_half_width
 
 VERIFIED, DIFFERS, INCONCLUSIVE = 0, 1, 3
 WALL_CLOCK = {"seconds", "train_seconds"}
@@ -233,11 +234,8 @@ class _Enough(Exception):
 
 def interval(values: list[float], level: float, resolution: float) -> tuple[float, float]:
     """The t-interval for the mean of `values` at confidence `level`, at least ±`resolution` wide."""
-    from .metrics import student_t_quantile
     mean = statistics.fmean(values)
-    half = 0.0 if len(values) < 2 else \
-        student_t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    half = max(half, resolution)
+    half = max(t_half_width(values, level), resolution)
     return mean - half, mean + half
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import save_npz
 from ..errors import UserError
-from .registry import SPLITS, MultimodalDataset, Split, atomic_save_npz, cache_dir, register
+from .registry import SPLITS, MultimodalDataset, Split, cache_dir, register
 
 DIGITS_AV_VERSION = 1
 AUDIO_FRAMES = 39  # S-MNIST's audio is 39 frames × 13 coefficients
@@ -182,7 +183,7 @@ def load_digits_av(audio_noise: float = DEFAULT_AUDIO_NOISE, image_noise: float 
             arrays = None
     if arrays is None:
         arrays = build_digits_av(audio_noise, image_noise, seed, baked)
-        atomic_save_npz(path, **arrays)
+        save_npz(path, **arrays)
     splits = {s: Split({m: torch.from_numpy(arrays[f"{s}_{m}"]) for m in ("image", "audio")},
                        torch.from_numpy(arrays[f"{s}_labels"])) for s in SPLITS}
     return MultimodalDataset(

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import check_writable, save_npz, write_text
 from ..errors import UserError
-from ..runs import check_writable
-from .registry import SPLITS, Split, atomic_save_npz, cache_dir
+from .registry import SPLITS, Split, cache_dir
 
 
 def root(name: str) -> Path:
@@ -41,9 +41,8 @@ def is_prepared(folder: Path) -> bool:
 def finish(folder: Path, arrays: dict[str, np.ndarray], marker: dict) -> Path:
     """Write the arrays, then the marker that says they are complete."""
     folder = Path(folder)
-    atomic_save_npz(folder / "prepared.npz", **arrays)
-    (folder / "prepared.json.tmp").write_text(json.dumps(marker, indent=2))
-    os.replace(folder / "prepared.json.tmp", folder / "prepared.json")
+    save_npz(folder / "prepared.npz", **arrays)
+    write_text(folder / "prepared.json", json.dumps(marker, indent=2))
     return folder / "prepared.npz"
 
 

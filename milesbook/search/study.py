@@ -21,7 +21,8 @@ import optuna
 from ..config import TrainConfig, relevant_config
 from ..errors import UserError
 from ..handed import StudyJson, printable, read_json, refuse_link
-from ..runs import check_writable, write_json
+from ..atomic import check_writable
+from ..runs import write_json
 from .draws import GRACE_S, HEARTBEAT_S
 from .sampler import make_pruner, make_sampler
 

@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
 from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
+from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .metrics import METRIC_LABELS, task_of
 from . import provenance
 from .pool import run_many
@@ -39,7 +40,7 @@ REPORT = "report.json"  # what `milesbook verify` re-runs a report from and chec
 
 
 def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
-    name = method if method.startswith("unimodal-") else f"{method}-{fusion}"
+    name = method if is_unimodal(method) else f"{method}-{fusion}"
     return Path(out) / name / f"seed{seed}"
 
 
@@ -59,7 +60,7 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
     for method, runs in summaries.items():
         name = metric or history_metric(runs[0])
         row = {"method": method, "seeds": len(runs), "metric": name}
-        only = method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
+        only = unimodal_modality(method)
         row["fusion_mean"], row["fusion_std"] = (None, None) if only else \
             mean_std([r[f"{prefix}test_{name}_fusion"] for r in runs])
         for m in modalities:
@@ -110,7 +111,7 @@ def markdown_table(rows: list[dict], modalities, probes=()) -> str:
 
 def weak_modality(rows: list[dict], modalities) -> str | None:
     """The modality whose unimodal reference scores lower (None without both references)."""
-    uni = {m: r[f"{m}_mean"] for r in rows for m in modalities if r["method"] == f"unimodal-{m}"}
+    uni = {m: r[f"{m}_mean"] for r in rows for m in modalities if r["method"] == unimodal_name(m)}
     return min(uni, key=uni.get) if len(uni) == len(modalities) else None
 
 
@@ -120,7 +121,7 @@ def decomposition(rows: list[dict], modalities) -> str:
     by = {r["method"]: r for r in rows}
     if weak is None or not all(k in by for k in ("vanilla", "aux", "miles")):
         return ""
-    uni, van = by[f"unimodal-{weak}"][f"{weak}_mean"], by["vanilla"][f"{weak}_mean"]
+    uni, van = by[unimodal_name(weak)][f"{weak}_mean"], by["vanilla"][f"{weak}_mean"]
     aux, mil = by["aux"][f"{weak}_mean"], by["miles"][f"{weak}_mean"]
     gap = uni - van
     def percent(x: float) -> str:
@@ -272,9 +273,9 @@ def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True
     for m in data.modalities:
         scores = {}
         for lr in grid:
-            config = replace(base, method=f"unimodal-{m}", lr=lr, seed=0)
-            folder = run_dir(out, f"unimodal-{m}", "concat", 0) if lr == base.lr else \
-                Path(out) / "lr-search" / f"unimodal-{m}-lr{lr:.3g}"
+            config = replace(base, method=unimodal_name(m), lr=lr, seed=0)
+            folder = run_dir(out, unimodal_name(m), "concat", 0) if lr == base.lr else \
+                Path(out) / "lr-search" / f"{unimodal_name(m)}-lr{lr:.3g}"
             no_links_below(out, folder)
             summary = run_or_reuse(config, folder, data, progress, encoders=encoders)
             scores[lr] = summary[f"best_val_{history_metric(summary)}_fusion"]
@@ -295,7 +296,7 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
     modalities = data.modalities
     task = task_of(data.task)
     methods = expand_methods(methods, modalities)
-    references = [f"unimodal-{m}" for m in modalities]
+    references = [unimodal_name(m) for m in modalities]
     base_mslr, search_note = _mslr_base(base, methods, data, out, progress, encoders)
     jobs = _jobs(out, base, base_mslr, methods, references, fusions, seeds)
     for _, folder in jobs.values():  # a handed report's seed<k> that links elsewhere: refused before any run

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .comparison import FACTORIAL, REPORT, compare, run_dir
 from .errors import UserError
+from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .metrics import METRIC_LABELS
 from .handed import read_json
 from .runs import read_history, save_figure, write_json, write_text
@@ -62,7 +63,7 @@ def diagnose(dataset, seeds: int = 3, out="runs/diagnose", base=None, full: bool
     methods = list(FACTORIAL) if full else ["vanilla"]
     report = compare(dataset, methods, (fusion,), seeds, out, base, progress, workers, encoders)[fusion]
     summaries = report["summaries"]
-    modalities = [m.removeprefix("unimodal-") for m in summaries if m.startswith("unimodal-")]
+    modalities = [unimodal_modality(m) for m in summaries if is_unimodal(m)]
     metric = summaries["vanilla"][0]["metric"]
     if len(modalities) < 2:
         raise UserError("diagnose compares modalities inside fusion; the data has one")
@@ -111,7 +112,7 @@ def _read(summaries: dict, modalities: list[str], metric: str, full: bool, test_
     vanilla = summaries["vanilla"]
     per_modality = {}
     for m in modalities:
-        alone = summaries[f"unimodal-{m}"]
+        alone = summaries[unimodal_name(m)]
         alone_key = f"test_{metric}_{m}"
         probe_key, part_key = f"test_{metric}_head_{m}", f"test_{metric}_part_{m}"
         inside = [{"seed": r["seed"], "value": max(r[probe_key], r[part_key])} for r in vanilla]

@@ -26,6 +26,7 @@ from . import provenance
 from .comparison import (ALL_METHODS, cell, decomposition, factorial, gblend_floor_note, markdown_table, report_record,
                          summarize, weak_modality, write_report)
 from .methods import report_name
+from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
@@ -54,13 +55,13 @@ def find_searches(folder) -> list[dict]:
                         "give one dataset's searches")
     seen = {}
     for r in records:
-        key = (r["config"]["method"], "" if r["config"]["method"].startswith("unimodal-") else r["config"]["fusion"])
+        key = (r["config"]["method"], "" if is_unimodal(r["config"]["method"]) else r["config"]["fusion"])
         if key in seen:
             raise UserError(f"--from-search {folder} holds two searches of {'/'.join(filter(None, key))} "
                             f"({seen[key]} and {r['folder']}); keep one")
         seen[key] = r["folder"]
     order = {m: i for i, m in enumerate(ALL_METHODS)}
-    return sorted(records, key=lambda r: (not r["config"]["method"].startswith("unimodal-"),
+    return sorted(records, key=lambda r: (not is_unimodal(r["config"]["method"]),
                                           order.get(r["config"]["method"], len(order)), r["config"]["method"],
                                           r["config"]["fusion"]))
 
@@ -82,11 +83,11 @@ def _check_mslr_rates(record: dict, searched: dict, modalities, search_dir) -> N
     """An MSLR search trains each encoder at its unimodal search's chosen rate (`milesbook.search`):
     its row needs those searches beside it, and the rates it was searched with must be theirs."""
     name = f"{record['config']['method']}-{record['config']['fusion']}"
-    missing = [f"unimodal-{m}" for m in modalities if f"unimodal-{m}" not in searched]
+    missing = [unimodal_name(m) for m in modalities if unimodal_name(m) not in searched]
     if missing:
         raise UserError(f"--from-search {search_dir}: {name} takes its encoder rates from the unimodal searches, "
                         f"and {', '.join(missing)} is not there; search it (--method unimodal --out {search_dir})")
-    chosen = {m: searched[f"unimodal-{m}"]["params"]["lr"] for m in modalities}
+    chosen = {m: searched[unimodal_name(m)]["params"]["lr"] for m in modalities}
     if record["config"]["mslr_lrs"] != chosen:
         raise UserError(f"--from-search {search_dir}: {name} was searched with encoder rates "
                         f"{record['config']['mslr_lrs']}, not the ones the unimodal searches chose ({chosen}); "
@@ -112,8 +113,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     data = load_dataset(records[0]["config"]["dataset"], **records[0]["config"]["dataset_options"])
     modalities = data.modalities
     metric = task_of(data.task).headline
-    searched = {r["config"]["method"]: r for r in records if r["config"]["method"].startswith("unimodal-")}
-    multimodal = [r for r in records if not r["config"]["method"].startswith("unimodal-")]
+    searched = {r["config"]["method"]: r for r in records if is_unimodal(r["config"]["method"])}
+    multimodal = [r for r in records if not is_unimodal(r["config"]["method"])]
     if not multimodal:
         raise UserError(f"--from-search {search_dir} holds only unimodal searches; search a multimodal method too")
     for r in multimodal:
@@ -133,7 +134,7 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     report, csv_rows = {}, []
     for fusion in dict.fromkeys(r["config"]["fusion"] for r in multimodal):
         by_method, paper = _runs_of(fusion, references, where, summaries)
-        record_of = {r["config"]["method"]: r for r in records if r["config"]["method"].startswith("unimodal-")
+        record_of = {r["config"]["method"]: r for r in records if is_unimodal(r["config"]["method"])
                      or r["config"]["fusion"] == fusion}
         report[fusion], lines, rows = _fusion_report(fusion, by_method, paper, record_of, modalities, metric, seeds)
         record["fusion_results"][fusion] = report_record(by_method, report[fusion]["rows"], modalities, metric)
@@ -154,7 +155,7 @@ def _searches_and_seeds(search_dir, seeds: int, only, encoder: str | None) -> tu
         refuse_imports(r["config"]["encoder"], str(Path(r["folder"]) / "best.json"), encoder)
     retrain = fresh_seeds(records, seeds)  # from every search, so that `only` re-runs the same seeds
     if only:
-        records = [r for r in records if r["config"]["method"].startswith("unimodal-") or r["config"]["method"] in only]
+        records = [r for r in records if is_unimodal(r["config"]["method"]) or r["config"]["method"] in only]
     return records, retrain
 
 
@@ -164,7 +165,7 @@ def _reference_configs(modalities, searched: dict, multimodal: list[dict], devic
     where_to = {} if device is None else {"device": device}
     references = {}
     for m in modalities:
-        name = f"unimodal-{m}"
+        name = unimodal_name(m)
         config = TrainConfig.from_dict(searched[name]["config"]) if name in searched else \
             replace(TrainConfig.from_dict(multimodal[0]["config"]), method=name, lr=TrainConfig().lr)
         references[name] = replace(config, test_split=True, **where_to)
@@ -272,8 +273,7 @@ def _table_row(fusion: str, row: dict, runs: list[dict], record: dict | None, be
     setting = f"{_setting(record['params'])} ({record['trials_complete']})" if record else "default"
     if method.startswith("mslr-"):
         setting += "; encoders at their unimodal rates"
-    key = f"test_{metric}_fusion" if not method.startswith("unimodal-") else \
-        f"test_{metric}_{method.removeprefix('unimodal-')}"
+    key = f"test_{metric}_fusion" if not is_unimodal(method) else f"test_{metric}_{unimodal_modality(method)}"
     values = [r[key] for r in runs]
     interval = t_interval(values)
     best_text = "–" if best is None else f"{100 * best[f'best_val_{metric}_fusion']:.1f} → {100 * best[key]:.1f}"

@@ -215,6 +215,16 @@ def unimodal_modality(method: str) -> str | None:
     return method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
 
 
+def unimodal_name(modality: str) -> str:
+    """"unimodal-audio" for "audio": the method name of a modality's unimodal reference."""
+    return f"unimodal-{modality}"
+
+
+def is_unimodal(method: str) -> bool:
+    """Whether `method` names a unimodal reference ("unimodal-<modality>")."""
+    return method.startswith("unimodal-")
+
+
 def build_method(config, modalities) -> Method:
     """The method object `config.method` names, for a dataset with these modalities."""
     name = check_choice("method", config.method, method_names(modalities))

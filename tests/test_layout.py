@@ -168,6 +168,14 @@ def throwaway():
     del METHODS["throwaway"]
 
 
+def test_a_method_name_registered_twice_is_refused(throwaway):
+    class Again(base.Aux):
+        name = "throwaway"
+    with pytest.raises(ValueError, match=r"^method 'throwaway' is registered twice \(.*Throwaway and .*Again\)$"):
+        register(Again)
+    assert METHODS["throwaway"] is Throwaway  # the first stays (the fixture removes it)
+
+
 def test_new_method_gets_config_attribute_and_range_check(throwaway):
     config = mb.TrainConfig(method="throwaway", throwaway_gain=2.5)
     assert config.throwaway_gain == 2.5 and mb.TrainConfig().throwaway_gain == 1.0

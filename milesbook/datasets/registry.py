@@ -77,8 +77,13 @@ SYNTHETIC = ("toy",)  # generators, listed apart from the datasets
 
 def register(name: str, modalities: tuple[str, ...], description: str, **entry_fields):
     """Decorator for a dataset's `load` function: `@register("digits-av", ("image", "audio"), "...")`.
-    `entry_fields` are the other `DatasetEntry` fields (`prepared`, `data_script`, `protocol`)."""
+    `entry_fields` are the other `DatasetEntry` fields (`prepared`, `data_script`, `protocol`). A name
+    registered already is refused: a second registration would silently replace the first."""
     def decorate(load: Callable[..., MultimodalDataset]) -> Callable[..., MultimodalDataset]:
+        if name in REGISTRY:
+            first = REGISTRY[name].load
+            raise ValueError(f"dataset {name!r} is registered twice ({first.__module__}.{first.__qualname__} and "
+                             f"{load.__module__}.{load.__qualname__})")
         REGISTRY[name] = DatasetEntry(name, tuple(modalities), description, load, **entry_fields)
         return load
     return decorate

@@ -154,7 +154,12 @@ METHODS: dict[str, type[Method]] = {}  # name → class, in registration order
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make `cls` available as `--method <cls.name>`. Two methods may share a knob
-    (the same `Hyperparameter`, e.g. OGM and OGM-GE's α); two different knobs may not share a name."""
+    (the same `Hyperparameter`, e.g. OGM and OGM-GE's α); two different knobs may not share a name, nor
+    two methods a name: a second registration would silently replace the first."""
+    if cls.name in METHODS:
+        first = METHODS[cls.name]
+        raise ValueError(f"method {cls.name!r} is registered twice ({first.__module__}.{first.__qualname__} and "
+                         f"{cls.__module__}.{cls.__qualname__})")
     for knob in cls.hyperparameters:
         other = all_hyperparameters().get(knob.name)
         if other is not None and other != knob:

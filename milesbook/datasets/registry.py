@@ -114,4 +114,3 @@ def cache_dir() -> Path:
         return Path(os.environ["MILESBOOK_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "milesbook"
-

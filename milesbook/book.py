@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from . import notebooks
+from .atomic import write_text
 from .errors import UserError
 from .notebooks import NOTEBOOKS
 
@@ -399,10 +400,8 @@ def _nav(number: int, titles: list[str], badges: str = "") -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write then rename: a reader never sees half a page."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    """A page or record in UTF-8, written whole: a reader never sees half of it."""
+    write_text(path, text, encoding="utf-8")
 
 
 def _first_line(text: str) -> str:

@@ -330,6 +330,7 @@ def _search(args) -> int:
     import optuna
 
     from . import search
+    from .methods.base import is_unimodal
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the bar and the report say it all
     if args.status:
         top = Path(args.status)
@@ -350,13 +351,13 @@ def _search(args) -> int:
         raise UserError("--study-name names one study; leave it out when --method names several")
     # MSLR trains each encoder at the rate its unimodal search chose: those studies run first, in this
     # folder (several methods) or beside it (one method's --out).
-    methods.sort(key=lambda m: not m.startswith("unimodal-"))
+    methods.sort(key=lambda m: not is_unimodal(m))
     root = Path(args.out) if len(methods) > 1 else Path(args.out).parent
     # Check every study before the first trial: a typo in the fourth method must not wait an hour.
     plans = []
     for method in methods:
         config = _config(args, method=method, seed=args.seed)
-        if method.startswith("unimodal-"):  # one modality: concat and sum are the same model
+        if is_unimodal(method):  # one modality: concat and sum are the same model
             config = replace(config, fusion="concat")
         out = Path(args.out) if len(methods) == 1 else Path(args.out) / search.folder_name(config)
         if method.startswith("mslr-") and not config.mslr_lrs:
@@ -387,13 +388,14 @@ def _with_unimodal_rates(config, root: Path, methods: list[str], placeholder: bo
     as the MSLR paper sets them. Before those searches have run in this same command (`placeholder`),
     the global rate stands in, for checking only."""
     from .datasets import entry_for
+    from .methods.base import unimodal_name
     from .search.space import unimodal_rates
     modalities = entry_for(config.dataset).modalities
     rates = unimodal_rates(root, modalities)
-    if rates is None and placeholder and all(f"unimodal-{m}" in methods for m in modalities):
+    if rates is None and placeholder and all(unimodal_name(m) in methods for m in modalities):
         rates = {m: config.lr for m in modalities}
     if rates is None:
-        wanted = ", ".join(f"{root / f'unimodal-{m}'}" for m in modalities)
+        wanted = ", ".join(str(root / unimodal_name(m)) for m in modalities)
         raise UserError(f"{config.method}'s search trains each encoder at its unimodal model's chosen rate (the "
                         f"MSLR paper's protocol) and finds no finished unimodal search in {wanted}: search "
                         f"--method unimodal,{config.method} --out {root}, or give the rates with --mslr-lrs")
@@ -405,6 +407,7 @@ def _search_methods(text: str, dataset: str) -> list[str]:
     modality's reference."""
     from .comparison import expand_methods
     from .datasets import entry_for
+    from .methods.base import is_unimodal, unimodal_name
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UserError("--method is empty; name a method, e.g. --method miles")
@@ -412,8 +415,8 @@ def _search_methods(text: str, dataset: str) -> list[str]:
     methods = []
     for name in names:
         if name == "unimodal":
-            expanded = [f"unimodal-{m}" for m in modalities]
-        elif name.startswith("unimodal-"):
+            expanded = [unimodal_name(m) for m in modalities]
+        elif is_unimodal(name):
             expanded = [name]
         else:
             expanded = expand_methods([name], modalities) if name == "all" else [name]

@@ -16,8 +16,7 @@ scheduling does, with and without the other (`factorial`).
 from __future__ import annotations
 
 import csv
-import math
-import statistics
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,11 +26,13 @@ from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
 from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
-from .metrics import METRIC_LABELS, student_t_quantile, task_of
+from .methods.base import is_unimodal, unimodal_modality, unimodal_name
+from .metrics import METRIC_LABELS, task_of
 from . import provenance
 from .pool import run_many
 from .handed import no_links_below
 from .runs import history_metric, read_history, read_summary, save_figure, write_json, write_text
+from .seed_stats import mean_std, paired_difference
 from .train import run_or_reuse
 
 ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS
@@ -39,17 +40,13 @@ REPORT = "report.json"  # what `milesbook verify` re-runs a report from and chec
 
 
 def run_dir(out: Path, method: str, fusion: str, seed: int) -> Path:
-    name = method if method.startswith("unimodal-") else f"{method}-{fusion}"
+    name = method if is_unimodal(method) else f"{method}-{fusion}"
     return Path(out) / name / f"seed{seed}"
 
 
 def load_summaries(out, method: str, fusion: str, seeds: int) -> list[dict]:
     """The summary.json of each seed of one method in a comparison folder."""
     return [read_summary(run_dir(out, method, fusion, seed)) for seed in range(seeds)]
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", metric: str | None = None) -> list[dict]:
@@ -63,22 +60,22 @@ def summarize(summaries: dict[str, list[dict]], modalities, prefix: str = "", me
     for method, runs in summaries.items():
         name = metric or history_metric(runs[0])
         row = {"method": method, "seeds": len(runs), "metric": name}
-        only = method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
+        only = unimodal_modality(method)
         row["fusion_mean"], row["fusion_std"] = (None, None) if only else \
-            _mean_std([r[f"{prefix}test_{name}_fusion"] for r in runs])
+            mean_std([r[f"{prefix}test_{name}_fusion"] for r in runs])
         for m in modalities:
             if only and m != only:
                 row[f"{m}_mean"], row[f"{m}_std"] = None, None
             else:
-                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[f"{prefix}test_{name}_{m}"] for r in runs])
+                row[f"{m}_mean"], row[f"{m}_std"] = mean_std([r[f"{prefix}test_{name}_{m}"] for r in runs])
         probed = not only and all(r.get("heads") == "probes" and r.get("modality_reading") == "part" for r in runs)
         for m in modalities:
             row[f"probe_{m}_mean"], row[f"probe_{m}_std"] = \
-                _mean_std([r[f"{prefix}test_{name}_head_{m}"] for r in runs]) if probed else (None, None)
+                mean_std([r[f"{prefix}test_{name}_head_{m}"] for r in runs]) if probed else (None, None)
         if only or len(modalities) < 2:
             row["delta_mean"], row["delta_std"] = None, None
         else:  # Δ = max − min over the modalities (|M_A − M_B| for two)
-            row["delta_mean"], row["delta_std"] = _mean_std(
+            row["delta_mean"], row["delta_std"] = mean_std(
                 [max(values) - min(values) for values in
                  ([r[f"{prefix}test_{name}_{m}"] for m in modalities] for r in runs)])
         rows.append(row)
@@ -114,7 +111,7 @@ def markdown_table(rows: list[dict], modalities, probes=()) -> str:
 
 def weak_modality(rows: list[dict], modalities) -> str | None:
     """The modality whose unimodal reference scores lower (None without both references)."""
-    uni = {m: r[f"{m}_mean"] for r in rows for m in modalities if r["method"] == f"unimodal-{m}"}
+    uni = {m: r[f"{m}_mean"] for r in rows for m in modalities if r["method"] == unimodal_name(m)}
     return min(uni, key=uni.get) if len(uni) == len(modalities) else None
 
 
@@ -124,7 +121,7 @@ def decomposition(rows: list[dict], modalities) -> str:
     by = {r["method"]: r for r in rows}
     if weak is None or not all(k in by for k in ("vanilla", "aux", "miles")):
         return ""
-    uni, van = by[f"unimodal-{weak}"][f"{weak}_mean"], by["vanilla"][f"{weak}_mean"]
+    uni, van = by[unimodal_name(weak)][f"{weak}_mean"], by["vanilla"][f"{weak}_mean"]
     aux, mil = by["aux"][f"{weak}_mean"], by["miles"][f"{weak}_mean"]
     gap = uni - van
     def percent(x: float) -> str:
@@ -148,20 +145,6 @@ def decomposition(rows: list[dict], modalities) -> str:
     return (f"{opening}. The scheduling moves it by {100 * (lab - van):+.1f} points without the auxiliary "
             f"losses (`miles-lab` − `vanilla`{probe}) and by {100 * (mil - aux):+.1f} points with them "
             f"(`miles` − `aux`{', ' + percent(mil - aux) if gap > 0 else ''}); {ending}")
-
-
-def paired_difference(treated: list[dict], control: list[dict], key: str) -> dict | None:
-    """`key` of `treated` minus `control`, paired by seed (the same seed gives both runs the same data
-    order and initial draws): mean, std and the 95 % t-interval of the mean over the shared seeds."""
-    control_by_seed = {r["seed"]: r[key] for r in control}
-    diffs = [r[key] - control_by_seed[r["seed"]] for r in treated if r["seed"] in control_by_seed]
-    if not diffs:
-        return None
-    mean, std = _mean_std(diffs)
-    if len(diffs) < 2:
-        return {"mean": mean, "std": std, "n": 1, "low": None, "high": None}
-    half = student_t_quantile(0.975, len(diffs) - 1) * std / math.sqrt(len(diffs))
-    return {"mean": mean, "std": std, "n": len(diffs), "low": mean - half, "high": mean + half}
 
 
 def _effect(diff: dict | None) -> str:
@@ -290,9 +273,9 @@ def unimodal_lr_search(base: TrainConfig, data, out: Path, progress: bool = True
     for m in data.modalities:
         scores = {}
         for lr in grid:
-            config = replace(base, method=f"unimodal-{m}", lr=lr, seed=0)
-            folder = run_dir(out, f"unimodal-{m}", "concat", 0) if lr == base.lr else \
-                Path(out) / "lr-search" / f"unimodal-{m}-lr{lr:.3g}"
+            config = replace(base, method=unimodal_name(m), lr=lr, seed=0)
+            folder = run_dir(out, unimodal_name(m), "concat", 0) if lr == base.lr else \
+                Path(out) / "lr-search" / f"{unimodal_name(m)}-lr{lr:.3g}"
             no_links_below(out, folder)
             summary = run_or_reuse(config, folder, data, progress, encoders=encoders)
             scores[lr] = summary[f"best_val_{history_metric(summary)}_fusion"]
@@ -309,36 +292,62 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
     "strict_rows", "last_rows", "markdown", …}}. `dataset`: a name, the path of your own data, or a
     `MultimodalDataset` (e.g. `from_arrays`); `encoders` {modality: nn.Module}: your own encoders."""
     out = Path(out)
-    if isinstance(dataset, str):
-        data = load_dataset(dataset, **(base or TrainConfig()).dataset_options)
-    else:  # a folder's data keeps its path (worker processes load it by that); data in memory its name
-        data = dataset
-        dataset = data.origin.removeprefix("folder ") if data.origin.startswith("folder ") else data.name
-    base = replace(base or TrainConfig(), dataset=dataset)
+    data, dataset, base = _data_and_base(dataset, base)
     modalities = data.modalities
     task = task_of(data.task)
-    label = METRIC_LABELS[task.headline]
     methods = expand_methods(methods, modalities)
-    references = [f"unimodal-{m}" for m in modalities]
-    search_note = ""
-    if any(m.startswith("mslr-") for m in methods) and not base.mslr_lrs:
-        rates = unimodal_lr_search(base, data, out, progress, encoders=encoders)
-        search_note = (f"MSLR rates: each modality's best unimodal rate on validation over "
-                       f"{sorted(rates['grid'])} (seed 0): {rates['best']}.")
-        base_mslr = replace(base, mslr_lrs=rates["best"])
-    else:
-        base_mslr = base
+    references = [unimodal_name(m) for m in modalities]
+    base_mslr, search_note = _mslr_base(base, methods, data, out, progress, encoders)
+    jobs = _jobs(out, base, base_mslr, methods, references, fusions, seeds)
+    for _, folder in jobs.values():  # a handed report's seed<k> that links elsewhere: refused before any run
+        no_links_below(out, folder)
+    done = dict(zip(jobs, run_many(list(jobs.values()), workers, data, progress, encoders)))
+    everything = list(done.values())
+    made_under = provenance.summarize_many([s.get("provenance") for s in everything])
+    md = [*_header(dataset, data, base, seeds, task.headline), *([search_note, ""] if search_note else []),
+          made_under, ""]
+    record = {"kind": "compare", "dataset": dataset, "methods": methods, "fusions": list(fusions), "seeds": seeds,
+              "base": base.to_dict(), "test_size": len(data.splits["test"]), "made_under": made_under,
+              "provenance": provenance.common([s.get("provenance") for s in everything]),
+              "fusion_results": {}}
     report, csv_rows = {}, []
-    md = [f"# Results on {dataset}", "",
-          f"Test {label} (%), {'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}, at the "
-          "epoch chosen on validation "
-          f"({base.selection_tolerance} tolerance rule, see `milesbook.runs`). {base.epochs} epochs, "
-          f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
-          f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = "
-          f"{_gap_text(modalities)}. Dataset: {data.description}.", ""]
-    if search_note:
-        md += [search_note, ""]
-    jobs = {}  # (method, fusion, seed) -> (config, folder); unimodal references once for every fusion
+    for fusion in fusions:
+        summaries = {method: [done[method, fusion if method in methods else "concat", seed] for seed in range(seeds)]
+                     for method in [*references, *methods]}
+        report[fusion], lines, rows = _fusion_report(out, fusion, summaries, data, task, base, methods, seeds,
+                                                     made_under)
+        record["fusion_results"][fusion] = report_record(summaries, report[fusion]["rows"], modalities, task.headline)
+        md += lines
+        csv_rows += rows
+    write_report(out, md, csv_rows, record)
+    return report
+
+
+def _data_and_base(dataset, base: TrainConfig | None):
+    """(the data, its name as the report gives it, `base` with that name): a registered name is loaded;
+    a folder's data keeps its path (worker processes load it by that), data in memory its name."""
+    if isinstance(dataset, str):
+        data = load_dataset(dataset, **(base or TrainConfig()).dataset_options)
+    else:
+        data = dataset
+        dataset = data.origin.removeprefix("folder ") if data.origin.startswith("folder ") else data.name
+    return data, dataset, replace(base or TrainConfig(), dataset=dataset)
+
+
+def _mslr_base(base: TrainConfig, methods, data, out: Path, progress: bool, encoders) -> tuple[TrainConfig, str]:
+    """The configuration MSLR's rows train from and the report's sentence on where its rates come from:
+    without rates of your own, each modality's best unimodal rate (`unimodal_lr_search`)."""
+    if not any(m.startswith("mslr-") for m in methods) or base.mslr_lrs:
+        return base, ""
+    rates = unimodal_lr_search(base, data, out, progress, encoders=encoders)
+    note = (f"MSLR rates: each modality's best unimodal rate on validation over "
+            f"{sorted(rates['grid'])} (seed 0): {rates['best']}.")
+    return replace(base, mslr_lrs=rates["best"]), note
+
+
+def _jobs(out: Path, base: TrainConfig, base_mslr: TrainConfig, methods, references, fusions, seeds: int) -> dict:
+    """(method, fusion, seed) -> (config, folder) of every run; the unimodal references once for every fusion."""
+    jobs = {}
     for fusion in fusions:
         # The cheaper one-encoder references last: worker processes then end close together.
         for method in [*methods, *references]:
@@ -347,73 +356,100 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
                                  fusion=fusion if method in methods else "concat", seed=seed)
                 jobs.setdefault((method, fusion if method in methods else "concat", seed),
                                 (config, run_dir(out, method, fusion, seed)))
-    for _, folder in jobs.values():  # a handed report's seed<k> that links elsewhere: refused before any run
-        no_links_below(out, folder)
-    done = dict(zip(jobs, run_many(list(jobs.values()), workers, data, progress, encoders)))
-    everything = list(done.values())
-    made_under = provenance.summarize_many([s.get("provenance") for s in everything])
-    md += [made_under, ""]
-    record = {"kind": "compare", "dataset": dataset, "methods": methods, "fusions": list(fusions), "seeds": seeds,
-              "base": base.to_dict(), "test_size": len(data.splits["test"]), "made_under": made_under,
-              "provenance": provenance.common([s.get("provenance") for s in everything]),
-              "fusion_results": {}}
-    for fusion in fusions:
-        summaries = {method: [done[method, fusion if method in methods else "concat", seed] for seed in range(seeds)]
-                     for method in [*references, *methods]}
-        tables = {p: summarize(summaries, modalities, p) for p in ("", "strict_", "last_")}
-        weak = weak_modality(tables[""], modalities)
-        probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in tables[""]) else []
-        text = markdown_table(tables[""], modalities, probes)
-        report[fusion] = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
-                          "markdown": text, "decomposition": decomposition(tables[""], modalities),
-                          "factorial": factorial(summaries, tables[""], modalities, task.headline),
-                          "summaries": summaries, "made_under": made_under}
-        record["fusion_results"][fusion] = report_record(summaries, tables[""], modalities, task.headline)
-        md += [f"## {fusion} fusion", "", text, "", report[fusion]["decomposition"], ""]
-        if report[fusion]["factorial"]:
-            md += [report[fusion]["factorial"], ""]
-        for other in task.metrics[1:]:  # multi-label: macro-F1 beside the headline micro-F1
-            report[fusion][f"{other}_rows"] = summarize(summaries, modalities, "", other)
-            md += [f"The same runs in {METRIC_LABELS[other]} (%):", "",
-                   markdown_table(report[fusion][f"{other}_rows"], modalities), ""]
-        if "gblend" in methods:
-            extra = [read_history(run_dir(out, "gblend", fusion, s))[-1]["gblend_extra_epochs"] for s in range(seeds)]
-            report[fusion]["gblend_extra_epochs"] = extra
-            md += [f"G-Blend's weight estimation trained {int(max(extra))} extra epochs per run on top of "
-                   f"the {base.epochs} counted above (mode {base.gblend_mode}, super-epoch {base.gblend_every} "
-                   f"epochs per head). {gblend_floor_note(summaries['gblend'], base.gblend_min_fusion)}", ""]
-        if weak:
-            md += [f"The weak modality ({weak}) at three choices of epoch:", "",
-                   f"| method | selected (tolerance rule) | strict (highest val {label}) | last epoch |",
-                   "|---|---|---|---|"]
-            for sel, strict, last in zip(tables[""], tables["strict_"], tables["last_"]):
-                if sel.get(f"{weak}_mean") is not None:
-                    md.append(f"| {sel['method']} | {cell(sel, weak)} | {cell(strict, weak)} | {cell(last, weak)} |")
-            if "vanilla" in summaries:
-                probe = _mean_std([r[f"test_{task.headline}_head_{weak}"] for r in summaries["vanilla"]])
-                md += ["", f"Vanilla's {weak} encoder read by a detached linear probe (trained on its features, "
-                           f"never moving it): {cell({'probe_mean': probe[0], 'probe_std': probe[1], 'seeds': seeds}, 'probe')} % — the encoder "
-                           "itself is starved, not only the fusion head's use of it."]
-            md.append("")
-        for prefix, rows in tables.items():
-            for row in rows:
-                csv_rows.append({"fusion": fusion, "epoch_choice": prefix.rstrip("_") or "selected", **row})
-        _draw(out, fusion, summaries, modalities, base)
-        md += [f"![results](results-{fusion}.png)", f"![dynamics](dynamics-{fusion}.png)", ""]
-    write_text(out / "results.md", "\n".join(md))
+    return jobs
+
+
+def _header(dataset: str, data, base: TrainConfig, seeds: int, metric: str) -> list[str]:
+    """The report's title and the paragraph saying what its numbers are and how they were made."""
+    return [f"# Results on {dataset}", "",
+            f"Test {METRIC_LABELS[metric]} (%), {'mean ± std over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}, "
+            "at the epoch chosen on validation "
+            f"({base.selection_tolerance} tolerance rule, see `milesbook.runs`). {base.epochs} epochs, "
+            f"{base.optimizer} lr {base.lr}, batch {base.batch_size}, encoder {base.encoder}; MILES τ = {base.tau}, "
+            f"μ = {base.mu}, utilization from the {base.utilization_split} split. Δ = "
+            f"{_gap_text(data.modalities)}. Dataset: {data.description}.", ""]
+
+
+def _fusion_report(out: Path, fusion: str, summaries: dict[str, list[dict]], data, task, base: TrainConfig, methods,
+                   seeds: int, made_under: str) -> tuple[dict, list[str], list[dict]]:
+    """One fusion's part of the report: what `compare` returns for it, its Markdown section and its
+    results.csv rows (every method at each choice of epoch); draws its figures."""
+    modalities = data.modalities
+    tables = {p: summarize(summaries, modalities, p) for p in ("", "strict_", "last_")}
+    weak = weak_modality(tables[""], modalities)
+    probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in tables[""]) else []
+    text = markdown_table(tables[""], modalities, probes)
+    result = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
+              "markdown": text, "decomposition": decomposition(tables[""], modalities),
+              "factorial": factorial(summaries, tables[""], modalities, task.headline),
+              "summaries": summaries, "made_under": made_under}
+    md = [f"## {fusion} fusion", "", text, "", result["decomposition"], ""]
+    if result["factorial"]:
+        md += [result["factorial"], ""]
+    for other in task.metrics[1:]:  # multi-label: macro-F1 beside the headline micro-F1
+        result[f"{other}_rows"] = summarize(summaries, modalities, "", other)
+        md += [f"The same runs in {METRIC_LABELS[other]} (%):", "",
+               markdown_table(result[f"{other}_rows"], modalities), ""]
+    if "gblend" in methods:
+        result["gblend_extra_epochs"] = [read_history(run_dir(out, "gblend", fusion, s))[-1]["gblend_extra_epochs"]
+                                         for s in range(seeds)]
+        md += [_gblend_extra_text(result["gblend_extra_epochs"], summaries["gblend"], base), ""]
+    if weak:
+        md += _epoch_choices(tables, weak, summaries, task.headline, seeds)
+    csv_rows = [{"fusion": fusion, "epoch_choice": prefix.rstrip("_") or "selected", **row}
+                for prefix, rows in tables.items() for row in rows]
+    _draw(out, fusion, summaries, modalities, base)
+    md += [f"![results](results-{fusion}.png)", f"![dynamics](dynamics-{fusion}.png)", ""]
+    return result, md, csv_rows
+
+
+def _gblend_extra_text(extra: list[float], summaries: list[dict], base: TrainConfig) -> str:
+    """What G-Blend's weight estimation cost on top of the counted epochs, and how often our floor bound."""
+    return (f"G-Blend's weight estimation trained {int(max(extra))} extra epochs per run on top of "
+            f"the {base.epochs} counted above (mode {base.gblend_mode}, super-epoch {base.gblend_every} "
+            f"epochs per head). {gblend_floor_note(summaries, base.gblend_min_fusion)}")
+
+
+def _epoch_choices(tables: dict[str, list[dict]], weak: str, summaries: dict[str, list[dict]], metric: str,
+                   seeds: int) -> list[str]:
+    """The weak modality at the selected, strict and last epoch, and vanilla's encoder read by its probe."""
+    md = [f"The weak modality ({weak}) at three choices of epoch:", "",
+          f"| method | selected (tolerance rule) | strict (highest val {METRIC_LABELS[metric]}) | last epoch |",
+          "|---|---|---|---|"]
+    for sel, strict, last in zip(tables[""], tables["strict_"], tables["last_"]):
+        if sel.get(f"{weak}_mean") is not None:
+            md.append(f"| {sel['method']} | {cell(sel, weak)} | {cell(strict, weak)} | {cell(last, weak)} |")
+    if "vanilla" in summaries:
+        probe = mean_std([r[f"test_{metric}_head_{weak}"] for r in summaries["vanilla"]])
+        md += ["", f"Vanilla's {weak} encoder read by a detached linear probe (trained on its features, "
+                   f"never moving it): {cell({'probe_mean': probe[0], 'probe_std': probe[1], 'seeds': seeds}, 'probe')} % — the encoder "
+                   "itself is starved, not only the fusion head's use of it."]
+    md.append("")
+    return md
+
+
+# -- a report's files ------------------------------------------------------------------------------
+
+def write_report(out: Path, markdown: list[str], csv_rows: list[dict], record: dict,
+                 extra: dict[str, dict] | None = None) -> None:
+    """The files of a report (`compare`'s and the tuned comparison's) in `out`, each written whole:
+    `results.md` (the lines of `markdown`), `results.csv` (`csv_rows`), the `extra` JSON files by name,
+    and `report.json` (`record`, what `milesbook verify` reads) last."""
+    out = Path(out)
+    write_text(out / "results.md", "\n".join(markdown))
+    write_text(out / "results.csv", _csv_text(csv_rows))
+    for name, value in (extra or {}).items():
+        write_json(out / name, value)
     write_json(out / REPORT, record)
-    write_csv(out / "results.csv", csv_rows)
-    return report
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """A report's table (results.csv), written whole."""
-    import io
+def _csv_text(rows: list[dict]) -> str:
+    """A report's table as CSV text, columns in the first row's order, CRLF line ends (csv's dialect)."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(path, text.getvalue())
+    return text.getvalue()
 
 
 def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progress: bool = True) -> list[dict]:

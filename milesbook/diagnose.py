@@ -35,11 +35,13 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .comparison import FACTORIAL, REPORT, compare, paired_difference, run_dir
+from .comparison import FACTORIAL, REPORT, compare, run_dir
 from .errors import UserError
+from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .metrics import METRIC_LABELS
 from .handed import read_json
 from .runs import read_history, save_figure, write_json, write_text
+from .seed_stats import mean_std, paired_difference, seed_differences
 
 STARVED_POINTS = 3.0  # the smallest gap (percentage points) called starving; a sampling wobble is less
 FILES = ("diagnosis.md", "diagnosis.json", "diagnosis.png")
@@ -61,7 +63,7 @@ def diagnose(dataset, seeds: int = 3, out="runs/diagnose", base=None, full: bool
     methods = list(FACTORIAL) if full else ["vanilla"]
     report = compare(dataset, methods, (fusion,), seeds, out, base, progress, workers, encoders)[fusion]
     summaries = report["summaries"]
-    modalities = [m.removeprefix("unimodal-") for m in summaries if m.startswith("unimodal-")]
+    modalities = [unimodal_modality(m) for m in summaries if is_unimodal(m)]
     metric = summaries["vanilla"][0]["metric"]
     if len(modalities) < 2:
         raise UserError("diagnose compares modalities inside fusion; the data has one")
@@ -82,8 +84,8 @@ def _by_seed(runs: list[dict], key: str) -> list[dict]:
 
 def _stats(runs: list[dict], key: str) -> dict:
     values = [r[key] for r in runs]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "per_seed": values}
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "per_seed": values}
 
 
 def _paired(treated: list[dict], control: list[dict], key: str, resolution: float) -> dict | None:
@@ -93,8 +95,7 @@ def _paired(treated: list[dict], control: list[dict], key: str, resolution: floa
     diff = paired_difference(treated, control, key)
     if diff is None:
         return None
-    by_seed = {r["seed"]: r[key] for r in control}
-    diff["per_seed"] = [r[key] - by_seed[r["seed"]] for r in treated if r["seed"] in by_seed]
+    diff["per_seed"] = seed_differences(treated, control, key)
     diff["resolution"], diff["floored"] = resolution, False
     if diff["low"] is not None and (diff["high"] - diff["low"]) / 2 < resolution:
         diff["low"], diff["high"], diff["floored"] = diff["mean"] - resolution, diff["mean"] + resolution, True
@@ -111,7 +112,7 @@ def _read(summaries: dict, modalities: list[str], metric: str, full: bool, test_
     vanilla = summaries["vanilla"]
     per_modality = {}
     for m in modalities:
-        alone = summaries[f"unimodal-{m}"]
+        alone = summaries[unimodal_name(m)]
         alone_key = f"test_{metric}_{m}"
         probe_key, part_key = f"test_{metric}_head_{m}", f"test_{metric}_part_{m}"
         inside = [{"seed": r["seed"], "value": max(r[probe_key], r[part_key])} for r in vanilla]

@@ -310,6 +310,7 @@ def checked_config(values: dict, where: str) -> dict:
     `read_config` does; returns it."""
     from .config import TrainConfig
     from .methods import METHODS
+    from .methods.base import is_unimodal
     validated(values, config_schema(), where)
     # a setting a file lacks (one from an earlier version) reads as its default, as TrainConfig's
     values = {**{name: copy.deepcopy(field.default) for name, field in config_schema().model_fields.items()
@@ -319,7 +320,7 @@ def checked_config(values: dict, where: str) -> dict:
                         f"({_short(values['dataset_options']['cache'])}); milesbook writes nowhere a file names: "
                         "remove the key (datasets are cached under $MILESBOOK_CACHE)")
     method = values["method"]
-    if method not in METHODS and not method.startswith("unimodal-"):
+    if method not in METHODS and not is_unimodal(method):
         raise UserError(f"{where}: method — unknown method {_short(method)}; {EDITED}")
     try:
         TrainConfig.from_dict(values).check()

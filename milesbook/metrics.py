@@ -16,13 +16,6 @@ import torch.nn.functional as F
 METRIC_LABELS = {"acc": "accuracy", "f1micro": "micro-F1", "f1macro": "macro-F1"}
 
 
-def student_t_quantile(p: float, df: int) -> float:
-    """The p-quantile of Student's t with `df` degrees of freedom (for 95 % intervals over seeds).
-    scipy.special's, the routine scipy.stats.t.ppf calls, without importing scipy.stats (≈ 0.6 s)."""
-    from scipy.special import stdtrit
-    return float(stdtrit(df, p))
-
-
 class Multiclass:
     """One class per sample: `labels` (N,) int64 class ids; logits (N, C)."""
     name = "multiclass"

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # headless machines fall back to Agg by themsel
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from .methods import report_name
+from .methods import report_name, unimodal_modality
 from .metrics import METRIC_LABELS
 
 # Okabe–Ito colours (distinguishable with colour-blindness), one per modality of our datasets; the
@@ -282,7 +282,7 @@ def plot_results(summaries: dict[str, list[dict]], modalities, title: str = "", 
     metric = history_metric(next(iter(summaries.values()))[0])
     records = []
     for method, runs in summaries.items():
-        only = method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
+        only = unimodal_modality(method)
         for run in runs:
             for reading in (["fusion"] if not only else []) + [m for m in modalities if only in (None, m)]:
                 records.append({"method": report_name(method), "reading": reading, "seed": run["seed"],

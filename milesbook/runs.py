@@ -1,6 +1,6 @@
 """The run folder: what one training run leaves behind, and what notebooks, `compare` and the
-search read back. Every file is written atomically (a temporary file, then a rename), so a killed run
-never leaves half a file; `last.pt` is written before the tables that mention its epoch.
+search read back. Every file is written atomically (`milesbook.atomic`: a temporary file, then a rename),
+so a killed run never leaves half a file; `last.pt` is written before the tables that mention its epoch.
 
 - `config.json`   — the TrainConfig (`TrainConfig.to_dict()`: general settings and method knobs, flat);
 - `history.csv`   — one row per epoch: `epoch`, `lr_fusion`, `lr_<m>` (rates used during the epoch),
@@ -44,13 +44,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from . import handed, provenance
+from .atomic import atomic_write, write_text
 from .config import relevant_config
 from .errors import UserError
 from .safe_load import load_tensors
@@ -61,48 +60,8 @@ CANDIDATES = "candidates"
 # every file milesbook writes into a run folder (beside the candidates folder)
 RUN_FILES = ("config.json", "provenance.json", "history.csv", "test_history.csv", "summary.json",
              CHECKPOINT, SELECTED)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file of this process and rename, so a killed run never leaves a
-    half-written file, and several processes writing one file (a search's workers) each install a
-    whole one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file should read like any other
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_writable(folder: Path, alternative: str) -> None:
-    """Refuse, before anything is written, a folder this process cannot create files in (creating it
-    if need be): found halfway, a read-only location would end in a traceback and half a result.
-    `alternative` says where else the user can write, e.g. "choose another --out"."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot write in {folder} ({error.strerror or error}): give this user write access to "
-                        f"it, or {alternative}") from None
-
-
 def write_json(path: Path, value) -> None:
     atomic_write(Path(path), lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
-
-
-def write_text(path: Path, text: str) -> None:
-    """A report's page, written whole (and never through a link that stood in its place)."""
-    atomic_write(Path(path), lambda p: p.write_text(text))
 
 
 def save_figure(figure, path: Path, **options) -> None:

@@ -18,22 +18,21 @@ default configuration (the report says which).
 from __future__ import annotations
 
 import json
-import math
 import os
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
 from . import provenance
-from .comparison import (ALL_METHODS, REPORT, cell, write_csv, decomposition, factorial, gblend_floor_note, markdown_table,
-                         report_record, summarize, weak_modality)
+from .comparison import (ALL_METHODS, cell, decomposition, factorial, gblend_floor_note, markdown_table, report_record,
+                         summarize, weak_modality, write_report)
 from .methods import report_name
+from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .config import TrainConfig
 from .errors import UserError
-from .metrics import METRIC_LABELS, student_t_quantile, task_of
+from .metrics import METRIC_LABELS, task_of
 from .handed import no_links_below, read_best, refuse_imports
-from .runs import write_json, write_text
 from .pool import run_many
+from .seed_stats import mean_std, t_interval
 
 
 def find_searches(folder) -> list[dict]:
@@ -56,13 +55,13 @@ def find_searches(folder) -> list[dict]:
                         "give one dataset's searches")
     seen = {}
     for r in records:
-        key = (r["config"]["method"], "" if r["config"]["method"].startswith("unimodal-") else r["config"]["fusion"])
+        key = (r["config"]["method"], "" if is_unimodal(r["config"]["method"]) else r["config"]["fusion"])
         if key in seen:
             raise UserError(f"--from-search {folder} holds two searches of {'/'.join(filter(None, key))} "
                             f"({seen[key]} and {r['folder']}); keep one")
         seen[key] = r["folder"]
     order = {m: i for i, m in enumerate(ALL_METHODS)}
-    return sorted(records, key=lambda r: (not r["config"]["method"].startswith("unimodal-"),
+    return sorted(records, key=lambda r: (not is_unimodal(r["config"]["method"]),
                                           order.get(r["config"]["method"], len(order)), r["config"]["method"],
                                           r["config"]["fusion"]))
 
@@ -80,24 +79,15 @@ def fresh_seeds(records: list[dict], k: int) -> list[int]:
 
 # -- the report ----------------------------------------------------------------------------------
 
-def t_interval(values: list[float]) -> tuple[float, float] | None:
-    """The 95 % t-interval of the mean of `values` (None with fewer than two)."""
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    half = student_t_quantile(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
-
-
 def _check_mslr_rates(record: dict, searched: dict, modalities, search_dir) -> None:
     """An MSLR search trains each encoder at its unimodal search's chosen rate (`milesbook.search`):
     its row needs those searches beside it, and the rates it was searched with must be theirs."""
     name = f"{record['config']['method']}-{record['config']['fusion']}"
-    missing = [f"unimodal-{m}" for m in modalities if f"unimodal-{m}" not in searched]
+    missing = [unimodal_name(m) for m in modalities if unimodal_name(m) not in searched]
     if missing:
         raise UserError(f"--from-search {search_dir}: {name} takes its encoder rates from the unimodal searches, "
                         f"and {', '.join(missing)} is not there; search it (--method unimodal --out {search_dir})")
-    chosen = {m: searched[f"unimodal-{m}"]["params"]["lr"] for m in modalities}
+    chosen = {m: searched[unimodal_name(m)]["params"]["lr"] for m in modalities}
     if record["config"]["mslr_lrs"] != chosen:
         raise UserError(f"--from-search {search_dir}: {name} was searched with encoder rates "
                         f"{record['config']['mslr_lrs']}, not the ones the unimodal searches chose ({chosen}); "
@@ -118,6 +108,46 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     `encoder`: the `--encoder` you pass yourself when the searches used encoder code of yours (nothing a
     search folder names is imported otherwise)."""
     from .datasets import load_dataset
+    records, retrain = _searches_and_seeds(search_dir, seeds, only, encoder)
+    out = Path(out) if out is not None else Path(search_dir) / "compare"
+    data = load_dataset(records[0]["config"]["dataset"], **records[0]["config"]["dataset_options"])
+    modalities = data.modalities
+    metric = task_of(data.task).headline
+    searched = {r["config"]["method"]: r for r in records if is_unimodal(r["config"]["method"])}
+    multimodal = [r for r in records if not is_unimodal(r["config"]["method"])]
+    if not multimodal:
+        raise UserError(f"--from-search {search_dir} holds only unimodal searches; search a multimodal method too")
+    for r in multimodal:
+        if r["config"]["method"].startswith("mslr-"):
+            _check_mslr_rates(r, searched, modalities, search_dir)
+    references = _reference_configs(modalities, searched, multimodal, device)
+    jobs, where = _jobs(references, multimodal, retrain, out, device)
+    for _, folder in jobs:  # a handed search's compare/ whose seed<k> links elsewhere: refused before any run
+        no_links_below(out, folder)
+    summaries = run_many(jobs, workers, data if workers <= 1 else None, progress)
+
+    made_under = provenance.summarize_many([s.get("provenance") for s in summaries])
+    record = {"kind": "tuned", "search_dir": os.path.relpath(Path(search_dir).resolve(), out.resolve()),
+              "seeds": seeds, "test_size": len(data.splits["test"]), "made_under": made_under,
+              "provenance": provenance.common([s.get("provenance") for s in summaries]), "fusion_results": {}}
+    md = _header(records, multimodal, searched, references, retrain, metric, made_under)
+    report, csv_rows = {}, []
+    for fusion in dict.fromkeys(r["config"]["fusion"] for r in multimodal):
+        by_method, paper = _runs_of(fusion, references, where, summaries)
+        record_of = {r["config"]["method"]: r for r in records if is_unimodal(r["config"]["method"])
+                     or r["config"]["fusion"] == fusion}
+        report[fusion], lines, rows = _fusion_report(fusion, by_method, paper, record_of, modalities, metric, seeds)
+        record["fusion_results"][fusion] = report_record(by_method, report[fusion]["rows"], modalities, metric)
+        md += lines
+        csv_rows += rows
+    write_report(out, md, csv_rows, record,
+                 extra={"seeds.json": {"retrained": retrain, "searches": [r["folder"] for r in records]}})
+    return report
+
+
+def _searches_and_seeds(search_dir, seeds: int, only, encoder: str | None) -> tuple[list[dict], list[int]]:
+    """The search records to retrain (`only`'s and the unimodal ones, or all) and the `seeds` fresh seeds,
+    after refusing any search whose encoder code you did not name yourself (`--encoder`)."""
     if seeds < 1:
         raise UserError(f"--seeds must be ≥ 1, got {seeds}")
     records = find_searches(search_dir)
@@ -125,30 +155,29 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
         refuse_imports(r["config"]["encoder"], str(Path(r["folder"]) / "best.json"), encoder)
     retrain = fresh_seeds(records, seeds)  # from every search, so that `only` re-runs the same seeds
     if only:
-        records = [r for r in records if r["config"]["method"].startswith("unimodal-") or r["config"]["method"] in only]
-    out = Path(out) if out is not None else Path(search_dir) / "compare"
-    dataset = records[0]["config"]["dataset"]
-    data = load_dataset(dataset, **records[0]["config"]["dataset_options"])
-    modalities = data.modalities
-    metric = task_of(data.task).headline
-    label = METRIC_LABELS[metric]
-    searched = {r["config"]["method"]: r for r in records if r["config"]["method"].startswith("unimodal-")}
-    multimodal = [r for r in records if not r["config"]["method"].startswith("unimodal-")]
-    if not multimodal:
-        raise UserError(f"--from-search {search_dir} holds only unimodal searches; search a multimodal method too")
-    for r in multimodal:
-        if r["config"]["method"].startswith("mslr-"):
-            _check_mslr_rates(r, searched, modalities, search_dir)
+        records = [r for r in records if is_unimodal(r["config"]["method"]) or r["config"]["method"] in only]
+    return records, retrain
+
+
+def _reference_configs(modalities, searched: dict, multimodal: list[dict], device: str | None) -> dict:
+    """{"unimodal-<m>": config} of each unimodal reference, test read: its search's chosen setting, or
+    without a unimodal search the searches' fixed settings (epochs, batch, encoder, …) at the default rate."""
     where_to = {} if device is None else {"device": device}
     references = {}
     for m in modalities:
-        name = f"unimodal-{m}"
-        # Without a unimodal search: the searches' fixed settings (epochs, batch, encoder, …), default rate.
+        name = unimodal_name(m)
         config = TrainConfig.from_dict(searched[name]["config"]) if name in searched else \
             replace(TrainConfig.from_dict(multimodal[0]["config"]), method=name, lr=TrainConfig().lr)
         references[name] = replace(config, test_split=True, **where_to)
+    return references
 
-    jobs, where = [], []  # where: (method, fusion, kind) per job, kind "seed" or "paper"
+
+def _jobs(references: dict, multimodal: list[dict], retrain: list[int], out: Path,
+          device: str | None) -> tuple[list, list]:
+    """The runs to make, (config, folder) each, and where each belongs, (method, fusion, kind): kind
+    "seed" for a fresh seed, "paper" for the chosen trial retrained with its search's seed."""
+    where_to = {} if device is None else {"device": device}
+    jobs, where = [], []
     for name, config in references.items():
         for s in retrain:
             jobs.append((replace(config, seed=s), out / name / f"seed{s}"))
@@ -161,109 +190,118 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
             where.append((config.method, config.fusion, "seed"))
         jobs.append((config, out / tag / f"search-seed{config.seed}"))
         where.append((config.method, config.fusion, "paper"))
-    for _, folder in jobs:  # a handed search's compare/ whose seed<k> links elsewhere: refused before any run
-        no_links_below(out, folder)
-    summaries = run_many(jobs, workers, data if workers <= 1 else None, progress)
+    return jobs, where
 
-    fusions = list(dict.fromkeys(r["config"]["fusion"] for r in multimodal))
-    report, csv_rows = {}, []
-    made_under = provenance.summarize_many([s.get("provenance") for s in summaries])
-    summary_record = {"kind": "tuned", "search_dir": os.path.relpath(Path(search_dir).resolve(), out.resolve()),
-              "seeds": seeds, "test_size": len(data.splits["test"]), "made_under": made_under,
-              "provenance": provenance.common([s.get("provenance") for s in summaries]), "fusion_results": {}}
+
+def _runs_of(fusion: str, references: dict, where: list, summaries: list[dict]) -> tuple[dict, dict]:
+    """One fusion's runs: ({method: summaries over the fresh seeds}, references first; {method: the
+    paper-style run's summary})."""
+    by_method, paper = {name: [] for name in references}, {}
+    for (method, f, kind), summary in zip(where, summaries):
+        if f is not None and f != fusion:
+            continue
+        if kind == "paper":
+            paper[method] = summary
+        else:
+            by_method.setdefault(method, []).append(summary)
+    return by_method, paper
+
+
+def _header(records: list[dict], multimodal: list[dict], searched: dict, references: dict, retrain: list[int],
+            metric: str, made_under: str) -> list[str]:
+    """The report's title and the paragraphs saying how the searches chose, what was retrained, where the
+    unimodal references come from, and what a difference between two rows means."""
     pruners = sorted({r["pruner"] for r in multimodal})
     samplers = sorted({r["sampler"] for r in multimodal})
     trials = sorted({r["trials_complete"] for r in records})
-    md = [f"# Tuned comparison on {dataset}", "",
-          f"Each method at the setting its own search chose on validation (sampler {', '.join(samplers)}, "
-          f"pruner {', '.join(pruners)}, {'/'.join(map(str, trials))} complete trials per search; "
-          f"`milesbook search --status` lists each space), retrained over {seeds} seed(s) the searches never "
-          f"used ({', '.join(map(str, retrain))}). Test {label} (%) at the epoch chosen on validation: "
-          f"mean ± std and the 95 % t-interval of the mean. *Best trial* is the paper's protocol — the one "
-          f"chosen run itself (retrained with the search's seed, now reading test) — for comparison.", "",
-          "Unimodal references: " + ", ".join(
-              f"{n} {'at its searched setting (' + _setting(searched[n]['params']) + ')' if n in searched else f'at the default rate {TrainConfig().lr} (no unimodal search in the folder)'}"
-              for n in references) + ".", "",
-          "Each method runs at its own chosen setting, so a difference between two rows (e.g. `miles` − `aux`) "
-          "is between the two methods *as tuned* — their learning rates differ too — paired by seed.", "",
-          made_under, ""]
-    for fusion in fusions:
-        by_method = {name: [] for name in references}
-        paper = {}
-        for (method, f, kind), summary in zip(where, summaries):
-            if f is not None and f != fusion:
-                continue
-            if kind == "paper":
-                paper[method] = summary
-            else:
-                by_method.setdefault(method, []).append(summary)
-        rows = summarize(by_method, modalities)
-        weak = weak_modality(rows, modalities)
-        probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in rows) else []
-        lines = [f"| method | setting chosen (trials) | best trial: val → test | test {label}, {seeds} seeds | "
-                 f"95 % CI | " + " | ".join(modalities) + " | Δ |", "|---|---|---|---|---|" + "---|" * (len(modalities) + 1)]
-        record_of = {r["config"]["method"]: r for r in records if r["config"]["method"].startswith("unimodal-")
-                     or r["config"]["fusion"] == fusion}
-        clipped = False
-        for row in rows:
-            method, runs = row["method"], by_method[row["method"]]
-            record = record_of.get(method)
-            setting = f"{_setting(record['params'])} ({record['trials_complete']})" if record else "default"
-            if method.startswith("mslr-"):
-                setting += "; encoders at their unimodal rates"
-            key = f"test_{metric}_fusion" if not method.startswith("unimodal-") else \
-                f"test_{metric}_{method.removeprefix('unimodal-')}"
-            values = [r[key] for r in runs]
-            interval = t_interval(values)
-            best = paper.get(method)
-            best_text = "–" if best is None else \
-                f"{100 * best[f'best_val_{metric}_fusion']:.1f} → {100 * best[key]:.1f}"
-            mean, std = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-            if interval is not None and (interval[0] < 0 or interval[1] > 1):
-                clipped = True
-            cells = [report_name(method), setting, best_text, f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1
-                     else f"{100 * mean:.1f}", "–" if interval is None else
-                     f"{100 * max(interval[0], 0):.1f} to {100 * min(interval[1], 1):.1f}",
-                     *[cell(row, m) for m in modalities], cell(row, "delta")]
-            lines.append("| " + " | ".join(cells) + " |")
-            csv_rows.append({"fusion": fusion, "method": method, "setting": setting, "seeds": len(values),
-                             "test_mean": mean, "test_std": std,
-                             "ci_low": None if interval is None else interval[0],
-                             "ci_high": None if interval is None else interval[1],
-                             "best_trial_val": None if best is None else best[f"best_val_{metric}_fusion"],
-                             "search_val": None if record is None else record["value"],
-                             "best_trial_test": None if best is None else best[key],
-                             **{f"{m}_mean": row[f"{m}_mean"] for m in modalities}})
-        mismatched = [m for m, s in paper.items()
-                      if abs(s[f"best_val_{metric}_fusion"] - record_of[m]["value"]) > 1e-9]
-        note = ("The best trials retrained with the search's seed reproduce the search's validation values "
-                "exactly." if not mismatched else
-                f"Retrained with the search's seed, {', '.join(mismatched)} did not reproduce the search's "
-                "validation value exactly: " + "; ".join(
-                    f"{m} — " + (", ".join(provenance.differences(record_of[m].get("provenance"), paper[m].get("provenance") or {}))
-                                 or "made under the same provenance, which should not happen: please report it")
-                    for m in mismatched) + ". The best-trial column shows the retrained value.")
-        if clipped:
-            note += " Intervals are shown clipped to the metric's range [0, 100]; with few seeds the t-interval is wide."
-        report[fusion] = {"rows": rows, "summaries": by_method, "paper": paper,
-                          "markdown": "\n".join(lines), "decomposition": decomposition(rows, modalities),
-                          "factorial": factorial(by_method, rows, modalities, metric)}
-        summary_record["fusion_results"][fusion] = report_record(by_method, rows, modalities, metric)
-        if by_method.get("gblend"):
-            floor = TrainConfig.from_dict(record_of["gblend"]["config"]).gblend_min_fusion
-            note += " " + gblend_floor_note(by_method["gblend"], floor)
-        md += [f"## {fusion} fusion", "", report[fusion]["markdown"], "", note, ""]
-        if report[fusion]["decomposition"]:
-            md += ["At each method's tuned setting: " + report[fusion]["decomposition"], ""]
-        if report[fusion]["factorial"]:
-            md += [report[fusion]["factorial"], ""]
-        if probes:
-            md += [f"The {weak} encoders of the L_AB-only methods read by detached probes:", "",
-                   markdown_table([r for r in rows if r.get(f"probe_{weak}_mean") is not None], modalities, probes), ""]
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "results.md", "\n".join(md))
-    write_csv(out / "results.csv", csv_rows)
-    write_json(out / "seeds.json", {"retrained": retrain, "searches": [r["folder"] for r in records]})
-    write_json(out / REPORT, summary_record)
-    return report
+    return [f"# Tuned comparison on {records[0]['config']['dataset']}", "",
+            f"Each method at the setting its own search chose on validation (sampler {', '.join(samplers)}, "
+            f"pruner {', '.join(pruners)}, {'/'.join(map(str, trials))} complete trials per search; "
+            f"`milesbook search --status` lists each space), retrained over {len(retrain)} seed(s) the searches never "
+            f"used ({', '.join(map(str, retrain))}). Test {METRIC_LABELS[metric]} (%) at the epoch chosen on validation: "
+            f"mean ± std and the 95 % t-interval of the mean. *Best trial* is the paper's protocol — the one "
+            f"chosen run itself (retrained with the search's seed, now reading test) — for comparison.", "",
+            "Unimodal references: " + ", ".join(
+                f"{n} {'at its searched setting (' + _setting(searched[n]['params']) + ')' if n in searched else f'at the default rate {TrainConfig().lr} (no unimodal search in the folder)'}"
+                for n in references) + ".", "",
+            "Each method runs at its own chosen setting, so a difference between two rows (e.g. `miles` − `aux`) "
+            "is between the two methods *as tuned* — their learning rates differ too — paired by seed.", "",
+            made_under, ""]
 
+
+def _fusion_report(fusion: str, by_method: dict, paper: dict, record_of: dict, modalities, metric: str,
+                   seeds: int) -> tuple[dict, list[str], list[dict]]:
+    """One fusion's part of the report: what `compare_tuned` returns for it, its Markdown section and
+    its results.csv rows. `record_of`: the search record (best.json) of each method."""
+    rows = summarize(by_method, modalities)
+    weak = weak_modality(rows, modalities)
+    probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in rows) else []
+    lines = [f"| method | setting chosen (trials) | best trial: val → test | test {METRIC_LABELS[metric]}, {seeds} seeds | "
+             f"95 % CI | " + " | ".join(modalities) + " | Δ |", "|---|---|---|---|---|" + "---|" * (len(modalities) + 1)]
+    csv_rows, clipped = [], False
+    for row in rows:
+        line, csv_row, row_clipped = _table_row(fusion, row, by_method[row["method"]], record_of.get(row["method"]),
+                                                paper.get(row["method"]), modalities, metric)
+        lines.append(line)
+        csv_rows.append(csv_row)
+        clipped |= row_clipped
+    note = _reproduction_note(paper, record_of, metric)
+    if clipped:
+        note += " Intervals are shown clipped to the metric's range [0, 100]; with few seeds the t-interval is wide."
+    result = {"rows": rows, "summaries": by_method, "paper": paper,
+              "markdown": "\n".join(lines), "decomposition": decomposition(rows, modalities),
+              "factorial": factorial(by_method, rows, modalities, metric)}
+    if by_method.get("gblend"):
+        floor = TrainConfig.from_dict(record_of["gblend"]["config"]).gblend_min_fusion
+        note += " " + gblend_floor_note(by_method["gblend"], floor)
+    md = [f"## {fusion} fusion", "", result["markdown"], "", note, ""]
+    if result["decomposition"]:
+        md += ["At each method's tuned setting: " + result["decomposition"], ""]
+    if result["factorial"]:
+        md += [result["factorial"], ""]
+    if probes:
+        md += [f"The {weak} encoders of the L_AB-only methods read by detached probes:", "",
+               markdown_table([r for r in rows if r.get(f"probe_{weak}_mean") is not None], modalities, probes), ""]
+    return result, md, csv_rows
+
+
+def _table_row(fusion: str, row: dict, runs: list[dict], record: dict | None, best: dict | None, modalities,
+               metric: str) -> tuple[str, dict, bool]:
+    """One method's line of the table, its results.csv row, and whether its interval was clipped to
+    [0, 1]. `record`: its search's best.json (None: a reference at the default); `best`: its paper-style run."""
+    method = row["method"]
+    setting = f"{_setting(record['params'])} ({record['trials_complete']})" if record else "default"
+    if method.startswith("mslr-"):
+        setting += "; encoders at their unimodal rates"
+    key = f"test_{metric}_fusion" if not is_unimodal(method) else f"test_{metric}_{unimodal_modality(method)}"
+    values = [r[key] for r in runs]
+    interval = t_interval(values)
+    best_text = "–" if best is None else f"{100 * best[f'best_val_{metric}_fusion']:.1f} → {100 * best[key]:.1f}"
+    mean, std = mean_std(values)
+    clipped = interval is not None and (interval[0] < 0 or interval[1] > 1)
+    cells = [report_name(method), setting, best_text, f"{100 * mean:.1f} ± {100 * std:.1f}" if len(values) > 1
+             else f"{100 * mean:.1f}", "–" if interval is None else
+             f"{100 * max(interval[0], 0):.1f} to {100 * min(interval[1], 1):.1f}",
+             *[cell(row, m) for m in modalities], cell(row, "delta")]
+    csv_row = {"fusion": fusion, "method": method, "setting": setting, "seeds": len(values),
+               "test_mean": mean, "test_std": std,
+               "ci_low": None if interval is None else interval[0],
+               "ci_high": None if interval is None else interval[1],
+               "best_trial_val": None if best is None else best[f"best_val_{metric}_fusion"],
+               "search_val": None if record is None else record["value"],
+               "best_trial_test": None if best is None else best[key],
+               **{f"{m}_mean": row[f"{m}_mean"] for m in modalities}}
+    return "| " + " | ".join(cells) + " |", csv_row, clipped
+
+
+def _reproduction_note(paper: dict, record_of: dict, metric: str) -> str:
+    """Whether each chosen trial, retrained with its search's seed, gave the search's validation value
+    again, and for those that did not, which provenance fields differ."""
+    mismatched = [m for m, s in paper.items() if abs(s[f"best_val_{metric}_fusion"] - record_of[m]["value"]) > 1e-9]
+    if not mismatched:
+        return "The best trials retrained with the search's seed reproduce the search's validation values exactly."
+    return (f"Retrained with the search's seed, {', '.join(mismatched)} did not reproduce the search's "
+            "validation value exactly: " + "; ".join(
+                f"{m} — " + (", ".join(provenance.differences(record_of[m].get("provenance"), paper[m].get("provenance") or {}))
+                             or "made under the same provenance, which should not happen: please report it")
+                for m in mismatched) + ". The best-trial column shows the retrained value.")

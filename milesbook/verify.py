@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import handed, provenance, runs
 from .errors import UserError
+from .seed_stats import t_half_width
 
 VERIFIED, DIFFERS, INCONCLUSIVE = 0, 1, 3
 WALL_CLOCK = {"seconds", "train_seconds"}
@@ -187,6 +188,7 @@ def _not_one_run(run: Path, config, history: list[dict], summary: dict | None) -
     """Why the files of `run` cannot be one run's, or None: the summary's epochs, the config's and the
     history's must agree (only a method that stops early, MSES, ends before its config's epochs), and
     the reference runs a method trains first must have the config's epochs."""
+    from .methods.base import unimodal_name
     done = len(history)
     if summary is not None and summary["epochs"] != done:
         return f"history.csv has {done} epochs but summary.json says {summary['epochs']}"
@@ -194,7 +196,7 @@ def _not_one_run(run: Path, config, history: list[dict], summary: dict | None) -
         return f"config.json asks for {config.epochs} epochs but history.csv has {done}"
     if config.epochs > done and config.method.startswith("mslr-") and config.mslr_init == "unimodal":
         for m in config.mslr_lrs or {}:
-            path = run / "init" / f"unimodal-{m}" / "history.csv"
+            path = run / "init" / unimodal_name(m) / "history.csv"
             made = len(handed.read_table(path)) if path.exists() else 0
             if made != config.epochs:  # else re-making them would train epochs nothing here had
                 return f"{path} has {made} epochs but config.json asks its reference runs for {config.epochs}"
@@ -233,11 +235,8 @@ class _Enough(Exception):
 
 def interval(values: list[float], level: float, resolution: float) -> tuple[float, float]:
     """The t-interval for the mean of `values` at confidence `level`, at least ±`resolution` wide."""
-    from .metrics import student_t_quantile
     mean = statistics.fmean(values)
-    half = 0.0 if len(values) < 2 else \
-        student_t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    half = max(half, resolution)
+    half = max(t_half_width(values, level), resolution)
     return mean - half, mean + half
 
 
@@ -245,11 +244,12 @@ def compare_records(committed: dict, rerun: dict, only=None) -> dict:
     """Cell by cell and conclusion by conclusion, a committed `report.json` against its re-run: returns
     {"identical", "cells": [(fusion, method, column, committed mean, low, high, inside)], "conclusions":
     [(fusion, name, committed verdict, re-run verdict)], "consistent"}."""
+    from .methods.base import is_unimodal
     cells, identical = [], True
     for fusion, result in committed["fusion_results"].items():
         again = rerun["fusion_results"][fusion]["methods"]
         for method, entry in result["methods"].items():
-            if only and not method.startswith("unimodal-") and method not in only:
+            if only and not is_unimodal(method) and method not in only:
                 continue
             for column, values in entry["values"].items():
                 new = again[method]["values"][column]

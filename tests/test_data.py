@@ -130,3 +130,17 @@ def test_baked_training_noise_is_one_draw_per_sample(tmp_path):
     assert torch.equal(again.splits["train"].inputs["image"], baked.splits["train"].inputs["image"])
     with pytest.raises(UserError, match="train_noise must be 'fresh'"):
         load_digits_av(train_noise="once")
+
+
+def test_a_dataset_name_registered_twice_is_refused():
+    @registry.register("twice-toy", ("a", "b"), "a dataset registered twice")
+    def load_first():
+        return toy.load_toy()
+    try:
+        with pytest.raises(ValueError, match=r"^dataset 'twice-toy' is registered twice \(.*load_first and .*load_second\)$"):
+            @registry.register("twice-toy", ("a", "b"), "the same name again")
+            def load_second():
+                return toy.load_toy()
+        assert registry.REGISTRY["twice-toy"].load is load_first  # the first stays
+    finally:
+        registry.REGISTRY.pop("twice-toy")

@@ -196,3 +196,14 @@ def test_gpu_notebook_trains_a_prepared_paper_dataset(tmp_path, cache):
     assert 0 <= rows["miles"]["fusion_mean"] <= 1
     config = json.loads((tmp_path / "nb" / "work" / "04-luma-1ep" / "miles-concat" / "seed0" / "config.json").read_text())
     assert config["encoder"] == "resnet6" and config["dataset"] == "luma"
+
+
+def test_stratified_splits_draw_the_same_samples_as_before():
+    """The splits decide which sample lands where, so every golden number: pinned to what digits-av's
+    `stratified_split` and prepare's `stratified_sizes` drew before they became `datasets.splits`."""
+    from milesbook.datasets.splits import stratified_sizes, stratified_split
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2, 2, 0, 1])
+    assert [p.tolist() for p in stratified_split(labels, (0.6, 0.2, 0.2), np.random.default_rng(3))] == \
+        [[1, 2, 3, 4, 6, 11, 12, 13, 14, 15, 16, 17, 18, 19], [5, 7, 9], [0, 8, 10]]
+    assert [p.tolist() for p in stratified_sizes(labels, (11, 4, 3), np.random.default_rng(3))] == \
+        [[1, 2, 3, 4, 6, 11, 13, 15, 17, 18, 19], [7, 12, 14, 16], [5, 9, 10]]

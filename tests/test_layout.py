@@ -97,6 +97,37 @@ def test_registries_import_no_member():
     assert not graph["milesbook.methods.base"] & methods
 
 
+# The bottom row of docs/layout.md: modules that import nothing of ours but errors.
+LOW = {"milesbook.errors", "milesbook.atomic", "milesbook.seed_stats", "milesbook.safe_load", "milesbook.metrics",
+       "milesbook.miles"}
+
+
+def imports_above(graph: dict[str, set[str]]) -> list[str]:
+    """"a → b" for each import pointing up: a bottom-row module importing any of ours but errors, or a
+    dataset module importing outside `milesbook.datasets` and the bottom row (e.g. `runs`)."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        if module in LOW:
+            allowed = {"milesbook.errors"}
+        elif module == "milesbook.datasets" or module.startswith("milesbook.datasets."):
+            allowed = LOW | {m for m in graph if m.startswith("milesbook.datasets")}
+        else:
+            continue
+        found += [f"{module} → {target}" for target in sorted(targets - allowed)]
+    return found
+
+
+def test_imports_point_down():
+    assert imports_above(import_graph()) == []
+
+
+def test_import_direction_check_sees_datasets_importing_runs():
+    graph = {"milesbook.runs": set(), "milesbook.errors": set(), "milesbook.atomic": {"milesbook.errors"},
+             "milesbook.datasets.prepare": {"milesbook.runs", "milesbook.atomic"}}
+    assert imports_above(graph) == ["milesbook.datasets.prepare → milesbook.runs"]
+    assert imports_above({**graph, "milesbook.atomic": {"milesbook.runs"}})[0] == "milesbook.atomic → milesbook.runs"
+
+
 def test_wheel_holds_every_module(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
@@ -135,6 +166,14 @@ def throwaway():
     register(Throwaway)
     yield Throwaway
     del METHODS["throwaway"]
+
+
+def test_a_method_name_registered_twice_is_refused(throwaway):
+    class Again(base.Aux):
+        name = "throwaway"
+    with pytest.raises(ValueError, match=r"^method 'throwaway' is registered twice \(.*Throwaway and .*Again\)$"):
+        register(Again)
+    assert METHODS["throwaway"] is Throwaway  # the first stays (the fixture removes it)
 
 
 def test_new_method_gets_config_attribute_and_range_check(throwaway):

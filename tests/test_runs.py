@@ -1,7 +1,9 @@
-"""The run folder's file writing (milesbook.runs): a writer that fails half-way leaves the old file whole."""
+"""The run folder's file writing (milesbook.atomic, milesbook.runs): a writer that fails half-way leaves
+the old file whole."""
 import pytest
 
-from milesbook.runs import atomic_write, write_json
+from milesbook.atomic import atomic_write
+from milesbook.runs import write_json
 
 
 def test_atomic_write_leaves_the_old_file_whole_when_the_writer_fails(tmp_path):
@@ -28,3 +30,12 @@ def test_atomic_write_replaces_the_file_whole(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file this process makes, not mkstemp's 0600
+
+
+def test_save_npz_keeps_the_name_and_leaves_no_temporary_file(tmp_path):
+    import numpy as np
+
+    from milesbook.atomic import save_npz
+    save_npz(tmp_path / "prepared.npz", x=np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared.npz"]  # np.savez adds no second ".npz"
+    assert np.load(tmp_path / "prepared.npz")["x"].tolist() == [0, 1, 2]

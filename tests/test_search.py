@@ -433,3 +433,37 @@ def test_a_killed_worker_leaves_a_usable_search(tmp_path):
     again = subprocess.run(args, capture_output=True, text=True, env=ONE_THREAD, timeout=300)
     assert again.returncode == 0, again.stderr
     assert len([r for r in read_trials(out) if r["state"] == "COMPLETE"]) == 6
+
+
+def test_the_journal_lock_is_an_flock_that_refuses_a_link(tmp_path):
+    """The journal's lock (`study.journal_lock`): held against another holder, never a soft lock file a
+    killed worker would leave behind, and a link in its place refused without touching its target."""
+    import threading
+
+    import filelock
+
+    from milesbook.search.study import journal_lock
+    held = journal_lock(tmp_path / "search.journal.flock")
+    assert held.fallback_to_soft is False
+    held.acquire()
+    tries = []
+
+    def another_holder():
+        try:
+            journal_lock(tmp_path / "search.journal.flock").acquire(timeout=0.2)
+            tries.append("acquired")
+        except filelock.Timeout:
+            tries.append("waited")
+    for release in (False, True):
+        if release:
+            held.release()
+        thread = threading.Thread(target=another_holder)
+        thread.start()
+        thread.join()
+    assert tries == ["waited", "acquired"]
+    target = tmp_path / "precious"
+    target.write_text("keep")
+    (tmp_path / "linked.flock").symlink_to(target)
+    with pytest.raises(OSError):
+        journal_lock(tmp_path / "linked.flock").acquire()
+    assert target.read_text() == "keep"

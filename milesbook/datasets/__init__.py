@@ -6,6 +6,7 @@
     mfeat.py                                                        six views of one digit, for N > 2 (prepared first)
     arrays.py                                                       your own data: a folder of .npy files, or arrays
     prepare.py  download.py                                         what their data scripts share
+    splits.py                                                       the stratified train/val/test split (digits-av, cremad, mfeat, arrays)
 
 Adding a dataset is adding a module with a `@register(...)`-decorated loader and one import line here.
 """

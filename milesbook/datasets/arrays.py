@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from ..errors import UserError
 from .registry import SPLITS, MultimodalDataset, Split
+from .splits import stratified_split
 
 RESERVED = ("labels", "split")
 # Not a modality's name: the files above, and "fusion" — the fused model's columns (val_acc_fusion, which
@@ -494,7 +495,6 @@ def _split_of(split, n: int, shown: str) -> np.ndarray:
 
 def _default_split(labels: torch.Tensor, task: str, seed: int) -> np.ndarray:
     """A seeded 70/15/15 split, stratified by class on single-label data."""
-    from .digits_av import stratified_split
     rng = np.random.default_rng(seed)
     values = labels.numpy()
     split_of = np.empty(len(values), dtype=np.int64)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import prepare as common
 from .registry import SPLITS, MultimodalDataset, register
+from .splits import stratified_sizes
 from .download import download, fetch_json, fetch_text, lfs_pointer
 from ..errors import UserError
 
@@ -160,7 +161,7 @@ def build(raw: Path, seed: int = 0, progress: bool = True, names=None) -> tuple[
         audio[i] = common.audio_feature(raw / "AudioWAV" / f"{clip}.wav", SCRIPT, RATE, spectrogram)
         frame = common.middle_frame(raw / "VideoFlash" / f"{clip}.flv", SCRIPT).transpose(2, 0, 1)
         video[i] = np.clip(np.rint(common.resize(frame, (SIZE, SIZE))), 0, 255)
-    parts = common.stratified_sizes(labels, split_sizes(len(clips)), np.random.default_rng(seed))
+    parts = stratified_sizes(labels, split_sizes(len(clips)), np.random.default_rng(seed))
     arrays = {}
     for split, index in zip(SPLITS, parts):
         arrays.update({f"{split}_audio": audio[index], f"{split}_video": video[index],

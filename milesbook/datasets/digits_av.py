@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import save_npz
 from ..errors import UserError
-from .registry import SPLITS, MultimodalDataset, Split, atomic_save_npz, cache_dir, register
+from .registry import SPLITS, MultimodalDataset, Split, cache_dir, register
+from .splits import stratified_split
 
 DIGITS_AV_VERSION = 1
 AUDIO_FRAMES = 39  # S-MNIST's audio is 39 frames × 13 coefficients
@@ -42,21 +44,6 @@ def fsdd_path() -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float],
-                     rng: np.random.Generator) -> list[np.ndarray]:
-    """Indices of train/val/test with each class split in the same proportions (sorted, disjoint)."""
-    parts: list[list[int]] = [[], [], []]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(fractions[1] * len(idx)))
-        n_test = int(round(fractions[2] * len(idx)))
-        n_train = len(idx) - n_val - n_test
-        parts[0] += idx[:n_train].tolist()
-        parts[1] += idx[n_train:n_train + n_val].tolist()
-        parts[2] += idx[n_train + n_val:].tolist()
-    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
 
 
 def pair_by_class(labels_a: np.ndarray, labels_b_pool: np.ndarray, pool_index: np.ndarray,
@@ -182,7 +169,7 @@ def load_digits_av(audio_noise: float = DEFAULT_AUDIO_NOISE, image_noise: float 
             arrays = None
     if arrays is None:
         arrays = build_digits_av(audio_noise, image_noise, seed, baked)
-        atomic_save_npz(path, **arrays)
+        save_npz(path, **arrays)
     splits = {s: Split({m: torch.from_numpy(arrays[f"{s}_{m}"]) for m in ("image", "audio")},
                        torch.from_numpy(arrays[f"{s}_labels"])) for s in SPLITS}
     return MultimodalDataset(

@@ -34,6 +34,7 @@ import numpy as np
 from . import prepare as common
 from .download import md5sum, verify
 from .registry import SPLITS, MultimodalDataset, register
+from .splits import stratified_sizes
 from ..errors import UserError
 
 NAME = "mfeat"
@@ -206,7 +207,7 @@ def build(raw: Path, layout: str, seed: int = 0, sizes=SIZES) -> tuple[dict[str,
             row = int(np.flatnonzero(view_labels != labels)[0])
             raise UserError(f"{first} and {where} disagree on the label of row {row + 1}: not one release; "
                             f"{common.remedy(where, SCRIPT)}")
-    index = dict(zip(SPLITS, common.stratified_sizes(labels, tuple(sizes), np.random.default_rng(seed))))
+    index = dict(zip(SPLITS, stratified_sizes(labels, tuple(sizes), np.random.default_rng(seed))))
     out = {f"{split}_labels": labels[index[split]] for split in SPLITS}
     out.update({f"{split}_index": index[split] for split in SPLITS})
     for name, features in views.items():

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic import check_writable, save_npz, write_text
 from ..errors import UserError
-from ..runs import check_writable
-from .registry import SPLITS, Split, atomic_save_npz, cache_dir
+from .registry import SPLITS, Split, cache_dir
 
 
 def root(name: str) -> Path:
@@ -41,9 +41,8 @@ def is_prepared(folder: Path) -> bool:
 def finish(folder: Path, arrays: dict[str, np.ndarray], marker: dict) -> Path:
     """Write the arrays, then the marker that says they are complete."""
     folder = Path(folder)
-    atomic_save_npz(folder / "prepared.npz", **arrays)
-    (folder / "prepared.json.tmp").write_text(json.dumps(marker, indent=2))
-    os.replace(folder / "prepared.json.tmp", folder / "prepared.json")
+    save_npz(folder / "prepared.npz", **arrays)
+    write_text(folder / "prepared.json", json.dumps(marker, indent=2))
     return folder / "prepared.npz"
 
 
@@ -357,33 +356,6 @@ def standardize_stats(train: np.ndarray) -> tuple[float, float]:
         total, squares, count = total + chunk.sum(), squares + (chunk ** 2).sum(), count + chunk.size
     mean = total / count
     return float(mean), float(np.sqrt(max(squares / count - mean ** 2, 1e-12)))
-
-
-def stratified_sizes(labels: np.ndarray, sizes: tuple[int, int, int], rng: np.random.Generator) -> list[np.ndarray]:
-    """Train/val/test indices of exactly `sizes`, each class split in proportion (largest remainders)."""
-    total = sum(sizes)
-    if total > len(labels):
-        raise UserError(f"{len(labels)} samples are too few for splits of {sizes}")
-    classes = np.unique(labels)
-    members = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
-    counts = np.array([len(members[c]) for c in classes]) * total / len(labels)
-    taken = np.floor(counts).astype(int)
-    taken[np.argsort(counts - taken)[::-1][:total - taken.sum()]] += 1  # the largest remainders
-    parts: list[list[int]] = [[], [], []]
-    for c, n_c in zip(classes, taken):
-        idx = members[c][:n_c]
-        cuts = np.floor(np.cumsum(sizes) / total * n_c).astype(int)
-        parts[0] += idx[:cuts[0]].tolist()
-        parts[1] += idx[cuts[0]:cuts[1]].tolist()
-        parts[2] += idx[cuts[1]:].tolist()
-    # Per-class rounding can leave a split one or two off its size: move samples from the largest.
-    parts = [list(rng.permutation(p)) for p in parts]
-    for i in (1, 2):
-        while len(parts[i]) < sizes[i]:
-            parts[i].append(parts[0].pop())
-        while len(parts[i]) > sizes[i]:
-            parts[0].append(parts[i].pop())
-    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
 
 
 def script_main(module, doc: str, argv=None, options=()) -> int:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..errors import UserError, check_choice
@@ -78,8 +77,13 @@ SYNTHETIC = ("toy",)  # generators, listed apart from the datasets
 
 def register(name: str, modalities: tuple[str, ...], description: str, **entry_fields):
     """Decorator for a dataset's `load` function: `@register("digits-av", ("image", "audio"), "...")`.
-    `entry_fields` are the other `DatasetEntry` fields (`prepared`, `data_script`, `protocol`)."""
+    `entry_fields` are the other `DatasetEntry` fields (`prepared`, `data_script`, `protocol`). A name
+    registered already is refused: a second registration would silently replace the first."""
     def decorate(load: Callable[..., MultimodalDataset]) -> Callable[..., MultimodalDataset]:
+        if name in REGISTRY:
+            first = REGISTRY[name].load
+            raise ValueError(f"dataset {name!r} is registered twice ({first.__module__}.{first.__qualname__} and "
+                             f"{load.__module__}.{load.__qualname__})")
         REGISTRY[name] = DatasetEntry(name, tuple(modalities), description, load, **entry_fields)
         return load
     return decorate
@@ -110,11 +114,3 @@ def cache_dir() -> Path:
         return Path(os.environ["MILESBOOK_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "milesbook"
-
-
-def atomic_save_npz(path: Path, **arrays) -> None:
-    """np.savez through a temporary file and a rename, so a killed build never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)

@@ -170,7 +170,12 @@ METHODS: dict[str, type[Method]] = {}  # name → class, in registration order
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make `cls` available as `--method <cls.name>`. Two methods may share a knob
-    (the same `Hyperparameter`, e.g. OGM and OGM-GE's α); two different knobs may not share a name."""
+    (the same `Hyperparameter`, e.g. OGM and OGM-GE's α); two different knobs may not share a name, nor
+    two methods a name: a second registration would silently replace the first."""
+    if cls.name in METHODS:
+        first = METHODS[cls.name]
+        raise ValueError(f"method {cls.name!r} is registered twice ({first.__module__}.{first.__qualname__} and "
+                         f"{cls.__module__}.{cls.__qualname__})")
     for knob in cls.hyperparameters:
         other = all_hyperparameters().get(knob.name)
         if other is not None and other != knob:
@@ -229,6 +234,16 @@ def report_name(method: str) -> str:
 def unimodal_modality(method: str) -> str | None:
     """"audio" for "unimodal-audio"; None for a multimodal method."""
     return method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
+
+
+def unimodal_name(modality: str) -> str:
+    """"unimodal-audio" for "audio": the method name of a modality's unimodal reference."""
+    return f"unimodal-{modality}"
+
+
+def is_unimodal(method: str) -> bool:
+    """Whether `method` names a unimodal reference ("unimodal-<modality>")."""
+    return method.startswith("unimodal-")
 
 
 def build_method(config, modalities) -> Method:

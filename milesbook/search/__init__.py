@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from ..config import TrainConfig
 from ..errors import UserError, check_choice
+from ..methods.base import is_unimodal
 from .draws import GRACE_S, HEARTBEAT_S, is_lost, tally
 from .report import (chosen_trial, format_status, save_plots, study_status, trial_rows,
                      write_best, write_trials_csv)
@@ -75,7 +76,7 @@ def prepare(base: TrainConfig, out, *, trials: int = 80, sampler: str = "random"
 def folder_name(config: TrainConfig) -> str:
     """A study's folder inside a search of several methods: "<method>-<fusion>", or
     "unimodal-<modality>" (one modality: the fusion does not matter) — the names `compare` uses."""
-    return config.method if config.method.startswith("unimodal-") else f"{config.method}-{config.fusion}"
+    return config.method if is_unimodal(config.method) else f"{config.method}-{config.fusion}"
 
 
 def _refuse_fixed(base: TrainConfig, space: dict) -> None:

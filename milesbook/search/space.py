@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..errors import UserError
 from ..methods import SearchRange, hyperparameters_of
-from ..methods.base import Hyperparameter
+from ..methods.base import Hyperparameter, unimodal_name
 
 # Ours: a decade either side of the trainer's default 1e-3 (the paper states no range). Every
 # method searches it, so their rows compare at equal tuning effort on the rate.
@@ -151,7 +151,7 @@ def unimodal_rates(folder, modalities) -> dict[str, float] | None:
     from ..handed import read_best
     rates = {}
     for m in modalities:
-        best = Path(folder) / f"unimodal-{m}" / "best.json"
+        best = Path(folder) / unimodal_name(m) / "best.json"
         if not best.exists():
             return None
         lr = read_best(best)["params"].get("lr")

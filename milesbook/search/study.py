@@ -10,18 +10,20 @@ import random
 import time
 
 try:
-    import fcntl
+    import fcntl  # only whether flock exists (`journal_lock`)
 except ImportError:  # Windows: Optuna's own file lock
     fcntl = None
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from filelock import UnixFileLock
 
 from ..config import TrainConfig, relevant_config
 from ..errors import UserError
 from ..handed import StudyJson, printable, read_json, refuse_link
-from ..runs import check_writable, write_json
+from ..atomic import check_writable
+from ..runs import write_json
 from .draws import GRACE_S, HEARTBEAT_S
 from .sampler import make_pruner, make_sampler
 
@@ -39,7 +41,7 @@ def open_storage(url: str | None, out: Path, repair: bool = True):
         path = Path(out) / JOURNAL
         for member in (path, path.with_name(JOURNAL + ".flock")):
             refuse_link(member, "file")
-        lock = KernelLock(path.with_name(JOURNAL + ".flock")) if fcntl is not None else None
+        lock = journal_lock(path.with_name(JOURNAL + ".flock"))
         if repair:
             repair_journal(path, lock)
         check_journal(path)
@@ -232,24 +234,17 @@ def with_driver(url: str) -> str:
                     "(or psycopg2-binary), then run the same command again")
 
 
-class KernelLock:
-    """The journal's write lock as an flock: the kernel drops it when its process dies, so a worker
-    killed while writing leaves no lock behind (Optuna's default symlink lock would make the next
-    command wait out a 30-second grace period). Duck-types Optuna's journal file lock (acquire, release)."""
-
-    def __init__(self, path: Path):
-        self.path, self._fd = path, None
-
-    def acquire(self) -> bool:
-        # O_NOFOLLOW: a link put in the lock's place is refused (ELOOP), never created through.
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return True
-
-    def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
-        self._fd = None
+def journal_lock(path: Path):
+    """The journal's write lock on `path` (the `.flock` file beside it), as Optuna's JournalFileBackend
+    takes it (acquire, release; acquire waits as long as it takes): an flock (filelock's UnixFileLock),
+    which the kernel drops when its process dies, so a worker killed while writing leaves no lock behind
+    (Optuna's default symlink lock would make the next command wait out a 30-second grace period). A link
+    put in the lock's place is refused (filelock opens it with O_NOFOLLOW: an OSError), never created
+    through. On a file system without flock it fails rather than falling back to filelock's soft lock, a
+    file that a killed worker would leave behind. Without fcntl (Windows): None, Optuna's own lock."""
+    if fcntl is None:
+        return None
+    return UnixFileLock(path, fallback_to_soft=False)
 
 
 def shown_url(url: str | None) -> str:

@@ -222,7 +222,7 @@ class Unimodal(Method):
 
 def method_names(modalities) -> list[str]:
     """Valid `--method` values for a dataset with these modalities."""
-    return list(METHODS) + [f"unimodal-{m}" for m in modalities]
+    return list(METHODS) + [unimodal_name(m) for m in modalities]
 
 
 def report_name(method: str) -> str:
@@ -231,19 +231,22 @@ def report_name(method: str) -> str:
     return f"{method} ({note})" if note else method
 
 
+UNIMODAL = "unimodal-"  # the prefix of a unimodal reference's method name: read and written only below
+
+
 def unimodal_modality(method: str) -> str | None:
     """"audio" for "unimodal-audio"; None for a multimodal method."""
-    return method.removeprefix("unimodal-") if method.startswith("unimodal-") else None
+    return method.removeprefix(UNIMODAL) if is_unimodal(method) else None
 
 
 def unimodal_name(modality: str) -> str:
     """"unimodal-audio" for "audio": the method name of a modality's unimodal reference."""
-    return f"unimodal-{modality}"
+    return UNIMODAL + modality
 
 
 def is_unimodal(method: str) -> bool:
     """Whether `method` names a unimodal reference ("unimodal-<modality>")."""
-    return method.startswith("unimodal-")
+    return method.startswith(UNIMODAL)
 
 
 def build_method(config, modalities) -> Method:

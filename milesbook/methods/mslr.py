@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import UserError
-from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
+from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register, unimodal_name
 
 
 def mslr_smoothed_rates(unimodal_lrs: dict[str, float], smoothing: float) -> dict[str, float]:
@@ -116,8 +116,8 @@ class MSLR(Method):
         unimodal models. Sum fusion cannot express that sum, so its fusion head starts fresh."""
         weights = {}
         for m, lr in unimodal_lrs.items():
-            config = replace(self.config, method=f"unimodal-{m}", lr=lr, test_split=False)
-            weights[m] = self.context.reference_weights(config, f"init/unimodal-{m}")
+            config = replace(self.config, method=unimodal_name(m), lr=lr, test_split=False)
+            weights[m] = self.context.reference_weights(config, f"init/{unimodal_name(m)}")
             prefix = f"encoders.{m}."
             self.model.encoders[m].load_state_dict(
                 {k.removeprefix(prefix): v for k, v in weights[m].items() if k.startswith(prefix)})

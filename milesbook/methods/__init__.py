@@ -38,8 +38,8 @@ a method is adding a module whose class is `@register`-ed with its `hyperparamet
 line here: its flags, range checks, cache key and search space follow from the declaration.
 """
 from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, all_hyperparameters,
-                   build_method, check_method_options, hyperparameters_of, method_names, register, report_name,
-                   unimodal_modality)
+                   build_method, check_method_options, hyperparameters_of, is_unimodal, method_names, register,
+                   report_name, unimodal_modality, unimodal_name)
 from . import miles, mses, mslr, ogm, gblend, mmpareto, pmr, mla, inforeg, aim_r  # noqa: E402,F401  (each registers itself)
 
 MAIN_METHODS = ("vanilla", "miles-lab", "aux", "miles")  # the 2 × 2, in reading order

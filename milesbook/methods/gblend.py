@@ -70,7 +70,10 @@ class GBlend(Method):
     the current weights and optimizer state (its own loss only), its train and V losses are measured
     before and after, and the model is put back. Those (M + 1)·n estimation epochs are extra work,
     counted in history.csv (`gblend_extra_epochs`) and in `seconds`. One length n serves as the
-    estimation length and the re-estimation period (the super-epoch), as in both references.
+    estimation length and the re-estimation period (the super-epoch), as both references do online.
+    Offline is where we differ: the paper's Algorithm 2 and BalanceBenchmark train each head alone
+    over the whole run before their one estimation, ours over n epochs (offline here is online's first
+    estimation, kept for the run). `--gblend-mode offline --gblend-every <epochs>` is their offline.
 
     The losses are measured on the inputs training sees — with the dataset's training-time noise
     (one fixed draw per estimation, the same before and after) — not on clean inputs: on `digits-av`

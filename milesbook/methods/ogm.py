@@ -65,7 +65,10 @@ OGM_KNOBS = (
                                                         "(VGGSound) to 0.8 (CREMA-D)")),
     Hyperparameter("ogm_start", 1, "first epoch with modulation (inclusive, counted from 1)",
                    valid=lambda v: v >= 1, rule="≥ 1"),
-    Hyperparameter("ogm_end", 50, "last epoch with modulation (inclusive; official default 50)",
+    # The official window is `modulation_starts <= epoch <= modulation_ends` over epochs counted from 0
+    # with defaults 0 and 50 (GeWu-Lab/OGM-GE_CVPR2022 main.py l. 41-42, 132): its first 51 epochs.
+    Hyperparameter("ogm_end", 51, "last epoch with modulation (inclusive, counted from 1; 51 = the official "
+                   "default window, its epochs 0-50)",
                    valid=lambda v: v >= 1, rule="≥ 1"),
     Hyperparameter("ogm_params", "weights", "weights (every ≥2-D encoder tensor) | conv (4-D only, official)",
                    choices=("weights", "conv")),
@@ -78,7 +81,7 @@ class OGM(Method):
     """On-the-fly Gradient Modulation (OGM; `ogm-ge` adds Generalization Enhancement).
 
     Every step inside the epoch window [`ogm_start`, `ogm_end`] (epochs counted from 1, both
-    inclusive; the official code counts 0–50), after backward and before the optimizer step, the
+    inclusive: 1–51 by default, the official 0–50), after backward and before the optimizer step, the
     gradients of each modality's encoder are multiplied by its coefficient (`ogm_coefficients`).
     Choices, documented:
     - scores come from the fusion head's per-modality parts W_m z_m + b/M and the loss is L_AB only,
@@ -97,11 +100,17 @@ class OGM(Method):
       z_A + z_B, so a part is W z_m + b/2 (one W for both modalities, half the bias each). Under
       `--fusion concat` our parts W_m z_m + b/2 are the official concat fusion's exactly; the official
       "sum" is closest to our concat (it differs only in splitting the bias into two trained halves).
+      That closeness rests on the official initialisation: `weight_init` zeroes every Linear bias
+      (`utils/utils.py` l. 15-18), and the two biases get the same gradient every step, so they stay
+      equal (b_A = b_V = b/2) for the whole run and each training-time score carries half the fused
+      bias, as our parts do. From a nonzero init they would keep their initial difference, and the
+      scores would not be our parts. (The fused bias b_A + b_V still moves twice as fast as one bias.)
       What the choice of fusion changes for OGM here is measured in docs/methods.md ("Where
       methods deviate").
     Beware of Adam (the MILES paper's optimizer, our default): it divides each gradient by a running
     estimate of its own scale, so a coefficient that stays roughly constant is almost cancelled, and
-    OGM then trains nearly like vanilla. The official code uses SGD with momentum (`--optimizer sgd`).
+    OGM then trains nearly like vanilla. The official code uses SGD with momentum 0.9, weight decay 1e-4
+    and StepLR(70, 0.1) (`main.py` l. 246-247, l. 38); our `--optimizer sgd` has the momentum only.
     """
     name = "ogm"
     model_parts = ("encoders",)

@@ -31,6 +31,8 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d.lr, help="global Adam learning rate α")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--optimizer", default=d.optimizer, help="adam (the MILES paper) | sgd (momentum 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help="the optimizer's L2 weight decay (default 0; OGM-GE's and PMR's official SGD use 1e-4)")
     parser.add_argument("--utilization-split", default=d.utilization_split, help="val | train")
     parser.add_argument("--device", default=d.device, help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=d.threads,
@@ -82,7 +84,7 @@ def _config(args, **overrides):
         knobs[knob.name] = value
     config = TrainConfig(dataset=args.dataset, dataset_options=options, fusion=args.fusion,
                          encoder=args.encoder, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         optimizer=args.optimizer, utilization_split=args.utilization_split,
+                         optimizer=args.optimizer, weight_decay=args.weight_decay, utilization_split=args.utilization_split,
                          device=args.device, threads=args.threads, probes=not args.no_probes, **knobs)
     return replace(config, **overrides)
 

@@ -34,6 +34,7 @@ class TrainConfig:
     epochs: int = 30
     lr: float = 1e-3
     optimizer: str = "adam"          # "adam" (β 0.9, 0.999; the MILES paper) or "sgd" (momentum 0.9)
+    weight_decay: float = 0.0        # the optimizer's L2 decay (OGM-GE's and PMR's official SGD: 1e-4)
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"
@@ -80,6 +81,8 @@ class TrainConfig:
             raise UserError(f"--threads (or $MILESBOOK_THREADS) must be an integer ≥ 1, got {self.threads!r}")
         if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.weight_decay < 1:
+            raise UserError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
         unknown = sorted(set(self.method_options) - set(all_hyperparameters()))
         if unknown:
             raise UserError(f"unknown method option(s) {unknown}; known: {', '.join(all_hyperparameters())}")
@@ -109,6 +112,9 @@ def _accepting_knobs(init):
 TrainConfig.__init__ = _accepting_knobs(TrainConfig.__init__)
 
 
+ADDED_LATER = {"weight_decay": 0.0}  # settings newer than runs already made, at the value those ran with
+
+
 def relevant_config(config: dict) -> dict:
     """The settings of a run's config (a `to_dict()` or config.json) that can change its results: the
     general ones but the device, and the knobs of the method it names — `compare --ogm-alpha 0.8`
@@ -116,6 +122,10 @@ def relevant_config(config: dict) -> dict:
     config = {**config, **config.get("method_options", {})}
     config.pop("method_options", None)
     config.setdefault("test_split", True)  # config.json written before the setting existed tested
+    # A setting added later is in the key only away from its default: every earlier run keeps its key.
+    for name, default in ADDED_LATER.items():
+        if config.get(name, default) == default:
+            config.pop(name, None)
     knobs = set(all_hyperparameters()) | (set(config) - {f.name for f in fields(TrainConfig)})
     own = {knob.name for knob in hyperparameters_of(config["method"])}
     for knob in hyperparameters_of(config["method"]):  # a knob declared after the run was made

@@ -169,6 +169,7 @@ def config_schema() -> type[BaseModel]:
         "epochs": (int, Field(ge=1, le=MAX_EPOCHS)),
         "lr": (float, Field(gt=0, le=1e6, **finite)),
         "optimizer": (Literal["adam", "sgd"], "adam"),
+        "weight_decay": (float, Field(default=0.0, ge=0, lt=1, **finite)),
         "batch_size": (int, Field(default=64, ge=2, le=1 << 24)),
         "seed": (int, Field(ge=0, le=2 ** 63 - 1)),
         "device": (Literal["auto", "cpu", "cuda"], "auto"),

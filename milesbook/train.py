@@ -70,8 +70,8 @@ class Trainer:
             self.model = build_model(shapes, self.data.num_classes, config.fusion, config.encoder,
                                      config.feature_dim, self.data.encoder_options, self.encoders).to(self.device)
         groups = self.model.param_groups(config.lr)
-        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999)) if config.optimizer == "adam" \
-            else torch.optim.SGD(groups, momentum=0.9)
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), weight_decay=config.weight_decay) \
+            if config.optimizer == "adam" else torch.optim.SGD(groups, momentum=0.9, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)  # batch order and training noise
         self.splits = {name: ({m: s.inputs[m].to(self.device) for m in self.modalities}, s.labels.to(self.device))
                        for name, s in self.data.splits.items() if name in self._read_splits()}

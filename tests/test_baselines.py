@@ -357,3 +357,20 @@ def test_mses_reports_its_restored_best_weights_after_a_stop(tmp_path, toy):
         if summary["best_epoch"] > stop:
             assert summary[f"test_acc_{m}"] == test[best][f"test_acc_{m}"]
     assert checked >= 1, "no modality stopped with last weights worse than its best: nothing to check"
+
+
+def test_weight_decay_reaches_the_optimizer_and_keys_only_runs_that_use_it(toy):
+    """--weight-decay (OGM-GE's and PMR's official SGD use 1e-4) goes into every param group; a run made
+    before the setting existed keeps its cache key, and a nonzero decay gets a key of its own."""
+    from milesbook.config import relevant_config
+    decayed = mb.TrainConfig(dataset="toy", method="ogm", optimizer="sgd", weight_decay=1e-4, epochs=1)
+    trainer = Trainer(decayed, "/unused", toy, False)
+    assert {g["weight_decay"] for g in trainer.optimizer.param_groups} == {1e-4}
+    plain = mb.TrainConfig(dataset="toy", method="ogm", optimizer="sgd", epochs=1)
+    older = {k: v for k, v in plain.to_dict().items() if k != "weight_decay"}  # config.json of an earlier run
+    assert relevant_config(older) == relevant_config(plain.to_dict()) != relevant_config(decayed.to_dict())
+    with pytest.raises(UserError, match="--weight-decay must be in"):
+        mb.TrainConfig(weight_decay=-0.1).check()
+    done = run_cli("train", "--dataset", "toy", "--weight-decay", "2", "--epochs", "1", "--out", "/tmp/never-made")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "milesbook: error: --weight-decay must be in [0, 1), got 2.0"]

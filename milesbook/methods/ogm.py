@@ -110,7 +110,8 @@ class OGM(Method):
     Beware of Adam (the MILES paper's optimizer, our default): it divides each gradient by a running
     estimate of its own scale, so a coefficient that stays roughly constant is almost cancelled, and
     OGM then trains nearly like vanilla. The official code uses SGD with momentum 0.9, weight decay 1e-4
-    and StepLR(70, 0.1) (`main.py` l. 246-247, l. 38); our `--optimizer sgd` has the momentum only.
+    and StepLR(70, 0.1) (`main.py` l. 246-247, l. 38): `--optimizer sgd --weight-decay 1e-4` is that
+    optimizer (without the step decay, which acts only from epoch 70).
     """
     name = "ogm"
     model_parts = ("encoders",)

@@ -63,7 +63,7 @@ class PMR(Method):
       weight decay 1e-4 and StepLR(70, 0.1) (l. 464-465), or Adam with betas (0.9, 0.99) (l. 470); the
       argparse rate is 1e-4 (l. 43), while the released commands pass 1e-3 or 5e-4 (`bash.sh` l. 58, 130,
       134, 140). We use the package's optimizer settings: Adam with betas (0.9, 0.999) unless
-      `--optimizer sgd` (momentum 0.9, no weight decay, no StepLR), at `--lr`.
+      `--optimizer sgd` (momentum 0.9; `--weight-decay 1e-4` for the official decay; no StepLR), at `--lr`.
     - BalanceBenchmark's PMR trainer was not used as a reference.
     - The paper's coefficients (its Eq. 11) are continuous, β = clip(1/ρ − 1, 0, 1)·α and γ =
       clip(ρ − 1, 0, 1)·α; the official code uses the steps 0/α above, and so do we.

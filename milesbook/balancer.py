@@ -71,8 +71,7 @@ class LoopContext(RunContext):
 
 def group_rates(optimizer) -> dict[str, float]:
     """{group name: learning rate} of an optimizer with named param groups."""
-    return {str(g.get("name", i)): float(g["lr"].item() if hasattr(g["lr"], "item") else g["lr"])
-            for i, g in enumerate(optimizer.param_groups)}
+    return {str(g.get("name", i)): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}  # a tensor lr too
 
 
 def method_config(method: str, seed: int = 0, batch_size: int = 64, lr: float = 1e-3, **knobs) -> TrainConfig:
@@ -123,9 +122,9 @@ class Balancer:
         if num_classes is None:
             raise UserError("pass num_classes= (the model has no fusion_head to read it from)")
         batch_size = getattr(train_loader, "batch_size", None) or 64
-        fusion_rate = next(g["lr"] for g in optimizer.param_groups if g.get("name") == "fusion")
         # a method that sets rates from the config's global one (MSLR without --mslr-lrs) starts from yours
-        self.config = method_config(method, seed=seed, batch_size=batch_size, lr=float(fusion_rate), **knobs)
+        self.config = method_config(method, seed=seed, batch_size=batch_size, lr=group_rates(optimizer)["fusion"],
+                                    **knobs)
         self.method = build_method(self.config, self.modalities)
         parameter = next(iter(model.parameters()), None)
         if parameter is None:

@@ -80,6 +80,8 @@ def main(argv=None) -> None:
                         default_root_dir=tempfile.mkdtemp(prefix="milesbook-lightning-"))
     trainer.fit(module, DataLoader(Rows(data.splits["train"]), batch_size=64, shuffle=True, collate_fn=as_is),
                 DataLoader(Rows(data.splits["val"]), batch_size=1000, collate_fn=as_is))
+    if torch.distributed.is_initialized():  # gloo's threads end before the interpreter does, not abort at exit
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

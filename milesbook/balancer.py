@@ -93,7 +93,8 @@ class Balancer:
     `method`: any of `milesbook.methods.METHODS` but G-Blend ("miles", "aux", "ogm-ge", "mses", …);
     `knobs`: its knobs (tau=, mu= for MILES). `task`: "multiclass" or "multilabel". `train_loader`:
     your training loader, for methods that sample the training split (PMR, AIM-R) or count its batches
-    (MLA). `num_classes`: when the model has no `fusion_head` to read it from.
+    (MLA). `num_classes`: when the model has no `fusion_head` to read it from. `epochs`: how many epochs
+your loop trains, for a rule timed by the run's length (AUG checks for a new head every tenth).
 
     After `end_epoch`, `history` holds one row per epoch — "epoch", "lr_<group>" (the rate each group
     trained with), "val_<metric>_fusion", "val_<metric>_<m>", "u_<m>", "delta" and the method's own
@@ -101,7 +102,8 @@ class Balancer:
 
     def __init__(self, model, optimizer, method: str = "miles", *, task: str = "multiclass",
                  train_loader: Iterable | None = None, num_classes: int | None = None,
-                 modalities: Iterable[str] | None = None, seed: int = 0, where: str | None = None, **knobs):
+                 modalities: Iterable[str] | None = None, seed: int = 0, where: str | None = None,
+                 epochs: int | None = None, **knobs):
         self.model, self.optimizer, self.task = model, optimizer, task_of(task)
         names = [g.get("name") for g in optimizer.param_groups]
         if "fusion" not in names or None in names:
@@ -131,7 +133,7 @@ class Balancer:
             raise UserError(f"{type(model).__name__} has no parameters to balance")
         device = parameter.device
         self.context = LoopContext(model, optimizer, self.task, self.modalities, num_classes, device, seed,
-                                   batch_size, train_loader=train_loader)
+                                   batch_size, epochs=epochs, train_loader=train_loader)
         if where:
             self.context.where = where
         check_needs(self.method, self.context)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .datasets import load_dataset
 from .errors import UserError
-from .methods import BASELINES, MAIN_METHODS, METHODS, RECENT_METHODS, report_name
+from .methods import BASELINES, MAIN_METHODS, METHODS, METHODS_2025, RECENT_METHODS, report_name
 from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .metrics import METRIC_LABELS, task_of
 from . import provenance
@@ -35,7 +35,7 @@ from .runs import history_metric, read_history, read_summary, save_figure, write
 from .seed_stats import mean_std, paired_difference
 from .train import run_or_reuse
 
-ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS
+ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS + METHODS_2025
 REPORT = "report.json"  # what `milesbook verify` re-runs a report from and checks it against
 
 
@@ -249,7 +249,7 @@ def gblend_floor_note(summaries: list[dict], floor: float) -> str:
 
 def expand_methods(methods, modalities=None) -> list[str]:
     """Method names, with "all" standing for the 2 × 2 (vanilla, miles-lab, aux, miles), the seven baselines
-    and the recent methods (`RECENT_METHODS`) — without those defined for fewer modalities than
+    and the recent methods (`RECENT_METHODS`, `METHODS_2025`) — without those defined for fewer modalities than
     `modalities` has (e.g. PMR's pair of scores at three; named explicitly, they refuse with a message)."""
     count = len(modalities) if modalities is not None else 2
     everything = [n for n in ALL_METHODS if METHODS[n].max_modalities is None or count <= METHODS[n].max_modalities]

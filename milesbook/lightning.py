@@ -70,7 +70,8 @@ class BalancingCallback(pl.Callback):
         restored = [group["lr"] for group in trainer.optimizers[0].param_groups]
         self.balancer = Balancer(model, trainer.optimizers[0], self.method_name, task=self.task,
                                  num_classes=self.num_classes, modalities=self.modalities, seed=self.seed,
-                                 train_loader=trainer.train_dataloader, where="Lightning", **self.knobs)
+                                 train_loader=trainer.train_dataloader, where="Lightning",
+                                 epochs=trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None, **self.knobs)
         method = self.balancer.method
         if trainer.accumulate_grad_batches > 1 and edits_each_step(method):
             raise UserError(f"{method.name} edits each step's gradients from one batch; with accumulate_grad_batches="

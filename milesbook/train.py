@@ -23,7 +23,7 @@ from .errors import NonFiniteLossError, UserError
 from .methods import EpochMetrics, build_method, unimodal_modality
 from .methods.context import CAPABILITIES, RunContext
 from .metrics import task_of
-from .models import build_model
+from .models import FusionOutput, build_model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,9 +128,10 @@ class Trainer:
         # Heads are linear probes (no gradient into encoders) for methods that do not train them.
         return self.method.readout(self.model(inputs, detach_heads=not self.method.trains_heads))
 
-    def _method_step(self, out, y, epoch: int) -> torch.Tensor:
-        """One optimizer step on the method's loss with its hooks around it; returns the loss."""
-        loss = self.method.loss(out, y, self.task.loss)
+    def _method_step(self, out, y, epoch: int, loss_of: Callable | None = None) -> torch.Tensor:
+        """One optimizer step on the method's loss (or a pass's own, `loss_of`) with its hooks around it;
+        returns the loss."""
+        loss = (loss_of or self.method.loss)(out, y, self.task.loss)
         probe_loss = 0.0
         if not self.method.trains_heads and self.config.probes:
             probe_loss = sum(self.task.loss(h, y) for h in out.heads.values())
@@ -142,18 +143,32 @@ class Trainer:
         return loss
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the shuffled training split with the method's loss and hooks. Metrics are
+        """The epoch's training: one pass over the shuffled training split with the method's loss and
+        hooks, or the passes over chosen rows the method plans (`Method.training_passes`). Metrics are
         summed on the device and read once."""
-        return self._pass(epoch, self._method_step)
+        plan = self.method.training_passes(epoch)
+        if plan is None:
+            return self._pass(epoch, self._method_step)
+        totals = [self._pass_sums(epoch, lambda out, y, epoch, p=p: self._method_step(out, y, epoch, p.loss),
+                                  p.rows, p.zeroed) for p in plan if len(p.rows)]
+        return self._train_metrics(epoch, *(sum(t[i] for t in totals) for i in range(4)))
 
     def _pass(self, epoch: int, step: Callable) -> dict[str, float]:
         """One pass over the shuffled training split; `step(out, y, epoch)` trains on each batch and
         returns its loss (`_method_step`, or a method's own — G-Blend's branch alone)."""
+        return self._train_metrics(epoch, *self._pass_sums(epoch, step))
+
+    def _pass_sums(self, epoch: int, step: Callable, rows: torch.Tensor | None = None, zeroed: tuple = ()):
+        """One pass over the training rows `rows` (all when None) in a shuffled order, with the inputs of
+        the `zeroed` modalities replaced by zeros: (loss sum, counts, samples, any non-finite loss)."""
         self.model.train()
         inputs, labels = self.splits["train"]
-        n, bs = len(labels), self.config.batch_size
-        order = torch.randperm(n, generator=self.generator)
-        if n % bs == 1:  # a batch of one breaks BatchNorm; that sample waits for the next epoch
+        bs = self.config.batch_size
+        if rows is None:
+            order = torch.randperm(len(labels), generator=self.generator)
+        else:
+            order = rows[torch.randperm(len(rows), generator=self.generator)]
+        if len(order) % bs == 1:  # a batch of one breaks BatchNorm; that sample waits for the next epoch
             order = order[:-1]
         loss_sum = torch.zeros((), device=self.device)
         counts = 0
@@ -162,6 +177,8 @@ class Trainer:
             idx = order[start:start + bs].to(self.device)
             batch = {m: self._with_training_noise(m, self._input(m, inputs[m][idx]), self.generator)
                      for m in self.modalities}
+            for m in zeroed:
+                batch[m] = torch.zeros_like(batch[m])
             y = labels[idx]
             out = self._forward(batch)
             loss = step(out, y, epoch)
@@ -169,12 +186,15 @@ class Trainer:
                 nonfinite |= ~torch.isfinite(loss)
                 loss_sum += loss.detach() * len(y)
                 counts = counts + self._counts(out, y)
+        return loss_sum, counts, len(order), nonfinite
+
+    def _train_metrics(self, epoch: int, loss_sum, counts, n: int, nonfinite) -> dict[str, float]:
         if nonfinite.item():
             last = f"epoch {epoch - 1} in {self.out / 'last.pt'}" if epoch > 1 else "none (it was the first epoch)"
             raise NonFiniteLossError(
                 f"the training loss became NaN/inf during epoch {epoch} ({self.config.method}, lr "
                 f"{self.config.lr}); training stopped. Last good checkpoint: {last}. Try a lower --lr.")
-        return {"train_loss": loss_sum.item() / len(order), **self._metrics(counts.cpu(), len(order))}
+        return {"train_loss": loss_sum.item() / n, **self._metrics(counts.cpu(), n)}
 
     def _with_training_noise(self, m: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """x plus the dataset's training-time Gaussian noise for modality m, drawn from `generator`
@@ -350,7 +370,8 @@ class TrainerContext(RunContext):
     def __init__(self, trainer: Trainer):
         data = trainer.data
         super().__init__(trainer.model, trainer.optimizer, trainer.task, trainer.modalities, data.num_classes,
-                         trainer.device, trainer.config.seed, trainer.config.batch_size, data.name)
+                         trainer.device, trainer.config.seed, trainer.config.batch_size, data.name,
+                         trainer.config.epochs)
         self._trainer = trainer
 
     @property
@@ -394,6 +415,22 @@ class TrainerContext(RunContext):
 
     def reference_weights(self, config, name):
         return self._trainer.reference_weights(config, name)
+
+    @torch.no_grad()
+    def training_outputs(self):
+        trainer = self._trainer
+        inputs, labels = trainer.splits["train"]
+        was_training = trainer.model.training
+        trainer.model.eval()
+        outs = []
+        for start in range(0, len(labels), trainer.config.eval_batch_size):
+            sl = slice(start, start + trainer.config.eval_batch_size)
+            out = trainer.method.readout(trainer.model({m: trainer._input(m, inputs[m][sl]) for m in self.modalities}))
+            outs.append(out)
+        trainer.model.train(was_training)
+        return FusionOutput(torch.cat([o.fusion for o in outs]),
+                            {m: torch.cat([o.heads[m] for o in outs]) for m in self.modalities},
+                            {m: torch.cat([o.parts[m] for o in outs]) for m in self.modalities})
 
 
 def _named(config: TrainConfig, data: MultimodalDataset) -> TrainConfig:

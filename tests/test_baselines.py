@@ -300,14 +300,16 @@ def test_mses_scores_val_and_test_on_the_same_weights(tmp_path, toy):
 # ---- every method, end to end ---------------------------------------------------------------------
 
 ALL = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend",
-       "mmpareto", "pmr", "mla", "inforeg", "aim-r"]
+       "mmpareto", "pmr", "mla", "inforeg", "aim-r", "arl", "remix", "dgl", "aug"]
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
 @pytest.mark.parametrize("method", ALL)
 def test_every_method_runs_and_resumes(tmp_path, digits, method, fusion):
+    # Each method's rule acts within two epochs: ARL's scaling, Remix's subsets and AUG's checks from epoch 2.
     config = mb.TrainConfig(method=method, fusion=fusion, epochs=2, gblend_every=1,
-                            mslr_lrs={"image": 1e-3, "audio": 2e-3}, mslr_window=2, mses_patience=1)
+                            mslr_lrs={"image": 1e-3, "audio": 2e-3}, mslr_window=2, mses_patience=1,
+                            arl_warmup=1, remix_warmup=1, aug_every=1)
     whole = mb.train(config, tmp_path / "whole", dataset=digits, progress=False)
     assert 0 < whole["test_acc_fusion"] <= 1 and 0 <= whole["test_acc_audio"] <= 1
 

@@ -33,15 +33,26 @@ Recent methods (not in the MILES paper's comparison):
 | inforeg  | inforeg.py  | L_AB + Σ_m CE(part_m) | proximal pull of the modality ahead to its epoch-start weights (`after_backward`), Fisher-trace window (`start_epoch`, `end_epoch`) |
 | aim-r    | aim_r.py    | L_AB + λ·Σ auxiliary-block losses | a reconstruction of AIM from its abstract: per-depth prototypes and pace masks (`loss`, `after_backward`, `after_step`, `end_epoch`) |
 
+The 2025 methods, each from its official code:
+
+| method | module   | trains | hook |
+|--------|----------|--------|------|
+| arl    | arl.py   | L_AB + γ·Σ_m CE(zero-out logits) | asymmetric encoder-gradient scales 1 + a_m and clipping (`loss`, `after_backward`) |
+| remix  | remix.py | warm-up L_AB + α·Σ L_m; then per-modality subsets, the others masked | per-sample assignment and subset passes (`training_passes`) |
+| dgl    | dgl.py   | CE(fusion of detached features) + α·Σ_m CE(zero-out logits, head fixed) | the loss alone, then clipping (`loss`, `after_backward`) |
+| aug    | aug.py   | per-modality boosting loss through a shared classifier with growing heads, one step per modality | the earlier steps (`loss`), head checks (`end_epoch`), fixed-weight fusion (`readout`) |
+
 Each class docstring says which published variant it implements and where we had to choose. Adding
 a method is adding a module whose class is `@register`-ed with its `hyperparameters`, and one import
 line here: its flags, range checks, cache key and search space follow from the declaration.
 """
-from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, all_hyperparameters,
+from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, TrainingPass, all_hyperparameters,
                    build_method, check_method_options, hyperparameters_of, is_unimodal, method_names, register,
                    report_name, unimodal_modality, unimodal_name)
 from . import miles, mses, mslr, ogm, gblend, mmpareto, pmr, mla, inforeg, aim_r  # noqa: E402,F401  (each registers itself)
+from . import dgl, arl, remix, aug  # noqa: E402,F401
 
 MAIN_METHODS = ("vanilla", "miles-lab", "aux", "miles")  # the 2 × 2, in reading order
 BASELINES = ("mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend")
 RECENT_METHODS = ("mmpareto", "pmr", "mla", "inforeg", "aim-r")  # balancing methods published after the MILES paper's baselines
+METHODS_2025 = ("arl", "remix", "dgl", "aug")  # the 2025 methods with official code

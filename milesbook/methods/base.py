@@ -14,7 +14,8 @@ A method decides these things and nothing else:
 - how it predicts (`readout`, described by `inference`): the fusion head, or its own rule (MLA fuses
   a shared head's per-modality logits at test time);
 - its starting rates and data (`setup`), work before an epoch (`start_epoch`, e.g. G-Blend's weight
-  estimation), what happens between `backward()` and `optimizer.step()` (`after_backward`, e.g.
+  estimation), which training rows an epoch passes over (`training_passes`, e.g. Data Remixing's
+  per-sample subsets; by default every row once), what happens between `backward()` and `optimizer.step()` (`after_backward`, e.g.
   gradient modulation), after `optimizer.step()` (`after_step`), after each epoch's validation (`end_epoch`, e.g. learning-rate rules), and
   whether training is over early (`should_stop`, e.g. modality-specific early stopping).
 
@@ -74,6 +75,16 @@ class Hyperparameter:
 
 
 @dataclass
+class TrainingPass:
+    """One pass of an epoch over chosen training rows: `rows` (LongTensor of indices into the training
+    split; the loop shuffles them), the `loss(out, labels, loss_fn)` of its batches, and the modalities
+    whose inputs are `zeroed` (a zero tensor in place of the normalized input) in this pass."""
+    rows: torch.Tensor
+    loss: Callable
+    zeroed: tuple[str, ...] = ()
+
+
+@dataclass
 class EpochMetrics:
     """What `end_epoch` sees: the epoch number (1-based), the utilization metrics MILES reads
     ({"fusion": M_AB, modality: M_m} on the utilization split), the validation metrics
@@ -126,6 +137,12 @@ class Method:
 
     def start_epoch(self, epoch: int) -> None:
         """Before the epoch's training pass."""
+
+    def training_passes(self, epoch: int) -> list[TrainingPass] | None:
+        """The epoch's training passes, in order, when the method chooses which rows train with which
+        loss (Data Remixing); None, the default: one pass over every training row with `loss`. Called
+        after `start_epoch`; only milesbook's Trainer runs them (`needs` "training_rows")."""
+        return None
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:
         """The training loss of one batch from the model's `FusionOutput`."""

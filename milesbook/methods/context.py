@@ -11,7 +11,9 @@ loop that cannot give it refuses the method in one line before anything trains:
 - `batches_per_epoch`: how many batches an epoch has (MLA's projection schedule);
 - `evaluate`, `hold_out`, `train_pass`: scoring a split, carving a hold-out from train, and a whole
   training pass with a given loss (G-Blend trains each branch alone between its estimations);
-- `reference_weights`: a finished run this one starts from (MSLR's unimodal initialisation).
+- `reference_weights`: a finished run this one starts from (MSLR's unimodal initialisation);
+- `training_rows`: the model's outputs on every training row, and epochs made of passes over chosen
+  rows (`Method.training_passes`: Data Remixing assigns each row to one modality).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import torch
 
 from ..errors import UserError
 
-CAPABILITIES = ("training_sample", "batches_per_epoch", "evaluate", "hold_out", "train_pass", "reference_weights")
+CAPABILITIES = ("training_sample", "batches_per_epoch", "evaluate", "hold_out", "train_pass", "reference_weights",
+                "training_rows")
 
 
 class RunContext:
@@ -32,11 +35,12 @@ class RunContext:
     provides: frozenset = frozenset()
 
     def __init__(self, model, optimizer, task, modalities, num_classes: int, device, seed: int, batch_size: int,
-                 data_name: str = "your data"):
+                 data_name: str = "your data", epochs: int | None = None):
         self.model, self.optimizer, self.task = model, optimizer, task
         self.modalities = tuple(modalities)
         self.num_classes, self.device = num_classes, torch.device(device)
         self.seed, self.batch_size, self.data_name = seed, batch_size, data_name
+        self.epochs = epochs  # the run's planned epochs, when the loop knows them (None: it does not)
 
     def group(self, name: str) -> dict:
         """The optimizer's param group called `name` ("fusion" or a modality)."""
@@ -76,6 +80,11 @@ class RunContext:
     def reference_weights(self, config, name: str) -> dict:
         """The selected weights of the run `config` trained (or reused) in this run's `name` subfolder."""
         self._lacks("reference_weights")
+
+    def training_outputs(self):
+        """The method's `FusionOutput` (without features) on every training row in row order, in eval
+        mode, without gradient and without training noise: each logit tensor (n_train, classes)."""
+        self._lacks("training_rows")
 
 
 def check_needs(method, context: RunContext) -> None:

@@ -13,7 +13,7 @@ from .conftest import run_cli
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "mnist"], "unknown dataset 'mnist'; choose one of: digits-av, toy, smnist"),
     (["--method", "ogm9"], "unknown method 'ogm9'; choose one of: vanilla, aux, miles, miles-lab, mses, mslr-k, mslr-s, mslr-d, ogm, "
-                            "ogm-ge, gblend, mmpareto, pmr, mla, inforeg, aim-r, unimodal-image, unimodal-audio"),
+                            "ogm-ge, gblend, mmpareto, pmr, mla, inforeg, aim-r, arl, remix, dgl, aug, unimodal-image, unimodal-audio"),
     (["--fusion", "late"], "unknown fusion 'late'; choose one of: concat, sum"),
     (["--tau", "1.5"], "tau must be in [0, 1]"),
     (["--tau", "-0.1"], "tau must be in [0, 1]"),

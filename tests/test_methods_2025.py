@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import milesbook as mb
-from milesbook.methods.arl import arl_coefficients
+from milesbook.methods.arl import arl_coefficients, zero_out_logits
 from milesbook.methods.aug import boosting_loss, heads_to_add
-from milesbook.methods.dgl import zero_out_logits
 from milesbook.methods.remix import kl_to_uniform, remix_assignment
 from milesbook.errors import UserError
 from milesbook.train import Trainer

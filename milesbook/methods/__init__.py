@@ -50,7 +50,7 @@ from .base import (METHODS, EpochMetrics, Hyperparameter, Method, SearchRange, T
                    build_method, check_method_options, hyperparameters_of, is_unimodal, method_names, register,
                    report_name, unimodal_modality, unimodal_name)
 from . import miles, mses, mslr, ogm, gblend, mmpareto, pmr, mla, inforeg, aim_r  # noqa: E402,F401  (each registers itself)
-from . import dgl, arl, remix, aug  # noqa: E402,F401
+from . import arl, remix, dgl, aug  # noqa: E402,F401
 
 MAIN_METHODS = ("vanilla", "miles-lab", "aux", "miles")  # the 2 × 2, in reading order
 BASELINES = ("mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend")

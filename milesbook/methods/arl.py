@@ -13,9 +13,23 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .base import Hyperparameter, Method, SearchRange, register
-from .dgl import zero_out_logits
 
 COEFFICIENTS = ("paper", "uniform")
+
+
+def zero_out_logits(model, features: dict[str, torch.Tensor], modality: str,
+                    detach_head: bool = False) -> torch.Tensor:
+    """head([0; …; z_m; …; 0]) = W_m z_m + b (N, K): modality m's logits through the fusion head with
+    every other modality's features set to zero (with a sum fusion, W z_m + b). `detach_head`: the
+    head's weights are constants (DGL: the unimodal loss never moves the head)."""
+    head = model.fusion_head
+    weight, bias = head.weight, head.bias
+    if detach_head:
+        weight, bias = weight.detach(), bias.detach()
+    if model.fusion_kind == "concat":
+        i = list(features).index(modality)
+        weight = weight[:, i * model.feature_dim:(i + 1) * model.feature_dim]
+    return F.linear(features[modality], weight, bias)
 
 
 def arl_coefficients(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor,
@@ -38,7 +52,7 @@ def arl_coefficients(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: tor
 @register
 class ARL(Method):
     """Asymmetric Representation Learning. Loss L = CE(g(z), y) + γ_e Σ_m CE(g([0; z_m; 0]), y), g the
-    fusion head, whose zero-out logits (`dgl.zero_out_logits`, W_m z_m + b) are the unimodal
+    fusion head, whose zero-out logits (`zero_out_logits`, W_m z_m + b) are the unimodal
     predictions: γ_e = 1 in the warm-up epochs 1…`arl_warmup`, γ (`arl_gamma`) after. After the warm-up,
     between backward and the optimizer step, encoder m's gradients are multiplied by 1 + a_m, the paper's
     asymmetric coefficients of that batch (`arl_coefficients`, its Eq. 17-20); then the global gradient

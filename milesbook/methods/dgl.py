@@ -9,24 +9,9 @@ the other modalities' features set to zero, and that unimodal gradient never rea
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from .arl import zero_out_logits
 from .base import Hyperparameter, Method, SearchRange, register
-
-
-def zero_out_logits(model, features: dict[str, torch.Tensor], modality: str,
-                    detach_head: bool = False) -> torch.Tensor:
-    """head([0; …; z_m; …; 0]) = W_m z_m + b (N, K): modality m's logits through the fusion head with
-    every other modality's features set to zero (with a sum fusion, W z_m + b). `detach_head`: the
-    head's weights are constants (DGL: the unimodal loss never moves the head)."""
-    head = model.fusion_head
-    weight, bias = head.weight, head.bias
-    if detach_head:
-        weight, bias = weight.detach(), bias.detach()
-    if model.fusion_kind == "concat":
-        i = list(features).index(modality)
-        weight = weight[:, i * model.feature_dim:(i + 1) * model.feature_dim]
-    return F.linear(features[modality], weight, bias)
 
 
 def fused_logits(model, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -40,7 +25,7 @@ class DGL(Method):
     """Disentangled Gradient Learning: L = CE(g([sg z_1; …; sg z_M]), y) + α Σ_m CE(sg(g)([0; z_m; 0]), y),
     g the fusion head and sg a stop-gradient. The first term trains g alone (the fused logits are made
     from detached features); the second trains each encoder through its zero-out logits
-    (`zero_out_logits`) with g held constant. Prediction: the fusion head on both modalities.
+    (`arl.zero_out_logits`) with g held constant. Prediction: the fusion head on both modalities.
 
     The official step (`main_dgl.py` l. 100-154 at b72a55f) reaches the same gradients in two backward
     passes: `(α·(CE(p_a) + CE(p_v))).backward(retain_graph=True)`, then `.grad = None` on every

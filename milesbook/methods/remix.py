@@ -8,12 +8,11 @@ then trains on its own subset with the other modalities masked.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .arl import zero_out_logits
 from .base import Hyperparameter, Method, SearchRange, TrainingPass, register
 
 MASKS = ("inputs", "features")
@@ -127,9 +126,7 @@ class Remix(Method):
             fused = out.fusion
             if self.config.remix_mask == "features":
                 # g([0; z_m; 0]) = W_m z_m + b; 0·Σz keeps the masked encoders in the graph with a zero gradient
-                head = self.model.fusion_head
-                share = head.bias * (len(self.context.modalities) - 1) / len(self.context.modalities)
-                fused = out.parts[keep] + share + sum(0.0 * out.features[k].sum() for k in masked)
+                fused = zero_out_logits(self.model, out.features, keep) + sum(0.0 * out.features[k].sum() for k in masked)
             return loss_fn(fused, labels) + gamma * loss_fn(out.heads[keep], labels)
         return loss
 

@@ -10,8 +10,9 @@ from milesbook.methods.ogm import ogm_coefficients, ogm_coefficients_many
 from milesbook.train import Trainer
 
 BASELINES = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge",
-             "gblend", "mmpareto", "mla"]
+             "gblend", "mmpareto", "mla", "remix", "dgl", "aug"]
 REFUSALS = {"pmr": "pmr compares two modalities' prototype scores",
+            "arl": "arl's coefficients compare two modalities",
             "inforeg": "inforeg compares two modalities' scores",
             "aim-r": "aim-r compares two modalities depth by depth and needs exactly 2"}
 
@@ -22,7 +23,7 @@ def three():
 
 
 def _config(method, **options):
-    settings = dict(epochs=2, gblend_every=1, mses_patience=1, mslr_window=2,
+    settings = dict(epochs=2, gblend_every=1, mses_patience=1, mslr_window=2, remix_warmup=1, aug_every=1,
                     mslr_lrs={"a": 1e-3, "b": 2e-3, "c": 3e-3})
     return mb.TrainConfig(dataset="toy", dataset_options={"strengths": "1.2,0.6,0.2"}, method=method,
                           **(settings | options))

@@ -145,3 +145,18 @@ def test_inforeg_refuses_multilabel_data_with_one_line(tmp_path):
     config = mb.TrainConfig(dataset="synthetic-multilabel", method="inforeg", epochs=1, batch_size=32)
     with pytest.raises(UserError, match="inforeg scores the probability of one true class and needs single-label"):
         mb.train(config, tmp_path / "inforeg", dataset=multilabel_data(), progress=False)
+
+
+@pytest.mark.parametrize("method,why", [("arl", "reads one class distribution per sample"),
+                                        ("remix", "scores one class distribution per sample"),
+                                        ("aug", "fits one class distribution per sample")])
+def test_2025_methods_with_a_softmax_rule_refuse_multilabel_data(tmp_path, method, why):
+    config = mb.TrainConfig(dataset="synthetic-multilabel", method=method, epochs=1, batch_size=32)
+    with pytest.raises(UserError, match=f"{method} {why} and needs single-label data; synthetic-multilabel is multi-label"):
+        mb.train(config, tmp_path / method, dataset=multilabel_data(), progress=False)
+
+
+def test_dgl_trains_multilabel_data(tmp_path):
+    config = mb.TrainConfig(dataset="synthetic-multilabel", method="dgl", epochs=2, batch_size=32)
+    summary = mb.train(config, tmp_path / "dgl", dataset=multilabel_data(), progress=False)
+    assert 0 < summary["test_f1micro_fusion"] <= 1

@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from ..errors import UserError
 from ..models import MLPEncoder, ResNet, SmallCNN
-from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
+from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register, require_single_label
 
 STD_EPS = 1e-6         # ε of DAP's standardisation (spec §2)
 NORM_EPS = 1e-8        # keeps the relative step of an all-zero channel finite (spec §3.2)
@@ -289,9 +289,7 @@ class AIMR(Method):
         if len(self.context.modalities) != 2:
             raise UserError(f"aim-r compares two modalities depth by depth and needs exactly 2; "
                             f"got {list(self.context.modalities)}")
-        if context.task.name == "multilabel":
-            raise UserError("aim-r builds one prototype per class and needs single-label data; "
-                            f"{context.data_name} is multi-label")
+        require_single_label("aim-r", context, "builds one prototype per class")
         self.device = context.device
         self.num_classes = context.num_classes
         self.depths = {m: encoder_stages(model.encoders[m], m) for m in self.context.modalities}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import Hyperparameter, Method, SearchRange, register
+from .base import Hyperparameter, Method, SearchRange, register, require_single_label
 
 COEFFICIENTS = ("paper", "uniform")
 
@@ -111,9 +111,7 @@ class ARL(Method):
         super().setup(context)
         if len(context.modalities) != 2:
             raise UserError(f"arl's coefficients compare two modalities; got {list(context.modalities)}")
-        if context.task.name == "multilabel":
-            raise UserError(f"arl's coefficients read one class distribution per sample and need single-label data; "
-                            f"{context.data_name} is multi-label")
+        require_single_label("arl", context, "reads one class distribution per sample")
         self.epoch = 1
         self.scales = None
         self._reset_log()

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..models import FusionOutput
-from .base import Hyperparameter, Method, SearchRange, register
+from .base import Hyperparameter, Method, SearchRange, register, require_single_label
 
 HIDDEN = 256  # the heads' width (official `Linear(512, 256)`, model/AudioVideo.py l. 47-54)
 MARGIN = 0.01  # the two-modality check's dead band around λ (train_CREMAD.py l. 222-228)
@@ -135,9 +135,7 @@ class AUG(Method):
         super().setup(context)
         if len(context.modalities) < 2:
             raise UserError("aug alternates between modalities; it needs at least two")
-        if context.task.name == "multilabel":
-            raise UserError(f"aug fits one class distribution per sample and needs single-label data; "
-                            f"{context.data_name} is multi-label")
+        require_single_label("aug", context, "fits one class distribution per sample")
         every = self.config.aug_every
         if not every:
             if context.epochs is None:

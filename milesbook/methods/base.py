@@ -180,6 +180,13 @@ class Method:
         pass
 
 
+def require_single_label(method: str, context, why: str) -> None:
+    """One line when the run's data is multi-label and `method`'s rule (`why`: "builds one prototype per
+    class") needs one class per sample."""
+    if context.task.name == "multilabel":
+        raise UserError(f"{method} {why} and needs single-label data; {context.data_name} is multi-label")
+
+
 # -- the registry ----------------------------------------------------------------------------------
 
 METHODS: dict[str, type[Method]] = {}  # name → class, in registration order

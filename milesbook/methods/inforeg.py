@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
+from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register, require_single_label
 
 HISTORY = 10  # the official trace list starts with ten zeros and k compares ten-epoch means
 
@@ -102,9 +102,7 @@ class InfoReg(Method):
         super().setup(context)
         if len(self.context.modalities) != 2:
             raise UserError(f"inforeg compares two modalities' scores; got {list(self.context.modalities)}")
-        if context.task.name == "multilabel":
-            raise UserError(f"inforeg scores the probability of one true class and needs single-label data; "
-                            f"{context.data_name} is multi-label")
+        require_single_label("inforeg", context, "scores the probability of one true class")
         self.params = {m: [p for p in self.model.encoders[m].parameters() if p.requires_grad]
                        for m in self.context.modalities}
         self.fisher_weights = {m: [mod.weight for mod in self.model.encoders[m].modules()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register
+from .base import EpochMetrics, Hyperparameter, Method, SearchRange, register, require_single_label
 
 
 def prototype_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -105,9 +105,7 @@ class PMR(Method):
         super().setup(context)
         if len(self.context.modalities) != 2:
             raise UserError(f"pmr compares two modalities' prototype scores; got {list(self.context.modalities)}")
-        if context.task.name == "multilabel":
-            raise UserError("pmr builds one prototype per class and needs single-label data; "
-                            f"{context.data_name} is multi-label")
+        require_single_label("pmr", context, "builds one prototype per class")
         self.prototypes = None
         self._reset_log()
 

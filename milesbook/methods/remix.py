@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .arl import zero_out_logits
-from .base import Hyperparameter, Method, SearchRange, TrainingPass, register
+from .base import Hyperparameter, Method, SearchRange, TrainingPass, register, require_single_label
 
 MASKS = ("inputs", "features")
 
@@ -93,9 +93,7 @@ class Remix(Method):
         super().setup(context)
         if len(context.modalities) < 2:
             raise UserError("remix assigns each sample to one of several modalities; it needs at least two")
-        if context.task.name == "multilabel":
-            raise UserError(f"remix scores one class distribution per sample and needs single-label data; "
-                            f"{context.data_name} is multi-label")
+        require_single_label("remix", context, "scores one class distribution per sample")
         self.shares = {m: 0.0 for m in context.modalities}
 
     def loss(self, out, labels, loss_fn) -> torch.Tensor:

@@ -94,7 +94,7 @@ class Balancer:
     `knobs`: its knobs (tau=, mu= for MILES). `task`: "multiclass" or "multilabel". `train_loader`:
     your training loader, for methods that sample the training split (PMR, AIM-R) or count its batches
     (MLA). `num_classes`: when the model has no `fusion_head` to read it from. `epochs`: how many epochs
-your loop trains, for a rule timed by the run's length (AUG checks for a new head every tenth).
+    your loop trains, for a rule timed by the run's length (AUG checks for a new head every tenth).
 
     After `end_epoch`, `history` holds one row per epoch — "epoch", "lr_<group>" (the rate each group
     trained with), "val_<metric>_fusion", "val_<metric>_<m>", "u_<m>", "delta" and the method's own

@@ -151,6 +151,9 @@ class Trainer:
             return self._pass(epoch, self._method_step)
         totals = [self._pass_sums(epoch, lambda out, y, epoch, p=p: self._method_step(out, y, epoch, p.loss),
                                   p.rows, p.zeroed) for p in plan if len(p.rows)]
+        totals = [t for t in totals if t[2]]
+        if not totals:
+            raise ValueError(f"{self.config.method} planned no training rows for epoch {epoch}")
         return self._train_metrics(epoch, *(sum(t[i] for t in totals) for i in range(4)))
 
     def _pass(self, epoch: int, step: Callable) -> dict[str, float]:

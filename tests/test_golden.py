@@ -43,7 +43,8 @@ def tiny_run(method: str, data, folder: Path) -> dict:
     import milesbook as mb
     from milesbook.runs import read_history
     config = mb.TrainConfig(dataset="digits-av", method=method, epochs=2, batch_size=32, seed=0, threads=1,
-                            device="cpu", gblend_mode="offline", gblend_every=1, mslr_lrs={"image": 1e-3, "audio": 3e-3})
+                            device="cpu", gblend_mode="offline", gblend_every=1, mslr_lrs={"image": 1e-3, "audio": 3e-3},
+                            arl_warmup=1, remix_warmup=1, aug_every=1)  # the 2025 rules act in epoch 2
     mb.train(config, folder, dataset=data, progress=False)
     tables = {"history": read_history(folder)}
     if (folder / "test_history.csv").exists():

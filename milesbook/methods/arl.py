@@ -39,7 +39,7 @@ def arl_coefficients(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: tor
     (the true-class probability summed over the batch), and [a_A, a_B] = softmax([T q_A/q_B, T d_A/d_B])."""
     def entropy(logits):
         log_p = F.log_softmax(logits, 1)
-        return -(log_p.exp() * log_p).sum(1).mean()
+        return (-(log_p.exp() * log_p).sum(1).mean()).clamp(min=1e-12)  # a saturated softmax: no 0/0
 
     def true_class(logits):
         return F.softmax(logits, 1).gather(1, labels[:, None]).sum()
@@ -148,7 +148,7 @@ class ARL(Method):
                     if p.grad is not None:
                         p.grad.mul_(scale)
         if self.config.arl_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.arl_clip)
+            self.clip_gradients(self.config.arl_clip)
 
     def end_epoch(self, metrics) -> None:
         means = (self.scale_sums / max(self.steps, 1)).tolist()

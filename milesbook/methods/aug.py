@@ -84,9 +84,11 @@ class AUG(Method):
     l. 42-89), each on `boosting_loss` of that modality alone; gradients are set to None between steps.
     Over the epoch s_m = Σ_i softmax(F_m)[i, y_i] (l. 82-86); after epoch 1 and every `aug_every`-th epoch
     (official: epoch 0 and each (e+1) % (epochs/10) == 0, l. 205-206, 220) `heads_to_add` decides which
-    modality gets one more head, up to `aug_max_heads`. Prediction (`readout`): Σ_m w_m F_m with
+    modality gets one more head, up to `aug_max_heads`; λ (`aug_lambda`) is 1.0 with two modalities (l. 165)
+    and 0.4 with more (the three-modality script). Prediction (`readout`): Σ_m w_m F_m with
     `aug_first_weight` for the first modality and the rest shared equally (official 0.4·F_a + 0.6·F_v,
-    l. 125-133); modality m's reading is F_m.
+    l. 125-133, 166; with more modalities equal weights, the three-modality script's 0.33/0.33/0.34);
+    modality m's reading is F_m.
 
     What "a new head" means here: one more Linear(d → 256) + ReLU on z_m, read by the shared classifier
     (officially `add_layer`, model/AudioVideo.py l. 67-74, with d = 512). Where the released code departs
@@ -116,14 +118,15 @@ class AUG(Method):
     modality_source = "heads"
     model_parts = ("feature_dim",)
     hyperparameters = (
-        Hyperparameter("aug_lambda", 1.0, "AUG's target confidence ratio λ at a check (> 0)",
-                       valid=lambda v: v > 0, rule="> 0 (official 1.0 for two modalities, 0.4 for three)",
+        Hyperparameter("aug_lambda", 0.0, "AUG's target confidence ratio λ at a check (0: the official value for "
+                       "the number of modalities, 1.0 for two and 0.4 for more)",
+                       valid=lambda v: v >= 0, rule="≥ 0 (0: official 1.0 for two modalities, 0.4 for three)",
                        search=SearchRange(0.8, 1.25, log=True, source="ours, around the official 1.0 (train_CREMAD.py l. 165)")),
         Hyperparameter("aug_every", 0, "AUG checks whether to add a head after epoch 1 and every this many epochs "
                        "(0: a tenth of --epochs, as officially)", valid=lambda v: v >= 0, rule="≥ 0"),
-        Hyperparameter("aug_first_weight", 0.4, "AUG's prediction weight of the first modality's logits "
-                       "(the rest share the remainder)", valid=lambda v: 0 < v < 1,
-                       rule="in (0, 1) (official merge_alpha 0.4, the audio's)",
+        Hyperparameter("aug_first_weight", 0.0, "AUG's prediction weight of the first modality's logits, the rest "
+                       "sharing the remainder (0: official, 0.4 for two modalities and equal weights for more)",
+                       valid=lambda v: 0 <= v < 1, rule="in [0, 1) (0: official merge_alpha 0.4 for two modalities)",
                        search=SearchRange(0.2, 0.8, source="ours, around the official 0.4 (train_CREMAD.py l. 166)")),
         Hyperparameter("aug_max_heads", 12, "AUG: at most this many heads per modality (≥ 1)",
                        valid=lambda v: v >= 1, rule="≥ 1 (official: no cap; 200 epochs make at most 11 checks)"),
@@ -148,11 +151,15 @@ class AUG(Method):
             classifier = AugClassifier(context.modalities, self.model.feature_dim, context.num_classes,
                                        self.config.aug_max_heads).to(context.device)
             self.model.add_module("aug", classifier)
-            self.group("fusion")["params"].extend(classifier.classifier.parameters())
-            for m in context.modalities:
-                self.group(m)["params"].extend(classifier.heads[m].parameters())
+        # Its parameters join the optimizer's groups (the classifier "fusion", a modality's heads its own),
+        # unless this optimizer has them already.
+        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        for name, module in (("fusion", classifier.classifier), *((m, classifier.heads[m]) for m in context.modalities)):
+            self.group(name)["params"].extend(p for p in module.parameters() if id(p) not in held)
         self.classifier = classifier
-        first = self.config.aug_first_weight
+        two = len(context.modalities) == 2
+        self.lam = self.config.aug_lambda or (1.0 if two else 0.4)
+        first = self.config.aug_first_weight or (0.4 if two else 1 / len(context.modalities))
         rest = (1 - first) / (len(context.modalities) - 1)
         self.weights = {m: first if i == 0 else rest for i, m in enumerate(context.modalities)}
         self._reset_log()
@@ -207,7 +214,7 @@ class AUG(Method):
             total = sum(confidence.values())
             metrics.row.update({f"aug_ratio_{m}": s / (total - s) for m, s in confidence.items()})
         if metrics.epoch == 1 or metrics.epoch % self.every == 0:
-            for m in heads_to_add(confidence, self.config.aug_lambda):
+            for m in heads_to_add(confidence, self.lam):
                 i = self.context.modalities.index(m)
                 if self.classifier.active[i] < self.config.aug_max_heads:
                     self.classifier.active[i] += 1

@@ -161,6 +161,16 @@ class Method:
     def after_step(self, epoch: int) -> None:
         """Right after `optimizer.step()` (e.g. to measure how far each parameter moved)."""
 
+    def clip_gradients(self, max_norm: float) -> None:
+        """Scale the gradients of the parameters the method trains so their global norm is at most
+        `max_norm` (as `torch.nn.utils.clip_grad_norm_`); the detached probes of a method that does not
+        train the unimodal heads are left out, as they are not part of the method's model."""
+        probes = set()
+        if not self.trains_heads and hasattr(self.model, "heads"):
+            probes = {id(p) for p in self.model.heads.parameters()}
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if id(p) not in probes]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
     def end_epoch(self, metrics: EpochMetrics) -> None:
         """After validation: set the rates (or anything else) for the next epoch. Columns added to
         `metrics.row` are written to history.csv."""

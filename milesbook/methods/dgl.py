@@ -77,7 +77,7 @@ class DGL(Method):
 
     def after_backward(self, out, labels, epoch: int) -> None:
         if self.config.dgl_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.dgl_clip)
+            self.clip_gradients(self.config.dgl_clip)
 
     def end_epoch(self, metrics) -> None:
         metrics.row["dgl_unimodal_loss"] = self.unimodal_sum.item() / self.steps if self.steps else 0.0

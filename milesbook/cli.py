@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the main job: methods × seeds + unimodal references, Table II style")
     _train_flags(p)
     p.add_argument("--methods", default=",".join(MAIN_METHODS),
-                   help="comma-separated method names, or 'all' (the four of the 2 × 2, the seven baselines and "
-                        "the recent methods)")
+                   help="comma-separated method names, or 'all' (the four of the 2 × 2, the seven baselines, "
+                        "the recent methods and the 2025 ones)")
     p.add_argument("--fusions", default="concat", help="comma-separated: concat,sum")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; 5 with --from-search)")
     p.add_argument("--out", default=None, help="report folder (default runs/compare; DIR/compare with --from-search)")

@@ -122,7 +122,8 @@ def test_compare_all_methods_reports_gblend_cost(tmp_path):
     report = compare("toy", ["all"], ("concat",), seeds=1, out=tmp_path, base=base, progress=False)
     methods = [r["method"] for r in report["concat"]["rows"]]
     assert methods == ["unimodal-a", "unimodal-b", "vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k",
-                       "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend", "mmpareto", "pmr", "mla", "inforeg", "aim-r"]
+                       "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend", "mmpareto", "pmr", "mla", "inforeg", "aim-r",
+                       "arl", "remix", "dgl", "aug"]
     assert report["concat"]["gblend_extra_epochs"] == [3]  # one estimation: 3 heads × 1 epoch
     text = (tmp_path / "results.md").read_text()
     assert "trained 3 extra epochs per run" in text and "MSLR rates" in text

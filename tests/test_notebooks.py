@@ -108,7 +108,8 @@ def test_04_every_method_both_fusions(executed):
     tables = record["datasets"]["digits-av"]
     assert set(tables) == {"concat", "sum"}
     expected = {"unimodal-image", "unimodal-audio", "vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k",
-                "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend", "mmpareto", "pmr", "mla", "inforeg", "aim-r"}
+                "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend", "mmpareto", "pmr", "mla", "inforeg", "aim-r",
+                "arl", "remix", "dgl", "aug"}
     for rows in tables.values():
         assert set(rows) == expected
         assert all(_probability(v) for row in rows.values() for v in row.values() if v is not None)

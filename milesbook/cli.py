@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where the re-run goes (default: a temporary folder, removed afterwards; a "
                                  "report's re-run is kept in --out so that an interrupted verify resumes)")
 
+    p = sub.add_parser("claims", help="the MILES paper's claims tested on tuned comparisons (docs/claims.md)")
+    p.add_argument("folders", nargs="+", metavar="COMPARE_DIR",
+                   help="tuned comparison folders (`compare/` of `make tuned`, the default setting first)")
+    p.add_argument("--out", default="docs/claims.md", help="the page to write; its forest plot goes beside it")
+
     p = sub.add_parser("book", help="the notebooks as a browsable HTML book, from executed copies")
     p.add_argument("--execute", action="store_true",
                    help="execute the notebooks into --source first (the full setting: under an hour on 2 cores; minutes when runs are cached)")
@@ -282,6 +287,10 @@ def _run(args) -> int:
         from .verify import verify
         return verify(args.path, epochs=args.epochs, methods=args.methods, workers=args.workers, out=args.out,
                       dataset=args.dataset, encoder=args.encoder)
+    if args.command == "claims":
+        from .claims import write_claims
+        print(f"claims: {write_claims(args.folders, args.out)} (forest plot beside it)")
+        return 0
     if args.command == "notebooks":
         from . import notebooks
         parameters = {name: _json_or_text(value) for name, value in args.parameter}

@@ -41,7 +41,7 @@ from .methods.base import is_unimodal, unimodal_modality, unimodal_name
 from .metrics import METRIC_LABELS
 from .handed import read_json
 from .runs import read_history, save_figure, write_json, write_text
-from .seed_stats import mean_std, paired_difference, seed_differences
+from .seed_stats import mean_std, paired_at_resolution
 
 STARVED_POINTS = 3.0  # the smallest gap (percentage points) called starving; a sampling wobble is less
 FILES = ("diagnosis.md", "diagnosis.json", "diagnosis.png")
@@ -88,26 +88,9 @@ def _stats(runs: list[dict], key: str) -> dict:
     return {"mean": mean, "std": std, "per_seed": values}
 
 
-def _paired(treated: list[dict], control: list[dict], key: str, resolution: float) -> dict | None:
-    """`paired_difference` with the per-seed differences (`per_seed`) and its interval at least
-    ±`resolution` wide (`floored` when that widened it): identical differences over the seeds give a
-    t-interval of zero width, which says nothing about a repeat with other seeds."""
-    diff = paired_difference(treated, control, key)
-    if diff is None:
-        return None
-    diff["per_seed"] = seed_differences(treated, control, key)
-    diff["resolution"], diff["floored"] = resolution, False
-    if diff["low"] is not None and (diff["high"] - diff["low"]) / 2 < resolution:
-        diff["low"], diff["high"], diff["floored"] = diff["mean"] - resolution, diff["mean"] + resolution, True
-    for bound in ("low", "high"):  # k/N − j/N is not exactly (k − j)/N in floats: a bound on zero is zero
-        if diff[bound] is not None and abs(diff[bound]) < 1e-12:
-            diff[bound] = 0.0
-    return diff
-
-
 def _read(summaries: dict, modalities: list[str], metric: str, full: bool, test_size: int | None = None) -> dict:
     """Each modality's readings and gaps, which are starved, the balancing effects and the verdict.
-    `test_size`: the test split's size N; every interval is at least ±1/N wide (`_paired`)."""
+    `test_size`: the test split's size N; every interval is at least ±1/N wide (`seed_stats.paired_at_resolution`)."""
     resolution = 1 / test_size if test_size else 0.0
     vanilla = summaries["vanilla"]
     per_modality = {}
@@ -116,20 +99,20 @@ def _read(summaries: dict, modalities: list[str], metric: str, full: bool, test_
         alone_key = f"test_{metric}_{m}"
         probe_key, part_key = f"test_{metric}_head_{m}", f"test_{metric}_part_{m}"
         inside = [{"seed": r["seed"], "value": max(r[probe_key], r[part_key])} for r in vanilla]
-        gap = _paired(_by_seed(alone, alone_key), inside, "value", resolution)
+        gap = paired_at_resolution(_by_seed(alone, alone_key), inside, "value", resolution)
         entry = {"alone": _stats(alone, alone_key), "in_fusion": _stats(vanilla, part_key),
                  "probe": _stats(vanilla, probe_key), "inside": _stats(inside, "value"), "gap": gap,
                  "starved": bool(gap is not None and gap["low"] is not None and gap["low"] > 0
                                  and 100 * gap["mean"] >= STARVED_POINTS)}
         if full:
-            entry["scheduling_on_probe"] = _paired(summaries["miles-lab"], vanilla, probe_key, resolution)
+            entry["scheduling_on_probe"] = paired_at_resolution(summaries["miles-lab"], vanilla, probe_key, resolution)
             entry["probe_under_scheduling"] = _stats(summaries["miles-lab"], probe_key)
         per_modality[m] = entry
     result = {"modalities": per_modality, "starved": [m for m, e in per_modality.items() if e["starved"]],
               "fused": {"vanilla": _stats(vanilla, f"test_{metric}_fusion")}}
     if full:
         result["fused"]["miles"] = _stats(summaries["miles"], f"test_{metric}_fusion")
-        result["fused_gain"] = _paired(summaries["miles"], vanilla, f"test_{metric}_fusion", resolution)
+        result["fused_gain"] = paired_at_resolution(summaries["miles"], vanilla, f"test_{metric}_fusion", resolution)
     result["verdict"] = _verdict(result, full)
     return result
 

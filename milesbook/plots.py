@@ -322,3 +322,33 @@ def plot_grid_heatmap(rows: list[dict], x: str, y: str, value: str, label: str, 
     ax.invert_yaxis()
     ax.figure.tight_layout()
     return ax
+
+
+@_styled
+def plot_forest(effects: dict[str, dict[str, list[tuple[str, dict | None]]]]):
+    """A forest plot: for each setting (a column of panels) and reading (a row: "fusion", then a
+    modality), each method's paired effect against vanilla in points, its mean and 95 % interval, with
+    zero marked. `effects`: {setting: {reading: [(method, difference or None)]}} (`claims.forest`)."""
+    settings = list(effects)
+    readings = list(dict.fromkeys(r for by in effects.values() for r in by))
+    methods = list(dict.fromkeys(m for by in effects.values() for rows in by.values() for m, _ in rows))
+    fig, axes = plt.subplots(len(readings), len(settings), figsize=(4.2 * len(settings) + 1.2,
+                                                                    0.3 * len(methods) * len(readings) + 1.5),
+                             squeeze=False, sharey=True)
+    ys = {m: i for i, m in enumerate(methods)}
+    for col, setting in enumerate(settings):
+        for row, reading in enumerate(readings):
+            ax = axes[row][col]
+            for method, d in effects[setting].get(reading, []):
+                if d is None:
+                    continue
+                mean = 100 * d["mean"]
+                err = None if d["low"] is None else [[mean - 100 * d["low"]], [100 * d["high"] - mean]]
+                ax.errorbar([mean], [ys[method]], xerr=err, fmt="o", color=colour(reading), capsize=2.5, ms=4)
+            ax.axvline(0, color="grey", lw=1)
+            ax.set_yticks(range(len(methods)), methods)
+            ax.set_title(f"{setting}: {'fused' if reading == 'fusion' else reading}", fontsize=11)
+            ax.set_xlabel("difference from vanilla (points)")
+    axes[0][0].invert_yaxis()  # the report's order, top to bottom
+    fig.tight_layout()
+    return axes

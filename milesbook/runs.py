@@ -83,6 +83,24 @@ def read_history(run_dir) -> list[dict]:
     return handed.read_table(Path(run_dir) / "history.csv")
 
 
+def best_on_test(run_dir, metric: str) -> dict:
+    """The paper's reading of a finished run: its test metrics at the epoch with the highest test
+    fusion `metric` (the first such epoch), keyed as summary.json's with the prefix "oracle_"
+    ({"oracle_epoch": e, "oracle_test_<metric>_fusion": …, "oracle_test_<metric>_<m>": …}); empty when
+    the run never read test. Nothing selects on it: it measures how much choosing the epoch on test —
+    as the MILES paper and the official ARL, AUG and Remix scripts report — flatters a number."""
+    path = Path(run_dir) / "test_history.csv"
+    if not path.exists():
+        return {}
+    rows = handed.read_table(path)
+    if not rows:
+        return {}
+    key = f"test_{metric}_fusion"
+    best = max(rows, key=lambda row: (row[key], -row["epoch"]))  # the first epoch at the maximum
+    return {"oracle_epoch": int(best["epoch"]),
+            **{f"oracle_{column}": value for column, value in best.items() if column.startswith("test_")}}
+
+
 def history_metric(row: dict) -> str:
     """The headline metric a history (or summary) row is written in: "acc" or "f1micro"."""
     if "metric" in row:

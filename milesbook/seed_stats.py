@@ -51,10 +51,31 @@ def paired_difference(treated: list[dict], control: list[dict], key: str) -> dic
     order and initial draws): {"mean", "std", "n", "low", "high"}, the bounds of the 95 % t-interval of
     the mean over the shared seeds (None with one seed). None when no seed is shared."""
     diffs = seed_differences(treated, control, key)
-    if not diffs:
-        return None
-    mean, std = mean_std(diffs)
-    interval = t_interval(diffs)
+    return mean_interval(diffs) if diffs else None
+
+
+def mean_interval(values: list[float]) -> dict:
+    """{"mean", "std", "n", "low", "high"} of `values`: the bounds of the 95 % t-interval of the mean
+    (None with one value)."""
+    mean, std = mean_std(values)
+    interval = t_interval(values)
     if interval is None:
-        return {"mean": mean, "std": std, "n": 1, "low": None, "high": None}
-    return {"mean": mean, "std": std, "n": len(diffs), "low": interval[0], "high": interval[1]}
+        return {"mean": mean, "std": std, "n": len(values), "low": None, "high": None}
+    return {"mean": mean, "std": std, "n": len(values), "low": interval[0], "high": interval[1]}
+
+
+def paired_at_resolution(treated: list[dict], control: list[dict], key: str, resolution: float) -> dict | None:
+    """`paired_difference` with the per-seed differences (`per_seed`) and its interval at least
+    ±`resolution` wide (`floored` when that widened it): identical differences over the seeds give a
+    t-interval of zero width, which says nothing about a repeat with other seeds."""
+    diff = paired_difference(treated, control, key)
+    if diff is None:
+        return None
+    diff["per_seed"] = seed_differences(treated, control, key)
+    diff["resolution"], diff["floored"] = resolution, False
+    if diff["low"] is not None and (diff["high"] - diff["low"]) / 2 < resolution:
+        diff["low"], diff["high"], diff["floored"] = diff["mean"] - resolution, diff["mean"] + resolution, True
+    for bound in ("low", "high"):  # k/N − j/N is not exactly (k − j)/N in floats: a bound on zero is zero
+        if diff[bound] is not None and abs(diff[bound]) < 1e-12:
+            diff[bound] = 0.0
+    return diff

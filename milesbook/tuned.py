@@ -22,7 +22,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from . import provenance
+from . import provenance, runs
 from .comparison import (ALL_METHODS, cell, decomposition, factorial, gblend_floor_note, markdown_table, report_record,
                          summarize, weak_modality, write_report)
 from .methods import report_name
@@ -32,7 +32,7 @@ from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
 from .handed import no_links_below, read_best, refuse_imports
 from .pool import run_many
-from .seed_stats import mean_std, t_interval
+from .seed_stats import mean_interval, mean_std, t_interval
 
 
 def find_searches(folder) -> list[dict]:
@@ -125,6 +125,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
     for _, folder in jobs:  # a handed search's compare/ whose seed<k> links elsewhere: refused before any run
         no_links_below(out, folder)
     summaries = run_many(jobs, workers, data if workers <= 1 else None, progress)
+    for (_, folder), summary in zip(jobs, summaries):  # the paper's reading beside ours (`runs.best_on_test`)
+        summary.update(runs.best_on_test(folder, metric))
 
     made_under = provenance.summarize_many([s.get("provenance") for s in summaries])
     record = {"kind": "tuned", "search_dir": os.path.relpath(Path(search_dir).resolve(), out.resolve()),
@@ -138,6 +140,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
                      or r["config"]["fusion"] == fusion}
         report[fusion], lines, rows = _fusion_report(fusion, by_method, paper, record_of, modalities, metric, seeds)
         record["fusion_results"][fusion] = report_record(by_method, report[fusion]["rows"], modalities, metric)
+        for method, entry in record["fusion_results"][fusion]["methods"].items():
+            entry["values"].update(_oracle_values(by_method[method], modalities, metric))
         md += lines
         csv_rows += rows
     write_report(out, md, csv_rows, record,
@@ -262,7 +266,69 @@ def _fusion_report(fusion: str, by_method: dict, paper: dict, record_of: dict, m
     if probes:
         md += [f"The {weak} encoders of the L_AB-only methods read by detached probes:", "",
                markdown_table([r for r in rows if r.get(f"probe_{weak}_mean") is not None], modalities, probes), ""]
+    inflation, table = selection_inflation(by_method, weak, metric)
+    result["inflation"] = inflation
+    if table:
+        md += [table, ""]
     return result, md, csv_rows
+
+
+def _oracle_values(runs_of_method: list[dict], modalities, metric: str) -> dict:
+    """A method's per-seed values at the epoch chosen on test (`runs.best_on_test`): "oracle_fusion"
+    and "oracle_<m>" (a unimodal reference: its modality's), for report.json; empty without them."""
+    if not runs_of_method or f"oracle_test_{metric}_fusion" not in runs_of_method[0]:
+        return {}
+    only = unimodal_modality(runs_of_method[0]["method"])
+    columns = {} if only else {"oracle_fusion": "fusion"}
+    columns.update({f"oracle_{m}": m for m in modalities if not only or m == only})
+    return {name: [r[f"oracle_test_{metric}_{column}"] for r in runs_of_method] for name, column in columns.items()}
+
+
+def selection_inflation(by_method: dict, weak: str | None, metric: str) -> tuple[dict, str]:
+    """How much the paper's reading — the best test value over epochs — exceeds ours, the test value
+    at the epoch chosen on validation, run by run: {method: {"fusion": d, weak: d}} with d the mean
+    difference over seeds and its 95 % t-interval ({"mean", "std", "n", "low", "high"}), "all" the
+    same over the methods' mean differences (each method one unit), and the Markdown table."""
+    found = {}
+    for method, method_runs in by_method.items():
+        if is_unimodal(method) or not method_runs or f"oracle_test_{metric}_fusion" not in method_runs[0]:
+            continue
+        found[method] = {reading: mean_interval([r[f"oracle_test_{metric}_{reading}"] - r[f"test_{metric}_{reading}"]
+                                               for r in method_runs])
+                         for reading in ("fusion", *([weak] if weak else []))}
+    if not found:
+        return {}, ""
+    found["all"] = {reading: mean_interval([d[reading]["mean"] for d in found.values()]) for reading in found[next(iter(found))]}
+    label = METRIC_LABELS[metric]
+    lines = [f"The paper's reading beside ours: test {label} (%) at the epoch chosen on validation (ours) and at "
+             f"the epoch with the best test {label} (the MILES paper's, and the official ARL, AUG and Remix "
+             f"scripts'), and how much that choice adds (paired by run, mean and 95 % CI"
+             f"{'; the ' + weak + ' reading at that same epoch' if weak else ''}):", "",
+             "| method | fused, ours | fused, best on test | inflation | " +
+             (f"{weak}, ours | {weak}, at that epoch | inflation |" if weak else ""),
+             "|---|---|---|---|" + ("---|---|---|" if weak else "")]
+    for method, diffs in found.items():
+        if method == "all":
+            continue
+        method_runs = by_method[method]
+        cells = [report_name(method)]
+        for reading in diffs:
+            ours = mean_std([r[f"test_{metric}_{reading}"] for r in method_runs])[0]
+            oracle = mean_std([r[f"oracle_test_{metric}_{reading}"] for r in method_runs])[0]
+            cells += [f"{100 * ours:.1f}", f"{100 * oracle:.1f}", _points(diffs[reading])]
+        lines.append("| " + " | ".join(cells) + " |")
+    overall = ["all methods (each method one unit)"]
+    for reading in found["all"]:
+        overall += ["", "", _points(found["all"][reading])]
+    lines.append("| " + " | ".join(overall) + " |")
+    return found, "\n".join(lines)
+
+
+def _points(d: dict) -> str:
+    """"+0.4 (95 % CI +0.1 to +0.7)" in points from a difference in [0, 1]."""
+    if d["low"] is None:
+        return f"{100 * d['mean']:+.1f}"
+    return f"{100 * d['mean']:+.1f} (95 % CI {100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
 
 
 def _table_row(fusion: str, row: dict, runs: list[dict], record: dict | None, best: dict | None, modalities,

@@ -79,10 +79,20 @@ def effect(setting: Setting, treated: str, control: str, column: str, control_co
     values_t, values_c = methods[treated]["values"], methods[control]["values"]
     if column not in values_t or (control_column or column) not in values_c:
         return None
-    rows_t = [{"seed": s, "v": v} for s, v in zip(methods[treated]["seeds"], values_t[column])]
-    rows_c = [{"seed": s, "v": v} for s, v in zip(methods[control]["seeds"], values_c[control_column or column])]
+    return _paired(methods[treated]["seeds"], values_t[column], methods[control]["seeds"],
+                   values_c[control_column or column], _resolution(setting))
+
+
+def _resolution(setting: Setting) -> float:
+    """One test sample, 1/N: the narrowest interval a difference of test scores gets."""
     test_size = setting.record.get("test_size")
-    return paired_at_resolution(rows_t, rows_c, "v", 1 / test_size if test_size else 0.0)
+    return 1 / test_size if test_size else 0.0
+
+
+def _paired(seeds_t, values_t, seeds_c, values_c, resolution: float) -> dict | None:
+    """Per-seed values (treated minus control, same seed) as `seed_stats.paired_at_resolution` reads them."""
+    return paired_at_resolution([{"seed": k, "v": v} for k, v in zip(seeds_t, values_t)],
+                                [{"seed": k, "v": v} for k, v in zip(seeds_c, values_c)], "v", resolution)
 
 
 def verdict(difference: dict | None, direction: int) -> str:
@@ -158,7 +168,8 @@ def inflation(setting: Setting) -> tuple[dict[str, dict], dict | None]:
         values = entry["values"]
         if is_unimodal(method) or "oracle_fusion" not in values:
             continue
-        per[method] = mean_interval([o - s for o, s in zip(values["oracle_fusion"], values["fusion"])])
+        per[method] = _paired(entry["seeds"], values["oracle_fusion"], entry["seeds"], values["fusion"],
+                              _resolution(setting))
     overall = mean_interval([d["mean"] for d in per.values()]) if len(per) > 1 else None
     return per, overall
 

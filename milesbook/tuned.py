@@ -32,7 +32,7 @@ from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
 from .handed import no_links_below, read_best, refuse_imports
 from .pool import run_many
-from .seed_stats import mean_interval, mean_std, t_interval
+from .seed_stats import mean_interval, mean_std, paired_at_resolution, t_interval
 
 
 def find_searches(folder) -> list[dict]:
@@ -138,7 +138,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
         by_method, paper = _runs_of(fusion, references, where, summaries)
         record_of = {r["config"]["method"]: r for r in records if is_unimodal(r["config"]["method"])
                      or r["config"]["fusion"] == fusion}
-        report[fusion], lines, rows = _fusion_report(fusion, by_method, paper, record_of, modalities, metric, seeds)
+        report[fusion], lines, rows = _fusion_report(fusion, by_method, paper, record_of, modalities, metric, seeds,
+                                                     1 / max(len(data.splits["test"]), 1))
         record["fusion_results"][fusion] = report_record(by_method, report[fusion]["rows"], modalities, metric)
         for method, entry in record["fusion_results"][fusion]["methods"].items():
             entry["values"].update(_oracle_values(by_method[method], modalities, metric))
@@ -234,9 +235,10 @@ def _header(records: list[dict], multimodal: list[dict], searched: dict, referen
 
 
 def _fusion_report(fusion: str, by_method: dict, paper: dict, record_of: dict, modalities, metric: str,
-                   seeds: int) -> tuple[dict, list[str], list[dict]]:
+                   seeds: int, resolution: float = 0.0) -> tuple[dict, list[str], list[dict]]:
     """One fusion's part of the report: what `compare_tuned` returns for it, its Markdown section and
-    its results.csv rows. `record_of`: the search record (best.json) of each method."""
+    its results.csv rows. `record_of`: the search record (best.json) of each method; `resolution`: one
+    test sample (1/N), the narrowest interval on a difference of test scores."""
     rows = summarize(by_method, modalities)
     weak = weak_modality(rows, modalities)
     probes = [weak] if weak and any(r.get(f"probe_{weak}_mean") is not None for r in rows) else []
@@ -266,7 +268,7 @@ def _fusion_report(fusion: str, by_method: dict, paper: dict, record_of: dict, m
     if probes:
         md += [f"The {weak} encoders of the L_AB-only methods read by detached probes:", "",
                markdown_table([r for r in rows if r.get(f"probe_{weak}_mean") is not None], modalities, probes), ""]
-    inflation, table = selection_inflation(by_method, weak, metric)
+    inflation, table = selection_inflation(by_method, weak, metric, resolution)
     result["inflation"] = inflation
     if table:
         md += [table, ""]
@@ -284,25 +286,27 @@ def _oracle_values(runs_of_method: list[dict], modalities, metric: str) -> dict:
     return {name: [r[f"oracle_test_{metric}_{column}"] for r in runs_of_method] for name, column in columns.items()}
 
 
-def selection_inflation(by_method: dict, weak: str | None, metric: str) -> tuple[dict, str]:
+def selection_inflation(by_method: dict, weak: str | None, metric: str, resolution: float = 0.0) -> tuple[dict, str]:
     """How much the paper's reading — the best test value over epochs — exceeds ours, the test value
     at the epoch chosen on validation, run by run: {method: {"fusion": d, weak: d}} with d the mean
-    difference over seeds and its 95 % t-interval ({"mean", "std", "n", "low", "high"}), "all" the
-    same over the methods' mean differences (each method one unit), and the Markdown table."""
+    difference over seeds and its 95 % t-interval, at least ±`resolution` (one test sample) wide
+    (`seed_stats.paired_at_resolution`); "all" the same over the methods' mean differences (each method
+    one unit); and the Markdown table. The best epoch on test is the first of several that tie."""
     found = {}
     for method, method_runs in by_method.items():
         if is_unimodal(method) or not method_runs or f"oracle_test_{metric}_fusion" not in method_runs[0]:
             continue
-        found[method] = {reading: mean_interval([r[f"oracle_test_{metric}_{reading}"] - r[f"test_{metric}_{reading}"]
-                                               for r in method_runs])
-                         for reading in ("fusion", *([weak] if weak else []))}
+        found[method] = {reading: paired_at_resolution(
+            [{"seed": r["seed"], "v": r[f"oracle_test_{metric}_{reading}"]} for r in method_runs],
+            [{"seed": r["seed"], "v": r[f"test_{metric}_{reading}"]} for r in method_runs], "v", resolution)
+            for reading in ("fusion", *([weak] if weak else []))}
     if not found:
         return {}, ""
     found["all"] = {reading: mean_interval([d[reading]["mean"] for d in found.values()]) for reading in found[next(iter(found))]}
     label = METRIC_LABELS[metric]
     lines = [f"The paper's reading beside ours: test {label} (%) at the epoch chosen on validation (ours) and at "
-             f"the epoch with the best test {label} (the MILES paper's, and the official ARL, AUG and Remix "
-             f"scripts'), and how much that choice adds (paired by run, mean and 95 % CI"
+             f"the epoch with the best test {label} (the first of those that tie; the MILES paper's reading, and the "
+             f"official ARL, AUG and Remix scripts'), and how much that choice adds (paired by run, mean and 95 % CI"
              f"{'; the ' + weak + ' reading at that same epoch' if weak else ''}):", "",
              "| method | fused, ours | fused, best on test | inflation | " +
              (f"{weak}, ours | {weak}, at that epoch | inflation |" if weak else ""),

@@ -303,17 +303,24 @@ ALL = ["vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr
        "mmpareto", "pmr", "mla", "inforeg", "aim-r", "arl", "remix", "dgl", "aug"]
 
 
+@pytest.fixture(scope="module")
+def few_digits():
+    """digits-av cut to 160/90/90 samples (the golden runs' data): 44 runs of every method, in seconds."""
+    from .test_golden import small_digits
+    return small_digits()
+
+
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
 @pytest.mark.parametrize("method", ALL)
-def test_every_method_runs_and_resumes(tmp_path, digits, method, fusion):
+def test_every_method_runs_and_resumes(tmp_path, few_digits, method, fusion):
     # Each method's rule acts within two epochs: ARL's scaling, Remix's subsets and AUG's checks from epoch 2.
     config = mb.TrainConfig(method=method, fusion=fusion, epochs=2, gblend_every=1,
                             mslr_lrs={"image": 1e-3, "audio": 2e-3}, mslr_window=2, mses_patience=1,
                             arl_warmup=1, remix_warmup=1, aug_every=1)
-    whole = mb.train(config, tmp_path / "whole", dataset=digits, progress=False)
+    whole = mb.train(config, tmp_path / "whole", dataset=few_digits, progress=False)
     assert 0 < whole["test_acc_fusion"] <= 1 and 0 <= whole["test_acc_audio"] <= 1
 
-    resumed = killed_and_resumed(config, tmp_path / "cut", digits)
+    resumed = killed_and_resumed(config, tmp_path / "cut", few_digits)
     assert without_seconds(resumed) == without_seconds(mb.read_history(tmp_path / "whole"))
 
 

@@ -199,7 +199,8 @@ def claims_page(settings: list[Setting], figure: str) -> str:
              "between the modalities.", "",
              f"Here each claim is a paired effect over the fresh seeds of the tuned comparison on {names} "
              "(`digits-av`; every method searched the same way, 20 draws on validation, then retrained on 5 "
-             "seeds no search used), with its 95 % t-interval and a verdict: **supported** when the interval "
+             "seeds no search used), with its 95 % t-interval (at least ± one test sample wide) and a verdict: "
+             "**supported** when the interval "
              "lies on the claimed side of zero, **contradicted** when it lies on the other, **not "
              "distinguishable from zero** otherwise. The auxiliary losses (`aux` − `vanilla`) and MILES's "
              "scheduling (`miles` − `aux`) are kept apart, as the 2 × 2 separates them. Made by "

@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -149,9 +150,8 @@ class Trainer:
         plan = self.method.training_passes(epoch)
         if plan is None:
             return self._pass(epoch, self._method_step)
-        totals = [self._pass_sums(epoch, lambda out, y, epoch, p=p: self._method_step(out, y, epoch, p.loss),
-                                  p.rows, p.zeroed) for p in plan if len(p.rows)]
-        totals = [t for t in totals if t[2]]
+        totals = [t for t in (self._pass_sums(epoch, partial(self._method_step, loss_of=p.loss), p.rows, p.zeroed)
+                              for p in plan) if t[2]]  # a pass with no rows adds nothing
         if not totals:
             raise ValueError(f"{self.config.method} planned no training rows for epoch {epoch}")
         return self._train_metrics(epoch, *(sum(t[i] for t in totals) for i in range(4)))

@@ -20,7 +20,7 @@ from .atomic import write_text
 from .errors import UserError
 from .methods.base import is_unimodal, report_name, unimodal_name
 from .runs import save_figure
-from .seed_stats import mean_interval, paired_at_resolution
+from .seed_stats import mean_interval, paired_at_resolution, points
 
 FUSION = "concat"
 
@@ -32,6 +32,8 @@ PAPER = {
     "CREMA-D (audio strong, video weak)": {"vanilla": (62.6, 58.2, 26.6), "miles": (75.1, 59.9, 60.8),
                                            "unimodal weak": 60.7},
 }
+CITATION = ("Guerra-Manzanares & Shamout, *MILES: Modality-Informed Learning Rate Scheduler for Balancing "
+            "Multimodal Learning*, IJCNN 2025 (arXiv:2510.17394),")
 THIRD_PARTY = ("a public re-implementation on CREMA-D reports MILES 61.1 ± 2.5 % against vanilla 61.6 ± 0.8 % "
                "fused (5 seeds), far from the paper's 75.1 %, and that the released code fixes μ = 1, which turns "
                "MILES off (as recorded in the project's reference notes on the paper)")
@@ -108,16 +110,6 @@ def verdict(difference: dict | None, direction: int) -> str:
     return "not distinguishable from zero"
 
 
-def points(difference: dict | None) -> str:
-    """"+8.2 (95 % CI +1.8 to +14.7)" in points; "–" when not measured."""
-    if difference is None:
-        return "–"
-    if difference["low"] is None:
-        return f"{100 * difference['mean']:+.1f} (one seed)"
-    return (f"{100 * difference['mean']:+.1f} (95 % CI {100 * difference['low']:+.1f} to "
-            f"{100 * difference['high']:+.1f})")
-
-
 def claim_rows(setting: Setting) -> list[dict]:
     """The claims on one setting: each {"claim", "effect" (what is compared), "difference", "verdict"}."""
     weak = setting.weak
@@ -174,17 +166,56 @@ def inflation(setting: Setting) -> tuple[dict[str, dict], dict | None]:
     return per, overall
 
 
+def draw_forest(settings: list[Setting]):
+    """The forest plot of `forest` for each setting, fused and weak modality: the figure's axes."""
+    from . import plots
+    return plots.plot_forest({s.name: {column: forest(s, column) for column in ("fusion", s.weak)} for s in settings})
+
+
 def write_claims(folders, out) -> Path:
     """docs/claims.md from the tuned comparisons in `folders` (each a `compare/` folder; the first is
     read as the default setting), with the forest plot beside it (claims-forest.png). Returns the page."""
     settings = [load_setting(f) for f in folders]
     out = Path(out)
     figure = out.with_name(out.stem + "-forest.png")
-    from . import plots
-    axes = plots.plot_forest({s.name: {column: forest(s, column) for column in ("fusion", s.weak)} for s in settings})
-    save_figure(axes.flat[0].figure, figure, dpi=120, bbox_inches="tight")
+    save_figure(draw_forest(settings).flat[0].figure, figure, dpi=120, bbox_inches="tight")
     write_text(out, claims_page(settings, figure.name))
     return out
+
+
+def paper_numbers() -> str:
+    """The paper's own numbers (Table II, Table I's weak modality alone) as Markdown, and the
+    third-party reproduction beside them."""
+    lines = ["**The paper's numbers** (Table II, concatenation fusion, test accuracy %, vanilla → MILES; Table I "
+             "for the weak modality alone):", "",
+             "| dataset | fused | strong | weak | weak alone |", "|---|---|---|---|---|"]
+    for dataset, numbers in PAPER.items():
+        v, m = numbers["vanilla"], numbers["miles"]
+        lines.append(f"| {dataset} | {v[0]} → {m[0]} | {v[1]} → {m[1]} | {v[2]} → {m[2]} | {numbers['unimodal weak']} |")
+    lines += ["", f"A third party could not reproduce the fused gain: {THIRD_PARTY}. The paper reports one "
+              "best-of-80 run per method, at the epoch with the best *test* accuracy, without seeds or variance."]
+    return "\n".join(lines)
+
+
+def setting_section(setting: Setting) -> str:
+    """One setting's claims as Markdown: the table of paired effects with verdicts, MILES against every
+    other method on the fused accuracy, and the paper's reading beside ours."""
+    lines = ["| claim | effect (paired by seed, points) | difference | verdict |", "|---|---|---|---|"]
+    for row in claim_rows(setting):
+        lines.append(f"| {row['claim']} | {row['effect']} | {points(row['difference'])} | {row['verdict']} |")
+    others = against_others(setting)
+    lines += ["", "MILES against every other method on the fused accuracy (paired by seed): " + "; ".join(
+        f"{k} {', '.join(v) if v else 'none'}" for k, v in others.items()) + ".", ""]
+    per, overall = inflation(setting)
+    if per:
+        lines.append("**The paper's reading beside ours.** Fused test accuracy at the epoch with the best *test* "
+                     "accuracy (the paper's reading) minus that at the epoch chosen on validation (ours), paired by "
+                     "run: " + "; ".join(f"{report_name(m)} {points(d)}" for m, d in per.items()) + "."
+                     + (f" Over the methods (each one unit): **{points(overall)}**." if overall else ""))
+    else:
+        lines.append("The paper's reading (best test accuracy over epochs) is not in this report: re-make it with "
+                     "`milesbook compare --from-search` (the runs are reused).")
+    return "\n".join(lines)
 
 
 def claims_page(settings: list[Setting], figure: str) -> str:
@@ -192,8 +223,7 @@ def claims_page(settings: list[Setting], figure: str) -> str:
     verdicts, the comparison with every other method, and the paper's reading beside ours."""
     names = " and ".join(f"**{s.name}**" for s in settings)
     lines = ["# The MILES paper's claims, tested", "", "[← README](../README.md)", "",
-             "Guerra-Manzanares & Shamout, *MILES: Modality-Informed Learning Rate Scheduler for Balancing "
-             "Multimodal Learning*, IJCNN 2025 (arXiv:2510.17394), claim that (1) naive joint training starves "
+             f"{CITATION} claim that (1) naive joint training starves "
              "the weaker modality, (2) MILES lifts the weaker modality's encoder, (3) MILES improves the fused "
              "prediction over joint training and over the other balancing methods, and (4) it narrows the gap Δ "
              "between the modalities.", "",
@@ -205,32 +235,10 @@ def claims_page(settings: list[Setting], figure: str) -> str:
              "distinguishable from zero** otherwise. The auxiliary losses (`aux` − `vanilla`) and MILES's "
              "scheduling (`miles` − `aux`) are kept apart, as the 2 × 2 separates them. Made by "
              f"`milesbook claims {' '.join(str(s.folder) for s in settings)} --out docs/claims.md`.", "",
-             "**The paper's numbers** (Table II, concatenation fusion, test accuracy %, vanilla → MILES; Table I "
-             "for the weak modality alone):", "",
-             "| dataset | fused | strong | weak | weak alone |", "|---|---|---|---|---|"]
-    for dataset, numbers in PAPER.items():
-        v, m = numbers["vanilla"], numbers["miles"]
-        lines.append(f"| {dataset} | {v[0]} → {m[0]} | {v[1]} → {m[1]} | {v[2]} → {m[2]} | {numbers['unimodal weak']} |")
-    lines += ["", f"A third party could not reproduce the fused gain: {THIRD_PARTY}. The paper reports one "
-              "best-of-80 run per method, at the epoch with the best *test* accuracy, without seeds or variance.", ""]
+             paper_numbers(), ""]
     for s in settings:
         lines += [f"## {s.name} setting", "", f"Made under: {s.record.get('made_under', '').removeprefix('Made under: ')} "
-                  f"Report: `{s.folder}`.", "",
-                  "| claim | effect (paired by seed, points) | difference | verdict |", "|---|---|---|---|"]
-        for row in claim_rows(s):
-            lines.append(f"| {row['claim']} | {row['effect']} | {points(row['difference'])} | {row['verdict']} |")
-        others = against_others(s)
-        lines += ["", "MILES against every other method on the fused accuracy (paired by seed): " + "; ".join(
-            f"{k} {', '.join(v) if v else 'none'}" for k, v in others.items()) + ".", ""]
-        per, overall = inflation(s)
-        if per:
-            lines += ["**The paper's reading beside ours.** Fused test accuracy at the epoch with the best *test* "
-                      "accuracy (the paper's reading) minus that at the epoch chosen on validation (ours), paired by "
-                      "run: " + "; ".join(f"{report_name(m)} {points(d)}" for m, d in per.items()) + "."
-                      + (f" Over the methods (each one unit): **{points(overall)}**." if overall else ""), ""]
-        else:
-            lines += ["The paper's reading (best test accuracy over epochs) is not in this report: re-make it with "
-                      "`milesbook compare --from-search` (the runs are reused).", ""]
+                  f"Report: `{s.folder}`.", "", setting_section(s), ""]
     lines += ["## Every method against vanilla", "",
               f"![forest plot]({figure})", "",
               "Each method's fused accuracy and weak-modality reading minus `vanilla`'s, paired by seed, with "

@@ -32,7 +32,7 @@ from . import provenance
 from .pool import run_many
 from .handed import no_links_below
 from .runs import history_metric, read_history, read_summary, save_figure, write_json, write_text
-from .seed_stats import mean_std, paired_difference
+from .seed_stats import mean_std, paired_difference, points
 from .train import run_or_reuse
 
 ALL_METHODS = MAIN_METHODS + BASELINES + RECENT_METHODS + METHODS_2025
@@ -147,14 +147,6 @@ def decomposition(rows: list[dict], modalities) -> str:
             f"(`miles` − `aux`{', ' + percent(mil - aux) if gap > 0 else ''}); {ending}")
 
 
-def _effect(diff: dict | None) -> str:
-    if diff is None:
-        return "–"
-    if diff["low"] is None:
-        return f"{100 * diff['mean']:+.1f} (one seed)"
-    return f"{100 * diff['mean']:+.1f} (95 % CI {100 * diff['low']:+.1f} to {100 * diff['high']:+.1f})"
-
-
 def _verdict(diff: dict | None) -> str:
     if diff is None or diff["low"] is None:
         return "cannot be told from noise with one seed"
@@ -215,24 +207,62 @@ def factorial(summaries: dict[str, list[dict]], rows: list[dict], modalities, me
     lines = [f"| {weak}, test {label} (%) | no scheduling | MILES scheduling | scheduling effect (paired by seed) |",
              "|---|---|---|---|",
              f"| L_AB only, read from the fusion head's {weak} part | vanilla {cell(by['vanilla'], weak)} | "
-             f"miles-lab {cell(by['miles-lab'], weak)} | {_effect(lab_effect)} |"]
+             f"miles-lab {cell(by['miles-lab'], weak)} | {points(lab_effect)} |"]
     has_probe = probe_effect is not None
     if has_probe:
         lines.append(f"| L_AB only, {weak} encoder read by a detached probe | vanilla "
                      f"{cell(by['vanilla'], f'probe_{weak}')} | miles-lab {cell(by['miles-lab'], f'probe_{weak}')} | "
-                     f"{_effect(probe_effect)} |")
+                     f"{points(probe_effect)} |")
     lines += [f"| Eq. 3 (L_AB + Σ L_m), read from the trained {weak} head | aux {cell(by['aux'], weak)} | "
-              f"miles {cell(by['miles'], weak)} | {_effect(aux_effect)} |",
+              f"miles {cell(by['miles'], weak)} | {points(aux_effect)} |",
               f"| auxiliary-loss effect (Eq. 3 − L_AB, fusion-part reading, paired) | "
-              f"{_effect(effects['aux − vanilla'])} | {_effect(effects['miles − miles-lab'])} | |"]
+              f"{points(effects['aux − vanilla'])} | {points(effects['miles − miles-lab'])} | |"]
     n = min(len(summaries[k]) for k in FACTORIAL)
     text = [f"Scheduling effect on the {weak} side over {n} paired seed(s): without the auxiliary losses "
-            f"{_effect(lab_effect)} points read from the fusion part — {_verdict(lab_effect)}"]
+            f"{points(lab_effect)} points read from the fusion part — {_verdict(lab_effect)}"]
     if has_probe:
-        text[0] += f" — and {_effect(probe_effect)} on its encoder's probe — {_verdict(probe_effect)}"
-    text[0] += (f"; with them (`miles` − `aux`) {_effect(aux_effect)} — {_verdict(aux_effect)}. The fusion part "
+        text[0] += f" — and {points(probe_effect)} on its encoder's probe — {_verdict(probe_effect)}"
+    text[0] += (f"; with them (`miles` − `aux`) {points(aux_effect)} — {_verdict(aux_effect)}. The fusion part "
                 f"understates what an L_AB-trained encoder has learnt; the probe reads the encoder itself.")
     return "\n".join(lines) + "\n\n" + text[0]
+
+
+def fused_effects(summaries: dict[str, list[dict]], metric: str) -> dict:
+    """The 2 × 2's effects on the fused test metric, paired by seed (`paired_difference` each), by name:
+    "miles-lab − vanilla", "miles − aux" (the scheduling without and with the auxiliary losses), "aux −
+    vanilla", "miles − miles-lab" (the losses without and with it), "miles − vanilla" (MILES whole).
+    Empty unless `vanilla`, `miles-lab`, `aux` and `miles` are all in `summaries`."""
+    if not all(k in summaries for k in FACTORIAL):
+        return {}
+    key = f"test_{metric}_fusion"
+    return {f"{t} − {c}": paired_difference(summaries[t], summaries[c], key)
+            for t, c in (("miles-lab", "vanilla"), ("miles", "aux"), ("aux", "vanilla"), ("miles", "miles-lab"),
+                         ("miles", "vanilla"))}
+
+
+def fused_factorial(summaries: dict[str, list[dict]], rows: list[dict], metric: str) -> str:
+    """The 2 × 2 on the fused prediction as a Markdown table: each cell's fused test metric and the
+    effects of `fused_effects` with their 95 % intervals, then a sentence on what the intervals allow.
+    Empty without the 2 × 2."""
+    effect = fused_effects(summaries, metric)
+    if not effect:
+        return ""
+    label = METRIC_LABELS[metric]
+    by = {r["method"]: r for r in rows}
+    lines = [f"| fused, test {label} (%) | no scheduling | MILES scheduling | scheduling effect (paired by seed) |",
+             "|---|---|---|---|",
+             f"| L_AB only | vanilla {cell(by['vanilla'], 'fusion')} | miles-lab {cell(by['miles-lab'], 'fusion')} | "
+             f"{points(effect['miles-lab − vanilla'])} |",
+             f"| Eq. 3 (L_AB + Σ L_m) | aux {cell(by['aux'], 'fusion')} | miles {cell(by['miles'], 'fusion')} | "
+             f"{points(effect['miles − aux'])} |",
+             f"| auxiliary-loss effect (Eq. 3 − L_AB, paired) | {points(effect['aux − vanilla'])} | "
+             f"{points(effect['miles − miles-lab'])} | |"]
+    whole, scheduling, losses = effect["miles − vanilla"], effect["miles − aux"], effect["aux − vanilla"]
+    text = (f"On the fused {label}, MILES as the paper runs it (`miles` − `vanilla`) moves it by {points(whole)} "
+            f"points — {_verdict(whole)}; of that, its scheduling (`miles` − `aux`) {points(scheduling)} "
+            f"— {_verdict(scheduling)} — and its auxiliary losses (`aux` − `vanilla`) {points(losses)} — "
+            f"{_verdict(losses)}.")
+    return "\n".join(lines) + "\n\n" + text
 
 
 def gblend_floor_note(summaries: list[dict], floor: float) -> str:
@@ -382,10 +412,12 @@ def _fusion_report(out: Path, fusion: str, summaries: dict[str, list[dict]], dat
     result = {"rows": tables[""], "strict_rows": tables["strict_"], "last_rows": tables["last_"],
               "markdown": text, "decomposition": decomposition(tables[""], modalities),
               "factorial": factorial(summaries, tables[""], modalities, task.headline),
+              "fused_factorial": fused_factorial(summaries, tables[""], task.headline),
               "summaries": summaries, "made_under": made_under}
     md = [f"## {fusion} fusion", "", text, "", result["decomposition"], ""]
-    if result["factorial"]:
-        md += [result["factorial"], ""]
+    for part in (result["factorial"], result["fused_factorial"]):
+        if part:
+            md += [part, ""]
     for other in task.metrics[1:]:  # multi-label: macro-F1 beside the headline micro-F1
         result[f"{other}_rows"] = summarize(summaries, modalities, "", other)
         md += [f"The same runs in {METRIC_LABELS[other]} (%):", "",

@@ -64,6 +64,17 @@ def mean_interval(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "n": len(values), "low": interval[0], "high": interval[1]}
 
 
+def points(difference: dict | None) -> str:
+    """A difference of proportions in percentage points: "+8.2 (95 % CI +1.8 to +14.7)", "+8.2 (one
+    seed)" without an interval, "–" when not measured."""
+    if difference is None:
+        return "–"
+    if difference["low"] is None:
+        return f"{100 * difference['mean']:+.1f} (one seed)"
+    return (f"{100 * difference['mean']:+.1f} (95 % CI {100 * difference['low']:+.1f} to "
+            f"{100 * difference['high']:+.1f})")
+
+
 def paired_at_resolution(treated: list[dict], control: list[dict], key: str, resolution: float) -> dict | None:
     """`paired_difference` with the per-seed differences (`per_seed`) and its interval at least
     ±`resolution` wide (`floored` when that widened it): identical differences over the seeds give a

@@ -122,6 +122,13 @@ def test_05_ablation_sweeps(executed):
     assert all(_probability(v) for row in record["setting"].values() for v in row.values())
     assert list(record["tau"]) == ["0.0", "0.5", "0.6"] and list(record["mu"]) == ["0.25", "1.0"]
     assert list(record["utilization_split"]) == ["val", "train"]
+    # the fused 2 × 2, paired by seed: with the one quick seed each effect is the difference of the rows
+    effects, setting = record["fused_effects"], record["setting"]
+    assert set(effects) == {"miles-lab − vanilla", "miles − aux", "aux − vanilla", "miles − miles-lab", "miles − vanilla"}
+    for name, effect in effects.items():
+        treated, control = name.split(" − ")
+        assert effect["n"] == record["seeds"] == 1 and effect["low"] is None
+        assert effect["mean"] == pytest.approx(setting[treated]["fusion"] - setting[control]["fusion"])
     for sweep in ("tau", "mu", "utilization_split"):
         assert all(_probability(v) for row in record[sweep].values() for v in row.values())
 

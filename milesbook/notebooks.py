@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import UserError
 
 NOTEBOOKS = ("01_modality_competition", "02_utilization_rates", "03_miles", "04_full_protocol", "05_ablations",
-             "06_fair_comparison", "07_many_modalities", "08_your_own_data")
+             "06_fair_comparison", "07_many_modalities", "08_your_own_data", "09_claims")
 
 
 # The prepared datasets a notebook reads, made ready before it runs as `make test` does (mfeat: a 2 MB

@@ -32,7 +32,7 @@ from .errors import UserError
 from .metrics import METRIC_LABELS, task_of
 from .handed import no_links_below, read_best, refuse_imports
 from .pool import run_many
-from .seed_stats import mean_interval, mean_std, paired_at_resolution, t_interval
+from .seed_stats import mean_interval, mean_std, paired_at_resolution, points, t_interval
 
 
 def find_searches(folder) -> list[dict]:
@@ -319,20 +319,13 @@ def selection_inflation(by_method: dict, weak: str | None, metric: str, resoluti
         for reading in diffs:
             ours = mean_std([r[f"test_{metric}_{reading}"] for r in method_runs])[0]
             oracle = mean_std([r[f"oracle_test_{metric}_{reading}"] for r in method_runs])[0]
-            cells += [f"{100 * ours:.1f}", f"{100 * oracle:.1f}", _points(diffs[reading])]
+            cells += [f"{100 * ours:.1f}", f"{100 * oracle:.1f}", points(diffs[reading])]
         lines.append("| " + " | ".join(cells) + " |")
     overall = ["all methods (each method one unit)"]
     for reading in found["all"]:
-        overall += ["", "", _points(found["all"][reading])]
+        overall += ["", "", points(found["all"][reading])]
     lines.append("| " + " | ".join(overall) + " |")
     return found, "\n".join(lines)
-
-
-def _points(d: dict) -> str:
-    """"+0.4 (95 % CI +0.1 to +0.7)" in points from a difference in [0, 1]."""
-    if d["low"] is None:
-        return f"{100 * d['mean']:+.1f}"
-    return f"{100 * d['mean']:+.1f} (95 % CI {100 * d['low']:+.1f} to {100 * d['high']:+.1f})"
 
 
 def _table_row(fusion: str, row: dict, runs: list[dict], record: dict | None, best: dict | None, modalities,

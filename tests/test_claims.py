@@ -89,6 +89,10 @@ def test_claims_page_names_both_settings_and_the_command(tmp_path):
     assert "| 2 · … of which the scheduling | miles − aux, audio | +0.0 (95 % CI" in page
     assert "MILES against every other method on the fused accuracy (paired by seed): better than vanilla" in page
     assert "worse than ogm" in page
+    # the paper's reading beside ours: means over seeds, and the paired inflation (+5, +4, +4.5 points)
+    assert "| vanilla | 88.8 | 93.3 | +4.5 (95 % CI +3.3 to +5.7) |" in page
+    assert "| ogm | 96.0 | 96.0 | +0.0 (95 % CI -1.0 to +1.0) |" in page
+    assert "Over the methods (each one unit) the paper's reading adds **+" in page
     assert (tmp_path / "claims-forest.png").stat().st_size > 10_000
 
 

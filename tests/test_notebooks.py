@@ -21,6 +21,7 @@ PARAMETERS = {
     "06_fair_comparison": COMMON | {"DATASET", "SEARCH_DIR", "METHODS", "TRIALS", "EPOCHS", "SEEDS", "WORKERS"},
     "07_many_modalities": COMMON | {"DATASET", "VIEWS", "EPOCHS", "SEEDS", "TAU", "MU"},
     "08_your_own_data": COMMON | {"EPOCHS", "SEEDS", "RIGHT_NOISE"},
+    "09_claims": {"QUICK", "OUT_DIR", "REPORTS"},  # trains nothing: reads the committed tuned reports
 }
 
 
@@ -180,6 +181,27 @@ def test_08_your_own_data(executed):
         assert (m in record["starved"]) == diagnosis["modalities"][m]["starved"]
     contrast = read(executed / "08-diagnose-digits-av-4ep-2seeds")  # digits-av for contrast: the same rule
     assert record["contrast"]["verdict"] == contrast["verdict"] and set(record["contrast"]["gap"]) == {"image", "audio"}
+
+
+def test_09_claims_reads_both_committed_tuned_reports(executed):
+    """The closing chapter's claims, recomputed here from the committed reports' per-seed values."""
+    record = read_record(executed, "09")
+    root = notebooks.notebooks_dir()
+    assert [str((root / r).resolve()) for r in record["reports"]] == \
+        [str(root.parent / "docs" / d / "compare") for d in ("tuned", "tuned-harder")]
+    assert list(record["settings"]) == ["default", "image_noise 1.0, train_noise baked"]
+    for folder, (name, found) in zip(record["reports"], record["settings"].items()):
+        methods = json.loads((root / folder / "report.json").read_text())["fusion_results"]["concat"]["methods"]
+        by_seed = {m: dict(zip(methods[m]["seeds"], methods[m]["values"]["fusion"])) for m in ("miles", "vanilla")}
+        paired = [by_seed["miles"][s] - by_seed["vanilla"][s] for s in by_seed["miles"]]
+        claim = found["claims"]["miles − vanilla, fused"]
+        assert claim["mean"] == pytest.approx(sum(paired) / len(paired)) and claim["low"] <= claim["mean"] <= claim["high"]
+        assert claim["verdict"] == ("supported" if claim["low"] > 0 else "contradicted" if claim["high"] < 0
+                                    else "not distinguishable from zero")
+        assert len(found["claims"]) == 9 and found["inflation"]["n"] >= 16
+    # the harder setting leaves the fused accuracy room; the default one does not
+    assert record["settings"]["image_noise 1.0, train_noise baked"]["vanilla_fusion_mean"] < 0.97
+    assert record["settings"]["default"]["vanilla_fusion_mean"] > 0.99
 
 
 def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):

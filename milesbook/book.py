@@ -1,17 +1,18 @@
-"""The tutorial notebooks as a book: executed copies rendered to self-contained HTML pages (figures
-embedded) with an index and a glossary, the code path of `milesbook book`. The full-setting results
-are cached in docs/book/ as notebooks without outputs, their outputs (JSON) and figures (PNG), see
-`cache` (training them from scratch takes the better part of an hour on 2 cores); the quick setting
-is executed on demand.
+"""The tutorial notebooks as a book, built by Jupyter Book 1 (Sphinx): the code path of `milesbook book`.
+The full-setting results are cached in docs/book/ as notebooks without outputs, their outputs (JSON)
+and figures (PNG), see `cache` (training them from scratch takes the better part of an hour on 2
+cores); the quick setting is executed on demand.
 
 What a reader sees is not the notebook as executed (`for_readers`): the scaffolding is gone (the
 papermill parameters, the install cell, cells tagged `remove-cell`; inputs tagged `remove-input`),
-code tagged `hide-input` sits behind a toggle, formulas are MathML made at build time (the pages
-need no script and no network), and a lecturer's build (`answers=False`) leaves out the exercises'
-answers. Colab and Binder badges appear when pyproject.toml declares a public GitHub repository."""
+code tagged `hide-input` sits behind a toggle, a box says what the page was made with and how to run
+it, and each exercise has its own answer toggle (a lecturer's build, `answers=False`, leaves the
+answers out). Jupyter Book adds the side table of contents, prev/next links, an offline search box and
+the references (`sphinxcontrib-bibtex`); `book_sphinx` renders formulas as MathML at build time, so
+the pages need no network. Colab and Binder buttons appear when pyproject.toml declares a public
+GitHub repository."""
 from __future__ import annotations
 
-import html
 import os
 import re
 import shutil
@@ -24,8 +25,10 @@ from .notebooks import NOTEBOOKS
 
 TITLE = "milesbook — balanced multimodal learning, the book"
 SCAFFOLDING = {"parameters", "injected-parameters", "remove-cell"}  # cells a page never shows
-TEMPLATES = Path(__file__).resolve().parent / "book_templates"
 GLOSSARY = "glossary"  # notebooks/glossary.md → glossary.html
+APPENDIX = "methods"  # the methods appendix: every method in a line, with its paper
+REFERENCES = "references"  # the bibliography page
+BIBLIOGRAPHY = Path(__file__).resolve().parent / "references.bib"  # the MILES paper first, then methods, datasets
 FULL = "full setting"
 QUICK = "quick (CI) setting — figures from tiny runs"
 DEFAULT_OUT_DIR = "../runs/notebooks"  # the notebooks' own OUT_DIR, relative to notebooks/
@@ -156,93 +159,203 @@ def _restore(notebook, outputs_file: Path) -> None:
 
 
 def render(executed_dir, out_dir, answers: bool = True) -> Path:
-    """Convert the executed notebooks in `executed_dir` to `out_dir`/<name>.html, one self-contained
-    page per chapter with a navigation bar (`for_readers`: what a reader sees), write the glossary and
-    `out_dir`/index.html; returns the index's path. `answers=False`: the lecturer's build, the
-    exercises without their answers."""
-    from nbconvert import HTMLExporter
-    from traitlets.config import Config
+    """Build the book from the executed notebooks in `executed_dir` with Jupyter Book 1 (Sphinx): one
+    page per chapter as a reader sees it (`for_readers`), an index, the glossary, a methods appendix and
+    the references, with a side table of contents, prev/next links and a search box that work offline.
+    The pages go to `out_dir` (replaced whole once the build has succeeded); returns its index.html.
+    `answers=False`: the lecturer's build, the exercises without their answers."""
+    import tempfile
 
-    chapters = _read_all(executed_dir)  # every notebook checked before any page is written
-    titles = [_title(name, notebook) for name, notebook in chapters]
+    chapters = _read_all(executed_dir)  # every notebook checked before anything is written
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = Config()
-    config.TagRemovePreprocessor.remove_input_tags = {"remove-input"}
-    config.TagRemovePreprocessor.remove_all_outputs_tags = {"remove-output"}
-    config.TemplateExporter.exclude_input_prompt = config.TemplateExporter.exclude_output_prompt = True
-    # Outputs' images are base64 already: pages stand alone.
-    exporter = HTMLExporter(config=config, template_name="milesbook", extra_template_basedirs=[str(TEMPLATES)])
-    repository = repository_url()
-    for number, (name, notebook) in enumerate(chapters):
-        page, _ = exporter.from_notebook_node(for_readers(notebook, answers))
-        nav = _nav(number, titles, _badges(name, repository))
-        page = re.sub(r"<body\b[^>]*>", lambda body: body.group(0) + nav, page, count=1)
-        head, tag, tail = page.rpartition("</body>")
-        _write(out_dir / f"{name}.html", head + nav + tag + tail)
-    items = []
-    for (name, notebook), title in zip(chapters, titles):
-        bullets = "".join(f"<li>{_inline(b)}</li>" for b in _learn_bullets(notebook))
-        items.append(f'<li><a href="{name}.html">{html.escape(title)}</a>'
-                     + (f"<ul>{bullets}</ul>" if bullets else "") + "</li>")
-    index = out_dir / "index.html"
-    made = Path(executed_dir) / "records" / PROVENANCE
-    made_under = made.read_text().strip() if made.is_file() else \
-        "Made under: no provenance recorded (executed before milesbook 0.2; run `milesbook book --execute`)."
-    body = _INDEX.format(title=html.escape(TITLE), setting=html.escape(_setting(chapters)),
-                         made_under=html.escape(made_under), running=_running(repository),
-                         lecturer="" if answers else "<p class=\"setting\">The lecturer's build: the exercises are "
-                         "shown without their answers.</p>", items="\n".join(items))
-    _write(index, _PAGE.format(title=html.escape(TITLE), nav="", body=body))
-    _write_glossary(out_dir, titles)
-    return index
+    with tempfile.TemporaryDirectory(prefix="milesbook-book-") as scratch:
+        source = Path(scratch) / "book"
+        write_source(chapters, Path(executed_dir), source, answers)
+        built = _build(source, Path(scratch) / "build")
+        staged = out_dir.with_name(f".{out_dir.name}-building")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(built, staged)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staged.rename(out_dir)
+    return out_dir / "index.html"
+
+
+def write_source(chapters, executed_dir: Path, source: Path, answers: bool = True) -> None:
+    """The Jupyter Book source of the book in `source`: each chapter's notebook as a reader sees it, the
+    index, glossary, methods appendix and references pages, references.bib, _toc.yml and _config.yml."""
+    import nbformat
+    import yaml
+
+    source.mkdir(parents=True, exist_ok=True)
+    titles = [_title(name, notebook) for name, notebook in chapters]
+    for name, notebook in chapters:
+        nbformat.write(for_readers(notebook, answers, name), source / f"{name}.ipynb")
+    _write(source / "index.md", _index(chapters, titles, executed_dir, answers))
+    glossary = notebooks.notebooks_dir() / f"{GLOSSARY}.md"
+    if not glossary.is_file():
+        raise UserError(f"no glossary {glossary}: the book links it from every page")
+    _write(source / f"{GLOSSARY}.md", glossary.read_text(encoding="utf-8"))
+    _write(source / f"{APPENDIX}.md", methods_appendix())
+    _write(source / f"{REFERENCES}.md", "# References\n\nEvery paper and dataset the chapters cite, the MILES paper "
+           "first.\n\n```{bibliography}\n:all:\n```\n")
+    shutil.copyfile(BIBLIOGRAPHY, source / "references.bib")
+    toc = {"format": "jb-book", "root": "index",
+           "parts": [{"caption": "Chapters", "chapters": [{"file": name} for name, _ in chapters]},
+                     {"caption": "Appendices", "chapters": [{"file": GLOSSARY}, {"file": APPENDIX}, {"file": REFERENCES}]}]}
+    _write(source / "_toc.yml", yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
+    _write(source / "_config.yml", yaml.safe_dump(_config(repository_url()), sort_keys=False, allow_unicode=True))
+
+
+def _config(repository: str | None) -> dict:
+    """Jupyter Book's _config.yml: never execute (the chapters come executed), formulas as MathML
+    (`book_sphinx`), the search box without fetching pages (it then works from file:// too), and the
+    launch buttons only when a public repository is declared."""
+    config = {
+        "title": TITLE, "author": "the milesbook authors", "only_build_toc_files": True,
+        "execute": {"execute_notebooks": "off"},
+        "bibtex_bibfiles": ["references.bib"],
+        "html": {"use_repository_button": repository is not None, "use_issues_button": False,
+                 "use_edit_page_button": False, "home_page_in_navbar": True},
+        "launch_buttons": {"binderhub_url": "https://mybinder.org" if repository else "",
+                           "colab_url": "https://colab.research.google.com" if repository else "", "thebe": False},
+        "parse": {"myst_enable_extensions": ["dollarmath", "colon_fence", "deflist", "html_image"]},
+        "sphinx": {"extra_extensions": ["milesbook.book_sphinx"],
+                   "config": {"html_math_renderer": "mathml", "nb_render_markdown_format": "myst",
+                              "bibtex_reference_style": "author_year", "html_show_copyright": False,
+                              "html_show_search_summary": False, "html_show_sourcelink": False,
+                              "html_theme_options": {"search_bar_text": "Search the book…",
+                                                     "use_download_button": False}}},
+    }
+    if repository:
+        config["repository"] = {"url": repository, "path_to_book": "notebooks", "branch": "main"}
+    return config
+
+
+def _build(source: Path, build: Path) -> Path:
+    """Run Jupyter Book on `source` into `build`; returns the HTML folder. A failed build is a
+    UserError with the build's own last words (a formula that cannot be rendered names itself)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+               "build", str(source), "--path-output", str(build), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    html_dir = build / "_build" / "html"
+    if done.returncode != 0 or not (html_dir / "index.html").is_file():
+        said = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        cause = next((line for line in said if "cannot render the formula" in line), said[-1] if said else "no output")
+        raise UserError(f"the book did not build: {cause}")
+    return html_dir
 
 
 # -- what a reader sees ------------------------------------------------------------------------------
 
-def for_readers(notebook, answers: bool = True):
+def for_readers(notebook, answers: bool = True, name: str | None = None):
     """A copy of an executed notebook as its page shows it: without the scaffolding cells (`SCAFFOLDING`
-    tags, papermill's parameters), formulas as MathML (`to_mathml`) in markdown cells and markdown
-    outputs, and without the exercises' answers when `answers` is False."""
+    tags, papermill's parameters), a box with the settings it ran with and how to run it after its
+    opening cell, and the exercises with one answer toggle each (none when `answers` is False)."""
     import copy
+
+    from nbformat.v4 import new_markdown_cell
     notebook = copy.deepcopy(notebook)
+    box = settings_box(notebook, name) if name is not None else None
     notebook.cells = [c for c in notebook.cells if not SCAFFOLDING & set(c.metadata.get("tags", []))]
     for cell in notebook.cells:
-        if cell.cell_type == "markdown":
-            cell.source = to_mathml(cell.source if answers else without_answers(cell.source))
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if "text/markdown" in data:
-                text = data["text/markdown"]
-                data["text/markdown"] = to_mathml("".join(text) if isinstance(text, list) else text)
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("## Exercises"):
+            cell.source = per_exercise_answers(cell.source, answers)
+    if box is not None and notebook.cells and notebook.cells[0].cell_type == "markdown":
+        notebook.cells.insert(1, new_markdown_cell(box))
     return notebook
 
 
-_CODE = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
-_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)|\\\((.+?)\\\)", re.S)
+def settings_box(notebook, name: str) -> str:
+    """The box at the top of a chapter: the parameters its page was made with (the parameters cell's
+    values, with what papermill injected over them), how long executing it took, and the commands that
+    run it yourself."""
+    parameters = {**parameter_defaults(notebook), **notebook.metadata.get("papermill", {}).get("parameters", {})}
+    quick = bool(parameters.get("QUICK"))
+    lines = [":::{admonition} Settings on this page, and running it yourself", ":class: note", "",
+             f"This page shows the {QUICK if quick else FULL}"
+             + (" (its first code cell shortens the runs below when `QUICK` is true)" if quick else "") + ":", "",
+             "| parameter | value | what it is |", "|---|---|---|"]
+    for key, (value, meaning) in parameter_table(notebook).items():
+        if key not in ("QUICK", "OUT_DIR", "DEVICE", "WIDGETS"):
+            lines.append(f"| `{key}` | `{parameters.get(key, value)!r}` | {meaning} |")
+    duration = notebook.metadata.get("papermill", {}).get("duration")
+    lines.append("")
+    if duration:
+        lines.append(f"Executing this page took {_minutes(duration)} on the machine that made it (runs already "
+                     "cached are loaded, not retrained).")
+    lines += [f"Run it yourself in a clone after `make demo`: `.venv/bin/jupyter lab notebooks/{name}.ipynb`, or "
+              f"headlessly `milesbook notebooks --only {name[:2]}` (`--quick` for the short setting, minutes on 2 CPU "
+              "cores; `-p NAME VALUE` sets a parameter above).", ":::"]
+    return "\n".join(lines)
 
 
-def to_mathml(markdown: str) -> str:
-    """`markdown` with each formula — $$…$$ and \\[…\\] displayed, $…$ and \\(…\\) inline — replaced by
-    MathML (latex2mathml), outside code spans and fences. A formula that cannot be converted is a
-    UserError naming it: a page must not show raw TeX."""
-    from latex2mathml.converter import convert
+def parameter_table(notebook) -> dict[str, tuple[object, str]]:
+    """{name: (default value, its comment)} from the notebook's `parameters` cell, read as Python
+    literals (never executed); a value that is not a literal is kept as its source text."""
+    import ast
+    cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    found = {}
+    lines = cell.source.splitlines()
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = ast.get_source_segment(cell.source, node.value)
+            _, _, comment = lines[node.end_lineno - 1].partition("#")
+            found[node.targets[0].id] = (value, comment.strip())
+    return found
 
-    def formula(match) -> str:
-        display_tex, bracket_tex, inline_tex, paren_tex = match.groups()
-        tex = display_tex or bracket_tex or inline_tex or paren_tex
-        try:
-            mathml = convert(tex.strip(), display="block" if (display_tex or bracket_tex) else "inline")
-        except Exception as error:  # latex2mathml raises plain exceptions on what it cannot parse
-            mathml, why = None, str(error) or type(error).__name__
-        else:  # an unknown command comes back as text: the page would show raw TeX
-            unknown = re.search(r">(\\[a-zA-Z]+)<", mathml)
-            why = f"unknown command {unknown.group(1)}" if unknown else None
-        if why is not None:
-            raise UserError(f"the book cannot render the formula {tex.strip()!r} ({why}); write it with "
-                            "commands MathML supports")
-        return mathml
-    return "".join(part if part.startswith("`") else _MATH.sub(formula, part) for part in _CODE.split(markdown))
+
+def parameter_defaults(notebook) -> dict:
+    """The parameters cell's values by name (`parameter_table` without the comments)."""
+    return {k: v for k, (v, _) in parameter_table(notebook).items()}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+_ITEM = re.compile(r"^(\d+)\.[ \t]", re.M)
+
+
+def _items(text: str) -> tuple[str, list[str]]:
+    """(what precedes the first numbered item, each item's text without its number, dedented)."""
+    import textwrap
+    starts = [m.start() for m in _ITEM.finditer(text)]
+    if not starts:
+        return text, []
+    items = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)])]
+    return text[:starts[0]], [textwrap.dedent(_ITEM.sub("", item, count=1).replace("\n   ", "\n")).strip()
+                              for item in items]
+
+
+def per_exercise_answers(markdown: str, answers: bool = True) -> str:
+    """An exercises cell — numbered questions, then one `<details><summary>Answer</summary>` block with
+    the numbered answers — rewritten with each answer in its own toggle under its question; without
+    the answers when `answers` is False. Questions and answers must pair one to one."""
+    block = _ANSWER.search(markdown)
+    if block is None:
+        return markdown
+    head, questions = _items(markdown[:block.start()])
+    inner = re.sub(r"^\s*<details>\s*<summary>\s*Answer\s*</summary>|</details>\s*$", "", block.group(0).strip(),
+                   flags=re.I)
+    _, replies = _items(inner)
+    if len(replies) != len(questions):
+        raise UserError(f"an exercises cell has {len(questions)} questions but {len(replies)} numbered answers; "
+                        "number one answer per question")
+    parts = [head.rstrip()]
+    for number, (question, reply) in enumerate(zip(questions, replies), start=1):
+        parts.append(f"{number}. " + question.replace("\n", "\n   "))
+        if answers:
+            parts.append(f"::::{{admonition}} Answer {number}\n:class: dropdown\n\n{reply}\n::::")
+    return "\n\n".join(parts) + "\n" + markdown[block.end():]
 
 
 _ANSWER = re.compile(r"<details>\s*<summary>\s*Answer\s*</summary>.*?</details>\s*", re.S | re.I)
@@ -265,17 +378,6 @@ def repository_url() -> str | None:
     return url.rstrip("/").removesuffix(".git") if url and url.startswith("https://github.com/") else None
 
 
-def _badges(name: str, repository: str | None) -> str:
-    """"Open in Colab" and Binder links for notebook `name` (none without a declared repository)."""
-    if repository is None:
-        return ""
-    repo = repository.removeprefix("https://github.com/")
-    colab = f"https://colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb"
-    binder = f"https://mybinder.org/v2/gh/{repo}/main?labpath=notebooks%2F{name}.ipynb"
-    return (f'<a href="{colab}"><img alt="Open in Colab" src="https://colab.research.google.com/assets/colab-badge.svg"></a> '
-            f'<a href="{binder}"><img alt="Launch Binder" src="https://mybinder.org/badge_logo.svg"></a>')
-
-
 def install_cell(repository: str | None) -> str:
     """The first cell of every chapter: installs milesbook where it is missing (Colab, Binder), from the
     declared repository; without one it says how to get it. Removed from the book's pages."""
@@ -286,27 +388,81 @@ def install_cell(repository: str | None) -> str:
     return head + f'    %pip install -q "milesbook[notebooks] @ git+{repository}"'
 
 
+def methods_appendix() -> str:
+    """The methods appendix: every registered method in one line with the papers it comes from, in the
+    order the comparisons list them (the 2 × 2, the paper's baselines, later methods, the 2025 ones)."""
+    from .methods import BASELINES, MAIN_METHODS, METHODS, METHODS_2025, RECENT_METHODS
+    groups = [("The 2 × 2 of chapters 2 and 5", MAIN_METHODS), ("The MILES paper's baselines", BASELINES),
+              ("Published after them", RECENT_METHODS), ("From 2025, each from its official code", METHODS_2025)]
+    listed = {m for _, names in groups for m in names}
+    groups.append(("Also registered", tuple(m for m in METHODS if m not in listed and m != "unimodal")))
+    lines = ["# Methods at a glance", "",
+             "Every method the chapters train, in one line each, with its paper. What each takes from its official "
+             "code and where it departs is in the repository's `docs/methods.md` and in each module's docstring; "
+             "`unimodal-<m>` is one modality's encoder with its own head, trained alone.", ""]
+    for caption, names in groups:
+        if not names:
+            continue
+        lines += [f"## {caption}", "", "| method | what it does | paper |", "|---|---|---|"]
+        for name in names:
+            method = METHODS[name]
+            cites = ", ".join(f"{{cite:t}}`{key}`" for key in method.papers) or "—"
+            lines.append(f"| `{name}` | {method.description} | {cites} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _running(repository: str | None) -> str:
     """The index's paragraph on running a chapter: locally, and in Colab or on Binder when declared."""
-    local = ("<b>Run a chapter yourself.</b> Locally: in a clone, <code>make demo</code> (it creates .venv), then "
-             "<code>.venv/bin/jupyter lab notebooks/</code>, or <code>milesbook notebooks --only 03</code> "
-             "headlessly; every chapter's parameters cell has a short setting for trying (<code>QUICK = True</code>).")
+    local = ("**Run a chapter yourself.** Locally: in a clone, `make demo` (it creates .venv), then "
+             "`.venv/bin/jupyter lab notebooks/`, or `milesbook notebooks --only 03` headlessly; every chapter's "
+             "parameters have a short setting for trying (`QUICK = True`, `--quick`). Each chapter's first box "
+             "says what its page was made with.")
     if repository is None:
-        return f"<p>{local} (No public repository is declared in pyproject.toml, so there are no Colab or Binder links.)</p>"
-    return (f"<p>{local} In Colab: each chapter's <i>Open in Colab</i> badge; its first cell installs milesbook from "
-            f"{html.escape(repository)}. On Binder: each chapter's <i>launch binder</i> badge (Binder builds "
-            "environment.yml).</p>")
+        return local + " (No public repository is declared in pyproject.toml, so there are no Colab or Binder buttons.)"
+    return (local + f" In Colab or on Binder: the launch button at the top of each chapter (its first cell installs "
+            f"milesbook from {repository}; Binder builds environment.yml).")
 
 
-def _write_glossary(out_dir: Path, titles: list[str]) -> None:
-    """glossary.html from notebooks/glossary.md (formulas as MathML), linked from every page."""
-    from nbconvert.filters import markdown2html
-    source = notebooks.notebooks_dir() / f"{GLOSSARY}.md"
-    if not source.is_file():
-        raise UserError(f"no glossary {source}: the book links it from every page")
-    body = markdown2html(to_mathml(source.read_text()))
-    _write(out_dir / f"{GLOSSARY}.html", _PAGE.format(title=html.escape(f"Glossary — {TITLE}"), body=body,
-                                                      nav='<nav><a href="index.html">Contents</a></nav>'))
+def _index(chapters, titles: list[str], executed_dir: Path, answers: bool) -> str:
+    """The book's first page: what it is, the setting its pages show, how to run a chapter, every chapter
+    with what it teaches, and what the numbers were made under (as sentences, not records)."""
+    lines = [f"# {TITLE}", "",
+             "A book of tutorials on *balanced multimodal learning* around MILES {cite:p}`miles2025`: when a model "
+             "fuses two modalities, one often learns for both and starves the other; each chapter shows it, "
+             "measures it, and tests a remedy on real data, with the numbers written from its own runs.", "",
+             f"These pages show the {_setting(chapters)}."]
+    if not answers:
+        lines += ["", "The lecturer's build: the exercises are shown without their answers."]
+    lines += ["", _running(repository_url()), "",
+              f"Words used throughout are in the [glossary]({GLOSSARY}.md); every method in the "
+              f"[methods appendix]({APPENDIX}.md); every paper and dataset in the [references]({REFERENCES}.md).",
+              "", "## Chapters", ""]
+    for number, ((name, notebook), title) in enumerate(zip(chapters, titles), start=1):
+        lines.append(f"{number}. [{title}]({name}.ipynb)")
+        lines += [f"   - {bullet}" for bullet in _learn_bullets(notebook)]
+    lines += ["", "## What the numbers were made under", ""]
+    made = executed_dir / "records" / PROVENANCE
+    if made.is_file():
+        lines += [f"- {readable_provenance(line)}" for line in made.read_text().splitlines() if line.strip()]
+    else:
+        lines.append("No provenance recorded (executed before milesbook 0.2): run `milesbook book --execute`.")
+    return "\n".join(lines) + "\n"
+
+
+def readable_provenance(line: str) -> str:
+    """One line of records/provenance.txt as a sentence: the summary kept, the record of a mixed group
+    (which fields differ, with their values as JSON) said as how many runs differ in which fields."""
+    line = line.removeprefix("Made under: ")
+    summary, mixed, rest = line.partition(" These runs MIX provenance: ")
+    if not mixed:
+        return summary
+    count = re.search(r"\((\d+) runs?\)\s*$", rest)
+    differ = re.match(r"(\d+) run\(s\) differ: (.*)", rest)
+    fields = re.findall(r"(?:^|, )([a-z_.]+) \(most ", differ.group(2)) if differ else []
+    runs = f"the {count.group(1)} runs" if count else "the runs"
+    said = f"; {differ.group(1)} of {runs} differ in {', '.join(fields) or 'their set-up'}" if differ else ""
+    return summary.rstrip(". ") + said + "."
 
 
 def setting(executed_dir) -> str:
@@ -372,33 +528,6 @@ def _learn_bullets(notebook) -> list[str]:
     return bullets
 
 
-def _inline(text: str) -> str:
-    """Simple markdown to HTML: `code`, **bold** and *italic*; $math$ is left as written; all else escaped."""
-    parts = []
-    for piece in re.split(r"(`[^`]+`|\$[^$]+\$)", text):  # code and math first: no emphasis inside them
-        if piece.startswith("`") and piece.endswith("`") and len(piece) > 1:
-            parts.append(f"<code>{html.escape(piece[1:-1])}</code>")
-        elif piece.startswith("$") and piece.endswith("$") and len(piece) > 1:
-            parts.append(html.escape(piece))
-        else:
-            piece = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(piece))
-            parts.append(re.sub(r"\*(.+?)\*", r"<em>\1</em>", piece))
-    return "".join(parts)
-
-
-def _nav(number: int, titles: list[str], badges: str = "") -> str:
-    """Links to the index, the glossary and the previous and next chapters (none before the first,
-    after the last), and the chapter's launch badges."""
-    links = ['<a rel="index" href="index.html">Contents</a>', f'<a href="{GLOSSARY}.html">Glossary</a>']
-    if number > 0:
-        links.append(f'<a rel="prev" href="{NOTEBOOKS[number - 1]}.html">← {html.escape(titles[number - 1])}</a>')
-    if number < len(NOTEBOOKS) - 1:
-        links.append(f'<a rel="next" href="{NOTEBOOKS[number + 1]}.html">{html.escape(titles[number + 1])} →</a>')
-    return ('<nav class="milesbook-nav" style="font: 15px sans-serif; padding: 0.6em 1em; '
-            'border-bottom: 1px solid #ddd; border-top: 1px solid #ddd; margin: 0.5em 0">'
-            + " &nbsp;·&nbsp; ".join(links) + (f" &nbsp; {badges}" if badges else "") + "</nav>")
-
-
 def _write(path: Path, text: str) -> None:
     """A page or record in UTF-8, written whole: a reader never sees half of it."""
     write_text(path, text, encoding="utf-8")
@@ -408,36 +537,3 @@ def _first_line(text: str) -> str:
     return (str(text).strip().splitlines() or [""])[0]
 
 
-_INDEX = """<h1>{title}</h1>
-<p class="setting">These pages show the {setting}.</p>
-<p class="setting">{made_under}</p>
-{lecturer}
-{running}
-<p>Words used throughout: <a href="glossary.html">the glossary</a>.</p>
-<ol>
-{items}
-</ol>"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-  body {{ font: 17px/1.55 Georgia, serif; max-width: 46em; margin: 2em auto; padding: 0 1em; color: #222; }}
-  h1 {{ font-size: 1.6em; line-height: 1.25; }}
-  .setting {{ color: #555; font-style: italic; }}
-  ol > li {{ margin: 1.1em 0; }}
-  ol > li > a {{ font-size: 1.15em; font-weight: bold; }}
-  ul {{ margin: 0.3em 0; }}
-  code {{ font: 0.9em monospace; background: #f3f3f3; padding: 0 0.2em; }}
-  a {{ color: #1a5fb4; }}
-</style>
-</head>
-<body>
-{nav}
-{body}
-</body>
-</html>
-"""

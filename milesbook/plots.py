@@ -220,7 +220,7 @@ def plot_sweep(rows: list[dict], key: str, modalities, ax=None, label: str | Non
 @_styled
 def plot_search_histories(searches: dict[str, list[dict]], ax=None):
     """Each search's validation fusion value per complete trial (dots, in draw order) and the best so
-    far (a step line). `searches`: {method: rows of its trials.csv}."""
+    far (a step line). `searches`: {method or search folder ("miles-concat"): rows of its trials.csv}."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.8))
     # Sixteen colours cannot be told apart: the 2 × 2 in four distinct colours, every other search grey.
@@ -232,7 +232,7 @@ def plot_search_histories(searches: dict[str, list[dict]], ax=None):
             continue
         draws, values = zip(*done)
         best = [max(values[:i + 1]) for i in range(len(values))]
-        shown = highlighted.get(method)
+        shown = highlighted.get(_method_of_search(method))
         label = method if shown else (None if others else "other methods")
         others |= shown is None
         ax.step(draws, [100 * v for v in best], where="post", label=label, color=shown or "0.7",
@@ -244,6 +244,14 @@ def plot_search_histories(searches: dict[str, list[dict]], ax=None):
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the dots
     ax.figure.tight_layout()
     return ax
+
+
+def _method_of_search(name: str) -> str:
+    """The method a search folder is named after: "miles-concat" → "miles" (a method name stays itself)."""
+    from .models import FUSIONS
+    for fusion in FUSIONS:
+        name = name.removesuffix(f"-{fusion}")
+    return name
 
 
 @_styled

@@ -36,51 +36,152 @@ def executed(tmp_path):
     return folder
 
 
-def test_index_lists_every_chapter_in_order(executed, tmp_path):
-    index = book.render(executed, tmp_path / "html")
-    assert index == tmp_path / "html" / "index.html"
-    text = index.read_text()
-    links = [text.index(f'href="{name}.html"') for name in NOTEBOOKS]
-    assert links == sorted(links)
-    assert "<title>milesbook — balanced multimodal learning, the book</title>" in text
-    assert "full setting" in text and "quick" not in text
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One book built from stand-in chapters (a figure each; chapter 2 with scaffolding, a formula in a
+    displayed Markdown output, a hidden input and two exercises), and the lecturer's build of the same."""
+    folder = tmp_path_factory.mktemp("executed")
     for number in range(1, len(NOTEBOOKS) + 1):
-        assert f">{number} · Title {number}</a>" in text
-    assert text.count("<li>one thing</li>") == len(NOTEBOOKS)
-    assert text.count("<li><code>code</code> thing</li>") == len(NOTEBOOKS)
-    assert "**" not in text and "- one" not in text
+        write_notebook(folder, number)
+    name = NOTEBOOKS[1]
+    notebook = nbformat.read(folder / f"{name}.ipynb", as_version=4)
+    params = new_code_cell("QUICK = False  # the CI setting\nEPOCHS = 30  # epochs per run", execution_count=2,
+                           metadata={"tags": ["parameters"]})
+    record = new_code_cell("record = {'a': 1}\nrecord", execution_count=3, metadata={"tags": ["remove-cell"]},
+                           outputs=[new_output("execute_result", data={"text/plain": "{'a': 1}"}, execution_count=3)])
+    prose = new_code_cell("display(Markdown(text))", execution_count=4, metadata={"tags": ["remove-input"]},
+                          outputs=[new_output("display_data", data={"text/markdown": "The rate $u_A$ rose."})])
+    hidden = new_code_cell("import milesbook as mb", execution_count=5, metadata={"tags": ["hide-input"]})
+    exercises = new_markdown_cell("## Exercises\n\n1. **Why.** Why is $\\delta$ small?\n2. **How.** How many?\n   "
+                                  "Count them.\n\n<details>\n<summary>Answer</summary>\n\n1. Because $x$.\n2. Three:"
+                                  "\n   one, two, three.\n\n</details>\n")
+    notebook.cells[1:1] = [params]
+    notebook.cells += [record, prose, hidden, exercises]
+    nbformat.write(notebook, folder / f"{name}.ipynb")
+    out = tmp_path_factory.mktemp("html")
+    index = book.render(folder, out / "book")
+    book.render(folder, out / "lecturer", answers=False)
+    return {"executed": folder, "index": index, "html": out / "book", "lecturer": out / "lecturer"}
 
 
-def test_pages_embed_figures_and_link_neighbours(executed, tmp_path):
-    book.render(executed, tmp_path / "html")
-    pages = [(tmp_path / "html" / f"{name}.html").read_text() for name in NOTEBOOKS]
-    for number, page in enumerate(pages):
-        assert f"data:image/png;base64,{PNG}" in page
-        assert page.count('<a rel="index" href="index.html">') == 2  # top and bottom
-        body = page.index("<body")
-        assert body < page.index('<nav class="milesbook-nav"') and page.rindex("</nav>") < page.rindex("</body>")
-        if number + 1 < len(NOTEBOOKS):
-            assert page.count(f'rel="next" href="{NOTEBOOKS[number + 1]}.html"') == 2
+def _page(built, name, which="html"):
+    return (built[which] / f"{name}.html").read_text()
+
+
+def _text(html_text: str) -> str:
+    """What a reader reads: tags removed, entities decoded, white space collapsed."""
+    import html
+    import re
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", html_text)))
+
+
+def test_index_lists_every_chapter_in_order_with_what_it_teaches(built):
+    assert built["index"] == built["html"] / "index.html"
+    text = built["index"].read_text()
+    main = text[text.index("<main"):text.index("</main>")]
+    links = [main.index(f'href="{name}.html"') for name in NOTEBOOKS]
+    assert links == sorted(links)
+    assert "<title>milesbook — balanced multimodal learning, the book" in text
+    assert "full setting" in main and "quick (CI)" not in main
+    for number in range(1, len(NOTEBOOKS) + 1):
+        assert f'href="{NOTEBOOKS[number - 1]}.html"><span class="std std-doc">{number} · Title {number}</span></a>' in main
+    assert main.count("<li><p>one thing</p></li>") == len(NOTEBOOKS)
+    assert main.count('<code class="docutils literal notranslate"><span class="pre">code</span></code> thing') == len(NOTEBOOKS)
+
+
+def test_every_page_has_the_side_contents_prev_next_and_a_search_box_that_works_offline(built):
+    import re
+    for number, name in enumerate(NOTEBOOKS):
+        page = _page(built, name)
+        assert f'<a class="current reference internal" href="#">{number + 1} · Title {number + 1}</a>' in page
+        for other in [*NOTEBOOKS, book.GLOSSARY, book.APPENDIX, book.REFERENCES]:  # the side table of contents
+            assert other == name or f'href="{other}.html"' in page, (name, other)
         if number > 0:
-            assert page.count(f'rel="prev" href="{NOTEBOOKS[number - 1]}.html"') == 2
-    assert 'rel="prev"' not in pages[0] and 'rel="next"' in pages[0]
-    assert 'rel="next"' not in pages[-1] and 'rel="prev"' in pages[-1]
-    assert not list((tmp_path / "html").glob("*.tmp"))
+            assert re.search(rf'class="left-prev"\s+href="{NOTEBOOKS[number - 1]}.html"', page)
+        if number + 1 < len(NOTEBOOKS):
+            assert re.search(rf'class="right-next"\s+href="{NOTEBOOKS[number + 1]}.html"', page)
+        assert 'name="q"' in page and "searchtools.js" in page
+        for image in re.findall(r'<img [^>]*src="([^"]+)"', page):  # figures are files beside the pages
+            assert (built["html"] / image).is_file()
+        assert len(re.findall(r'<img [^>]*src="_images/', page)) >= 1, f"{name} shows no figure"
+        # nothing the page loads comes from the network
+        loaded = re.findall(r'<(?:script|link|img|iframe)\b[^>]*(?:src|href)="([^"]+)"', page)
+        assert not [u for u in loaded if u.startswith(("http:", "https:", "//"))], name
+        assert "https://unpkg.com" not in page and "MathJax" not in page
+    index = (built["html"] / "searchindex.js").read_text()
+    assert "Title 3" in index and "glossary" in index
 
 
-def test_one_quick_notebook_makes_the_book_quick(executed, tmp_path):
-    write_notebook(executed, 3, quick=True)
-    text = book.render(executed, tmp_path / "html").read_text()
-    assert "quick (CI) setting — figures from tiny runs" in text and "full setting" not in text
-    assert book.setting(executed) == book.QUICK
+def test_a_page_hides_scaffolding_shows_its_settings_and_one_toggle_per_answer(built):
+    name = NOTEBOOKS[1]
+    page = _page(built, name)
+    main = page[page.index("<main"):page.index("</main>")]
+    assert "QUICK = False  #" not in main and "{&#x27;a&#x27;: 1}" not in main and "display(Markdown(text))" not in main
+    assert "The rate <span class=\"math notranslate\"><math" in main and "$u_A$" not in main
+    assert "import milesbook as mb" in main and "toggle" in main  # hide-input: behind a toggle
+    # the settings box, read from the parameters cell (never executed), and the command to run it
+    read = _text(main)
+    assert "Settings on this page" in read and "EPOCHS 30 epochs per run" in read
+    assert f"milesbook notebooks --only {name[:2]}" in read
+    assert main.count("admonition-title\">Answer ") == 2 and "Answer 1</p>" in main and "Answer 2</p>" in main
+    assert main.index("How many?") < main.index("Answer 2</p>") and main.index("Answer 1</p>") < main.index("How many?")
+    lecturer = _page(built, name, "lecturer")
+    assert "Answer 1" not in lecturer and "How many?" in lecturer and "Because" not in lecturer
+    assert "without their answers" in (built["lecturer"] / "index.html").read_text()
 
 
-def test_bullets_render_simple_markdown_and_escape_the_rest(executed, tmp_path):
-    write_notebook(executed, 2, bullets="\n- **bold**, *italic* and $a*b<c$\n- a <script> tag\n  wrapped on\n\nAfter.")
-    text = book.render(executed, tmp_path / "html").read_text()
-    assert "<li><strong>bold</strong>, <em>italic</em> and $a*b&lt;c$</li>" in text
-    assert "<li>a &lt;script&gt; tag wrapped on</li>" in text
-    assert "After." not in text
+def test_glossary_methods_and_references_pages(built):
+    glossary = (built["html"] / f"{book.GLOSSARY}.html").read_text()
+    assert "Conditional utilization rate" in glossary and "<math" in glossary
+    references = (built["html"] / f"{book.REFERENCES}.html").read_text()
+    assert "2510.17394" in references and "Guerra-Manzanares" in references
+    first = references.index("Guerra-Manzanares")
+    assert all(first <= references.index(a) for a in ("Peng", "Wei") if a in references)
+    methods = (built["html"] / f"{book.APPENDIX}.html").read_text()
+    from milesbook.methods import METHODS
+    for name in METHODS:
+        if name != "unimodal":
+            assert f'<span class="pre">{name}</span>' in methods, name
+    assert 'href="references.html#id' in methods  # each method cites its paper on the references page
+
+
+def test_pages_hold_no_path_of_this_machine(built):
+    root = str(notebooks.notebooks_dir().parent.resolve())
+    for page in built["html"].glob("*.html"):
+        text = page.read_text()
+        assert root not in text and str(built["executed"]) not in text and "/tmp/" not in text, page.name
+
+
+def test_one_quick_notebook_makes_the_book_quick(tmp_path):
+    folder = tmp_path / "executed"
+    folder.mkdir()
+    for number in range(1, len(NOTEBOOKS) + 1):
+        write_notebook(folder, number, quick=number == 3)
+    assert book.setting(folder) == book.QUICK
+    chapters = book._read_all(folder)
+    assert "quick (CI) setting — figures from tiny runs" in book._index(chapters, [n for n, _ in chapters], folder, True)
+
+
+def test_readable_provenance_says_a_mixed_group_without_its_record():
+    line = ('Made under: milesbook 0.2.0 (results v2, commit 6e6e7232bc), torch 2.11.0, 1 thread; data halves '
+            '637dbac5 (15 of 18 runs). These runs MIX provenance: 3 run(s) differ: encoders (most {"right": '
+            '{"class": "__main__.Net"}}, these None), threads (most 1, these 2). (18 runs)')
+    said = book.readable_provenance(line)
+    assert said == ("milesbook 0.2.0 (results v2, commit 6e6e7232bc), torch 2.11.0, 1 thread; data halves 637dbac5 "
+                    "(15 of 18 runs); 3 of the 18 runs differ in encoders, threads.")
+    assert book.readable_provenance("Made under: milesbook 0.2.0, 1 thread.") == "milesbook 0.2.0, 1 thread."
+
+
+def test_exercises_split_into_one_answer_each_and_must_pair():
+    cell = ("## Exercises\n\n1. **A.** first\n   line two\n2. **B.** second\n\n<details>\n<summary>Answer</summary>"
+            "\n\n1. one\n   - a sub-point\n2. two\n\n</details>\n")
+    text = book.per_exercise_answers(cell)
+    assert text.index("1. **A.** first\n   line two") < text.index("::::{admonition} Answer 1") < text.index("2. **B.**")
+    assert "::::{admonition} Answer 1\n:class: dropdown\n\none\n- a sub-point\n::::" in text
+    assert text.rstrip().endswith("::::{admonition} Answer 2\n:class: dropdown\n\ntwo\n::::")
+    assert "Answer" not in book.per_exercise_answers(cell, answers=False) and "second" in book.per_exercise_answers(cell, False)
+    with pytest.raises(UserError, match="2 questions but 1 numbered answers"):
+        book.per_exercise_answers(cell.replace("2. two\n", ""))
 
 
 def test_missing_notebook_names_it(executed, tmp_path):
@@ -161,19 +262,6 @@ def test_cli_renders_and_says_what(executed, tmp_path):
     assert result.stdout.strip() == f"book: {tmp_path / 'html' / 'index.html'} ({len(NOTEBOOKS)} chapters, full setting)"
 
 
-def test_the_cached_form_has_no_outputs_in_notebooks_and_renders_the_same_page(executed, tmp_path):
-    direct = book.render(executed, tmp_path / "direct").parent
-    source = tmp_path / "cached"
-    for name in NOTEBOOKS:
-        book.cache(executed / f"{name}.ipynb", source)
-        assert not notebooks.has_outputs(source / f"{name}.ipynb")
-        assert (source / "figures" / f"{name}-1-0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert json.loads((source / "outputs" / f"{name}.json").read_text())["1"]["execution_count"] == 1
-    rebuilt = book.render(source, tmp_path / "rebuilt").parent
-    for name in NOTEBOOKS:
-        assert (rebuilt / f"{name}.html").read_text() == (direct / f"{name}.html").read_text()
-
-
 def test_the_cached_form_holds_no_absolute_path_of_the_checkout(tmp_path):
     """What a notebook printed about the checkout, and where papermill ran it, kept relative to the
     cached folder: the repository holds no machine's paths."""
@@ -200,61 +288,54 @@ def test_the_cached_form_holds_no_absolute_path_of_the_checkout(tmp_path):
 
 # -- what a reader sees ------------------------------------------------------------------------------
 
-def test_formulas_become_mathml_outside_code():
-    text = book.to_mathml("Eq. 4: $u_A = \\frac{a}{b}$, and $$\\delta = |u_A - u_B|$$ but `$x$` stays")
-    assert text.count("<math") == 2 and 'display="block"' in text and 'display="inline"' in text
-    assert "<mfrac>" in text and "`$x$`" in text and "$u_A" not in text and "$$" not in text
-    assert book.to_mathml("cost: 5 apples") == "cost: 5 apples"
-    with pytest.raises(UserError, match=r"cannot render the formula .*\(unknown command \\nosuch\)"):
-        book.to_mathml("$u = \\nosuch x$")
-    with pytest.raises(UserError, match="cannot render the formula"):
-        book.to_mathml("$$\\begin{foo}$$")
 
-
-def test_a_page_hides_scaffolding_and_a_lecturer_build_hides_answers(executed, tmp_path):
-    name = NOTEBOOKS[1]
-    notebook = nbformat.read(executed / f"{name}.ipynb", as_version=4)
-    params = new_code_cell("QUICK = False  # parameters", execution_count=2, metadata={"tags": ["parameters"]})
-    record = new_code_cell("record = {'a': 1}\nrecord", execution_count=3, metadata={"tags": ["remove-cell"]},
-                           outputs=[new_output("execute_result", data={"text/plain": "{'a': 1}"}, execution_count=3)])
-    prose = new_code_cell("display(Markdown(text))", execution_count=4, metadata={"tags": ["remove-input"]},
-                          outputs=[new_output("display_data", data={"text/markdown": "The rate $u_A$ rose."})])
-    hidden = new_code_cell("import milesbook as mb", execution_count=5, metadata={"tags": ["hide-input"]})
-    exercises = new_markdown_cell("## Exercises\n\n1. **Q.** Why?\n\n<details>\n<summary>Answer</summary>\n\n"
-                                  "Because $x$.\n\n</details>\n")
-    notebook.cells += [params, record, prose, hidden, exercises]
-    nbformat.write(notebook, executed / f"{name}.ipynb")
-    book.render(executed, tmp_path / "html")
-    page = (tmp_path / "html" / f"{name}.html").read_text()
-    assert "QUICK = False" not in page and "{&#x27;a&#x27;: 1}" not in page and "{'a': 1}" not in page
-    assert "display(Markdown(text))" not in page and "The rate <math" in page and "$u_A$" not in page
-    assert '<details class="milesbook-code"><summary>Show the code</summary>' in page
-    assert "<summary>Answer</summary>" in page and "Because <math" in page
-    assert "In&nbsp;[" not in page and "cdnjs" not in page and "MathJax" not in page
-    book.render(executed, tmp_path / "lecturer", answers=False)
-    lecturer = (tmp_path / "lecturer" / f"{name}.html").read_text()
-    assert "<summary>Answer</summary>" not in lecturer and "Why?" in lecturer
-    assert "without their answers" in (tmp_path / "lecturer" / "index.html").read_text()
-
-
-def test_glossary_is_linked_from_every_page(executed, tmp_path):
-    book.render(executed, tmp_path / "html")
-    glossary = (tmp_path / "html" / "glossary.html").read_text()
-    assert "Conditional utilization rate" in glossary and "<math" in glossary and "$" not in glossary
+def test_the_cached_form_restores_the_notebook_the_page_is_made_from(tmp_path):
+    """`cache` then `_read_all` gives back the executed notebook's cells and outputs, figures included."""
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    for number in range(1, len(NOTEBOOKS) + 1):
+        write_notebook(executed, number)
+    source = tmp_path / "cached"
     for name in NOTEBOOKS:
-        assert '<a href="glossary.html">Glossary</a>' in (tmp_path / "html" / f"{name}.html").read_text()
+        book.cache(executed / f"{name}.ipynb", source)
+        assert not notebooks.has_outputs(source / f"{name}.ipynb")
+        assert (source / "figures" / f"{name}-1-0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert json.loads((source / "outputs" / f"{name}.json").read_text())["1"]["execution_count"] == 1
+    for (name, direct), (_, cached) in zip(book._read_all(executed), book._read_all(source)):
+        assert [c.get("outputs") for c in book.for_readers(direct, name=name).cells] == \
+            [c.get("outputs") for c in book.for_readers(cached, name=name).cells]
 
 
-def test_badges_and_install_cell_follow_the_declared_repository(executed, tmp_path, monkeypatch):
-    book.render(executed, tmp_path / "none")
-    assert "colab" not in (tmp_path / "none" / f"{NOTEBOOKS[0]}.html").read_text()
-    assert "No public repository is declared" in (tmp_path / "none" / "index.html").read_text()
+def test_formulas_become_mathml_and_a_formula_mathml_cannot_express_fails():
+    from sphinx.errors import ExtensionError
+
+    from milesbook.book_sphinx import mathml
+    assert "<mfrac>" in mathml("u_A = \\frac{a}{b}", False) and 'display="block"' in mathml("\\delta", True)
+    with pytest.raises(ExtensionError, match=r"cannot render the formula .*\\nosuch"):
+        mathml("u = \\nosuch x", False)
+    with pytest.raises(ExtensionError, match="cannot render the formula"):
+        mathml("\\begin{aligned} a &= b \\end{aligned}", True)
+
+
+def test_launch_buttons_and_install_cell_follow_the_declared_repository():
+    assert book._config(None)["launch_buttons"]["colab_url"] == "" and "repository" not in book._config(None)
+    declared = book._config("https://github.com/someone/milesbook")
+    assert declared["repository"] == {"url": "https://github.com/someone/milesbook", "path_to_book": "notebooks",
+                                      "branch": "main"}
+    assert declared["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert "raise ImportError" in book.install_cell(None)
-    monkeypatch.setattr(book, "repository_url", lambda: "https://github.com/someone/milesbook")
-    book.render(executed, tmp_path / "declared")
-    page = (tmp_path / "declared" / f"{NOTEBOOKS[2]}.html").read_text()
-    assert (f'href="https://colab.research.google.com/github/someone/milesbook/blob/main/notebooks/{NOTEBOOKS[2]}.ipynb"'
-            in page)
-    assert f'href="https://mybinder.org/v2/gh/someone/milesbook/main?labpath=notebooks%2F{NOTEBOOKS[2]}.ipynb"' in page
     assert '%pip install -q "milesbook[notebooks] @ git+https://github.com/someone/milesbook"' in \
         book.install_cell("https://github.com/someone/milesbook")
+
+
+def test_every_method_says_what_it_does_and_cites_a_paper_in_the_bibliography():
+    import re
+
+    from milesbook.methods import METHODS
+    keys = set(re.findall(r"^@\w+\{([^,]+),", book.BIBLIOGRAPHY.read_text(), re.M))
+    assert re.search(r"^@\w+\{([^,]+),", book.BIBLIOGRAPHY.read_text(), re.M).group(1) == "miles2025"  # first
+    for name, method in METHODS.items():
+        assert 20 < len(method.description) < 200 and "|" not in method.description, name
+        assert method.papers and set(method.papers) <= keys, name
+    summaries = [m.description for m in METHODS.values()]
+    assert len(set(summaries)) == len(summaries)  # each its own line, none inherited by mistake

@@ -206,22 +206,28 @@ def test_09_claims_reads_both_committed_tuned_reports(executed):
 
 def test_the_quick_book_builds_from_the_executed_notebooks(executed, tmp_path):
     """CI builds the book in the quick setting, and checks what a reader depends on: every chapter's
-    page with figures, formulas rendered (no raw TeX), the exercises, and no scaffolding (parameters,
-    the install cell, records' dict dumps)."""
+    page with figures, formulas rendered (no raw TeX), one answer toggle per exercise, and no
+    scaffolding (parameters, the install cell, records' dict dumps) and no path of this machine."""
+    import html
     import re
     from milesbook import book
     index = book.render(executed.parent, tmp_path / "book")
     text = index.read_text()
-    assert book.QUICK in text
+    assert book.QUICK in html.unescape(text)
+    root = str(notebooks.notebooks_dir().parent.resolve())
     for name in NOTEBOOKS:
         assert f'href="{name}.html"' in text
         page = (tmp_path / "book" / f"{name}.html").read_text()
-        assert page.count("data:image/png;base64") >= 1, f"{name} shows no figure"
-        assert "What you saw" in page and "Exercises" in page and "<summary>Answer</summary>" in page
-        visible = re.sub(r"<(style|script)\b.*?</\1>|<[^>]+>", " ", page, flags=re.S)
+        main = page[page.index("<main"):page.index("</main>")]
+        assert re.search(r'<img [^>]*src="_images/', main), f"{name} shows no figure"
+        exercises = _exercise_count(name)
+        assert main.count('admonition-title">Answer ') == exercises >= 2, name
+        visible = html.unescape(re.sub(r"<(style|script)\b.*?</\1>|<[^>]+>", " ", main, flags=re.S))
+        assert "What you saw" in visible and "Exercises" in visible and "Settings on this page" in visible
         assert "$$" not in visible and "\\(" not in visible and not re.search(r"\$\\?[a-zA-Z]+_", visible), name
-        assert "QUICK = " not in page and "injected-parameters" not in page and "ImportError" not in page
-        assert "mb.notebooks.record(" not in page and not re.search(r"<pre>\{&#x27;", page), name
+        assert "QUICK = " not in main and "injected-parameters" not in main and "ImportError" not in main
+        assert "mb.notebooks.record(" not in main and not re.search(r"<pre>\{&#x27;", main), name
+        assert root not in page and str(executed) not in page, name
     assert "<math" in (tmp_path / "book" / "03_miles.html").read_text()
 
 
@@ -245,6 +251,16 @@ def test_each_notebook_says_what_it_teaches_what_was_seen_and_asks(name):
     assert 2 <= len(asked) <= 4
     assert "<summary>Answer</summary>" in exercises.source
     assert book.without_answers(exercises.source).count("<details>") == 0
+    paired = book.per_exercise_answers(exercises.source)  # one numbered answer per question, or it raises
+    assert paired.count("{admonition} Answer ") == len(asked) == _exercise_count(name)
+
+
+def _exercise_count(name) -> int:
+    """How many exercises notebook `name` asks: numbered items of its last cell, before the answers."""
+    import re
+    exercises = json.loads(notebooks.find(name).read_text())["cells"][-1]
+    source = "".join(exercises["source"]) if isinstance(exercises["source"], list) else exercises["source"]
+    return len(re.findall(r"^\d+\. ", source.split("<details>")[0], re.M))
 
 
 def _markdown_outputs(path) -> list[str]:

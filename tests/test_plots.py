@@ -187,3 +187,17 @@ def test_search_histories_highlight_the_two_by_two_and_grey_the_rest():
     assert labels == ["miles", "aux", "other methods"]
     steps = {line.get_label(): line for line in ax.get_lines() if line.get_drawstyle().startswith("steps")}
     assert to_hex(steps["other methods"].get_color()) == to_hex("0.7")
+
+
+def test_search_histories_read_method_names_from_search_folders():
+    """What chapter 6 hands it: the search folders' names ("miles-concat"), each highlighted method in a
+    colour of its own with its dots, the rest grey."""
+    rows = [{"draw": str(d), "value": str(0.9 + 0.01 * d), "state": "COMPLETE"} for d in range(3)]
+    names = ["vanilla-concat", "miles-lab-concat", "aux-concat", "miles-concat", "ogm-concat", "pmr-sum"]
+    ax = plots.plot_search_histories({name: rows for name in names})
+    steps = {line.get_label(): line for line in ax.get_lines() if line.get_drawstyle().startswith("steps")}
+    highlighted = {to_hex(steps[n].get_color()) for n in names[:4]}
+    assert len(highlighted) == 4 and to_hex("0.7") not in highlighted
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [*names[:4], "other methods"]
+    dots = [line for line in ax.get_lines() if line.get_linestyle() == "None"]
+    assert {to_hex(d.get_color()) for d in dots} == highlighted

@@ -256,6 +256,9 @@ class AIMR(Method):
     of steps with an auxiliary loss) and `aim_masked` (share of channels in U during the epoch).
     """
     name = "aim-r"
+    description = ("our reconstruction of AIM from its abstract (no method section or code is public): the dominant "
+                   "encoder's slowest channels trained through auxiliary blocks")
+    papers = ("shen2025aim",)
     model_parts = ("encoders", "fusion_head", "fusion_kind")
     max_modalities = 2
     report_note = "reconstruction"  # of AIM from its abstract: never the paper's numbers

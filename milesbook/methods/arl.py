@@ -90,6 +90,9 @@ class ARL(Method):
     History columns: `arl_scale_<m>` (the epoch's mean 1 + a_m; 1 in the warm-up).
     """
     name = "arl"
+    description = ("zero-out unimodal losses through the fusion head, and each encoder's gradient scaled by an "
+                   "asymmetric coefficient from its confidence and correctness")
+    papers = ("wei2025arl",)
     max_modalities = 2
     model_parts = ("encoders", "fusion_head", "fusion_kind", "feature_dim")
     hyperparameters = (

@@ -113,6 +113,9 @@ class AUG(Method):
     s_m / Σ_{k≠m} s_k) and `aug_heads_<m>` (heads in use after the epoch's check). Single-label data.
     """
     name = "aug"
+    description = ("boosting per modality through one shared classifier: the modality whose confidence lags gets one "
+                   "more head; a fixed-weight sum predicts")
+    papers = ("jiang2025aug",)
     steps_in_loss = True
     trains_heads = True  # its heads' logits reach the encoders (the model's own unimodal heads are unused)
     modality_source = "heads"

@@ -102,6 +102,10 @@ class Method:
     """The plain recipe every other method modifies: L_AB only, modality logits from fusion parts."""
 
     name = "vanilla"
+    # One line for the book's methods appendix, and the keys in milesbook/references.bib of its papers.
+    description = ("joint training on the fused prediction's loss L_AB alone, each modality read from its part of the "
+                   "fusion head")
+    papers: tuple[str, ...] = ("miles2025",)
     hyperparameters: tuple[Hyperparameter, ...] = ()  # the method's knobs (see `Hyperparameter`)
     trains_heads = False       # do the unimodal heads' losses reach the encoders (Eq. 3)?
     modality_source = "parts"  # "parts" (fusion head's share) or "heads" (unimodal heads)
@@ -244,6 +248,9 @@ class Aux(Method):
     """Eq. 3 — L_AB + L_A + L_B with trained unimodal heads — at one global rate, no scheduling.
     MILES with μ = 1; the row that separates the auxiliary losses' effect from the scheduler's."""
     name = "aux"
+    description = ("vanilla plus one cross-entropy loss per modality from its own linear head (the MILES paper's Eq. 3),"
+                   " at one learning rate: MILES without its scheduling")
+    papers = ("miles2025",)
     trains_heads = True
     modality_source = "heads"
 
@@ -252,6 +259,9 @@ class Unimodal(Method):
     """One encoder and its linear head trained alone (the paper's Table I reference). The model is
     built with that modality only; its fusion head is the unimodal head."""
     name = "unimodal"
+    description = ("one modality's encoder with its own linear head, trained alone: the reference a modality's accuracy "
+                   "inside fusion is read against")
+    papers = ("miles2025",)
 
 
 def method_names(modalities) -> list[str]:

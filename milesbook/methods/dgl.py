@@ -49,6 +49,9 @@ class DGL(Method):
     History column: `dgl_unimodal_loss` (the epoch's mean Σ_m CE of the zero-out logits).
     """
     name = "dgl"
+    description = ("the fused loss trains only the fusion head; each encoder learns only from its own zero-out unimodal "
+                   "loss through the head held fixed")
+    papers = ("wei2025dgl",)
     model_parts = ("fusion_head", "fusion_kind", "feature_dim")
     hyperparameters = (
         Hyperparameter("dgl_alpha", 4.0, "DGL's weight α of the encoders' unimodal losses (> 0)",

@@ -83,6 +83,9 @@ class GBlend(Method):
     bound is counted (`gblend_estimations`, `gblend_floor_bound` in history.csv and summary.json), so a
     reader sees whether a row measures G-Blend's weights or our guard."""
     name = "gblend"
+    description = ("the fused and unimodal losses weighted by each head's estimated overfitting-to-generalization ratio,"
+                   " measured on a held-out part of training")
+    papers = ("wang2020gblend",)
     hyperparameters = GBLEND_KNOBS
     trains_heads = True
     modality_source = "heads"

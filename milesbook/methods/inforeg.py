@@ -74,6 +74,9 @@ class InfoReg(Method):
     (mean β_m over the steps with β_m > 0).
     """
     name = "inforeg"
+    description = ("while the leading modality is still in its early, information-rich phase (Fisher trace), its encoder"
+                   " is pulled back to its epoch-start weights")
+    papers = ("huang2025inforeg",)
     model_parts = ("encoders",)
     max_modalities = 2
     hyperparameters = (

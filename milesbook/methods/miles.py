@@ -48,6 +48,9 @@ class _Scheduled:
 class Miles(_Scheduled, Aux):
     """Eq. 3 plus the MILES scheduler (Algorithm 1) after every validation."""
     name = "miles"
+    description = ("Eq. 3 plus MILES: after each epoch, the conditional utilization rates decide whether the dominant "
+                   "modality's encoder learns at μ times the rate next epoch")
+    papers = ("miles2025",)
 
 
 @register
@@ -61,3 +64,5 @@ class MilesLAB(_Scheduled, Method):
     `aux` and `miles` it completes the 2 × 2 that separates what the auxiliary losses do from what the
     scheduling does, with and without the other."""
     name = "miles-lab"
+    description = "our ablation: the MILES scheduling on the fused loss L_AB alone, without the auxiliary losses"
+    papers = ("miles2025",)

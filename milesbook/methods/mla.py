@@ -97,6 +97,9 @@ class MLA(Method):
       data only with the fixed fusion (the entropy is that of one class distribution).
     """
     name = "mla"
+    description = ("no fusion head: one shared head, one optimizer step per modality in turn, the head's gradient "
+                   "projected; confidence-weighted fusion at test time")
+    papers = ("zhang2024mla",)
     model_parts = ("fusion_head", "feature_dim")
     steps_in_loss = True
     trains_heads = True       # the shared head's per-modality logits are trained and reach the encoders

@@ -70,6 +70,9 @@ class MMPareto(Method):
     and `mmpareto_conflict_<m>` (the share of steps with cosine ≤ 0, where the min-norm weights apply).
     """
     name = "mmpareto"
+    description = ("Eq. 3, each encoder's multimodal and unimodal gradients combined along a common Pareto direction, "
+                   "then enlarged")
+    papers = ("wei2024mmpareto",)
     model_parts = ("encoders",)
     trains_heads = True
     modality_source = "heads"

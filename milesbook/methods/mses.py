@@ -31,6 +31,9 @@ class MSES(Aux):
     accuracy has not improved for `mses_patience` epochs either (history.csv is then shorter than
     `--epochs`)."""
     name = "mses"
+    description = ("Eq. 3 with early stopping per modality: an encoder whose head stops improving on validation is "
+                   "frozen at its best weights")
+    papers = ("fujimori2019mses",)
     model_parts = ("encoders", "heads")
     hyperparameters = (PATIENCE, RESTORE)
 

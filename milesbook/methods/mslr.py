@@ -149,15 +149,23 @@ class MSLR(Method):
 class MSLRKeep(MSLR):
     __doc__ = MSLR.__doc__
     name, variant, hyperparameters = "mslr-k", "k", (RATES, INIT)
+    description = ("Eq. 3 with each encoder at its own learning rate, the best one its modality reaches alone, kept "
+                   "fixed")
+    papers = ("yao2022mslr",)
 
 
 @register
 class MSLRSmooth(MSLR):
     __doc__ = MSLR.__doc__
     name, variant, hyperparameters = "mslr-s", "s", (RATES, SMOOTHING, INIT)
+    description = "like mslr-k, with the encoders' rates smoothed towards each other by a factor"
+    papers = ("yao2022mslr",)
 
 
 @register
 class MSLRDynamic(MSLR):
     __doc__ = MSLR.__doc__
     name, variant, hyperparameters = "mslr-d", "d", (RATES, WINDOW, INIT)
+    description = ("like mslr-k, with each encoder's rate rescaled every few epochs by how its head's validation score "
+                   "moves")
+    papers = ("yao2022mslr",)

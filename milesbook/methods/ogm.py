@@ -114,6 +114,9 @@ class OGM(Method):
     optimizer (without the step decay, which acts only from epoch 70).
     """
     name = "ogm"
+    description = ("every step, the dominant modality's encoder gradients are shrunk by how far its confidence leads the"
+                   " other's")
+    papers = ("peng2022ogmge",)
     model_parts = ("encoders",)
     hyperparameters = OGM_KNOBS
     noise = False
@@ -174,4 +177,7 @@ class OGM(Method):
 class OGMGE(OGM):
     __doc__ = OGM.__doc__
     name = "ogm-ge"
+    description = ("OGM, plus Gaussian noise on the modulated gradients scaled to their own spread (generalization "
+                   "enhancement)")
+    papers = ("peng2022ogmge",)
     noise = True

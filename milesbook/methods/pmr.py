@@ -77,6 +77,9 @@ class PMR(Method):
     (share of steps in which modality m got the prototype loss).
     """
     name = "pmr"
+    description = ("class prototypes per modality each epoch; the modality behind gets an extra prototype cross-entropy "
+                   "loss")
+    papers = ("fan2023pmr",)
     max_modalities = 2
     hyperparameters = (
         Hyperparameter("pmr_alpha", 1.0, "PMR's weight α of the behind modality's prototype loss (> 0)",

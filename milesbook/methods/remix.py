@@ -77,6 +77,8 @@ class Remix(Method):
     Single-label data (KL of one class distribution).
     """
     name = "remix"
+    description = "after a warm-up, each sample trains only the modality that has learnt it least, the others masked"
+    papers = ("ma2025remix",)
     trains_heads = True
     modality_source = "heads"
     model_parts = ("fusion_head", "fusion_kind", "feature_dim")

@@ -180,9 +180,20 @@ def _utilization(out: Path, fusion: str, seeds: int, modalities: list[str]) -> d
     return {m: [statistics.fmean(h[e][f"u_{m}"] for h in histories) for e in range(epochs)] for m in modalities}
 
 
+def _data_name(dataset: str) -> str:
+    """A registered dataset's name, or the folder name of data given as a path: a report does not show
+    where this machine keeps it."""
+    return Path(dataset).name if "/" in str(dataset) else str(dataset)
+
+
+def _literal(text: str) -> str:
+    """`text` with Markdown's emphasis characters escaped: a class such as `__main__.Net` stays itself."""
+    return text.replace("\\", "\\\\").replace("_", "\\_").replace("*", "\\*")
+
+
 def _markdown(d: dict) -> str:
     label = METRIC_LABELS[d["metric"]]
-    lines = [f"# Diagnosis: {d['dataset']}", "", f"**{d['verdict']}**", "",
+    lines = [f"# Diagnosis: {_data_name(d['dataset'])}", "", f"**{d['verdict']}**", "",
              f"Test {label} (%), mean ± std over {d['seeds']} seeds, {d['fusion']} fusion, at the epoch chosen on "
              "validation. *Alone*: the modality's unimodal model. *In fusion*: vanilla fusion's part for it "
              "(W_m z_m + b/M). *Probe*: a detached linear probe on vanilla's encoder. *Inside*: the better "
@@ -198,7 +209,7 @@ def _markdown(d: dict) -> str:
               "Utilization over the epochs (vanilla, mean over seeds; `diagnosis.png`): " + "; ".join(
                   f"u_{m} from {u[0]:.3f} to {u[-1]:.3f}" for m, u in d["utilization"].items()) + ".", "",
               *_identical_notes(d),
-              f"**The rule.** {d['rule']}", "", d["made_under"], "",
+              f"**The rule.** {d['rule']}", "", _literal(d["made_under"]), "",
               "The runs are `milesbook compare`'s, in its layout: `compare` over the same folder reads them, and "
               "`milesbook verify` checks them.", ""]
     return "\n".join(lines)

@@ -107,3 +107,12 @@ def test_diagnose_needs_two_seeds(tmp_path, capsys):
     code = cli.main(["diagnose", *TOY, "--seeds", "1", "--out", str(tmp_path / "d")])
     err = capsys.readouterr().err
     assert code == 2 and "--seeds must be ≥ 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_report_shows_no_path_of_this_machine_and_keeps_class_names_literal():
+    import importlib
+    diagnose_module = importlib.import_module("milesbook.diagnose")
+    assert diagnose_module._data_name("/home/someone/runs/08-halves-noise1.0") == "08-halves-noise1.0"
+    assert diagnose_module._data_name("digits-av") == "digits-av"
+    said = diagnose_module._literal('encoders (most {"class": "__main__.Net"}) *x*')
+    assert said == 'encoders (most {"class": "\\_\\_main\\_\\_.Net"}) \\*x\\*'

@@ -296,3 +296,36 @@ def test_a_notebook_prepares_the_dataset_it_reads(monkeypatch, cache, capsys):
     monkeypatch.setattr(REGISTRY["mfeat"], "prepared", lambda: True)
     notebooks.prepare_needed("07_many_modalities")
     assert calls == [None]
+
+
+def _answers(name) -> str:
+    exercises = json.loads(notebooks.find(name).read_text())["cells"][-1]
+    source = "".join(exercises["source"]) if isinstance(exercises["source"], list) else exercises["source"]
+    return source[source.index("<details>"):]
+
+
+def test_answers_that_state_a_direction_agree_with_the_full_setting_records():
+    """An answer is hand-written; where it states a number's direction, the committed full-setting
+    records (docs/book/records, what the pages show) must say the same."""
+    records = notebooks.notebooks_dir().parent / "docs" / "book" / "records"
+    read = lambda number: json.loads((records / f"record-{number}.json").read_text())  # noqa: E731
+    two = read("02")
+    assert "The audio reading rises sharply" in _answers("02_utilization_rates")
+    assert two["factorial"]["aux"] - two["factorial"]["vanilla"] > 0.2
+    assert "$u_{audio}$ barely moves" in _answers("02_utilization_rates")
+    assert abs(two["u_audio_mean"]["aux"] - two["u_audio_mean"]["vanilla"]) < 0.01
+    four = read("04")["datasets"]["digits-av"]
+    assert _answers("04_full_protocol").startswith("<details>\n<summary>Answer</summary>\n\n1. It depends on the dataset; "
+                                                   "on `digits-av` the methods that train the unimodal heads")
+    unimodal = four["concat"]["unimodal-audio"]["audio_mean"]
+    for method in ("aux", "miles", "mslr-k", "mslr-s", "mslr-d", "mses"):  # "read audio near its unimodal model"
+        assert abs(four["concat"][method]["audio_mean"] - unimodal) < 0.06, method
+    for method in ("vanilla", "miles-lab"):  # "far lower"
+        assert four["concat"][method]["audio_mean"] < unimodal - 0.2, method
+    assert "2. Higher, on `digits-av`" in _answers("04_full_protocol") and "still far below" in _answers("04_full_protocol")
+    assert four["sum"]["vanilla"]["audio_mean"] > four["concat"]["vanilla"]["audio_mean"]
+    assert four["sum"]["vanilla"]["audio_mean"] < unimodal - 0.1
+    nine = read("09")["settings"]
+    assert "claim 3 reads the fused\n   accuracy, which cannot rise above 100 %" in _answers("09_claims")
+    assert nine["default"]["vanilla_fusion_mean"] > 0.99 and nine["default"]["claims"]["miles − vanilla, fused"][
+        "verdict"] != "supported"

@@ -238,12 +238,12 @@ def _identical_notes(d: dict) -> list[str]:
 
 
 def _draw(d: dict, path: Path) -> None:
-    """Left: each modality alone, in fusion and by its probe (per-seed points, mean bar). Right: u_m."""
+    """Top: each modality alone, in fusion and by its probe (per-seed points, mean bar). Bottom: u_m."""
     import matplotlib.pyplot as plt
 
-    from .plots import book_style, colour
+    from .plots import PAGE_WIDTH_IN, book_style, colour
     with book_style():
-        fig, (bars, lines) = plt.subplots(1, 2, figsize=(11, 3.8))
+        fig, (bars, lines) = plt.subplots(2, 1, figsize=(PAGE_WIDTH_IN, 7.0))
         readings = (("alone", 1.0), ("in_fusion", 0.35), ("probe", 0.65))
         for i, (m, e) in enumerate(d["modalities"].items()):
             for j, (reading, alpha) in enumerate(readings):

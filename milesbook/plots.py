@@ -26,9 +26,14 @@ MODALITY_COLOURS = {"image": "#0072B2", "audio": "#E69F00", "video": "#009E73", 
 FUSION_COLOUR = "black"
 _SPARE_COLOURS = ["#F0E442", "#882255", "#44AA99", "#999933", "#332288", "#AA4499"]
 
-# Readable at notebook width; light grid, no top/right frame.
-STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False, "axes.spines.right": False,
+# The width of a book page's text column, in inches of a figure drawn at `figure.dpi`: a figure no wider
+# is shown at its own size, so no text falls below the style's smallest size, MIN_FONT_PT (10 pt).
+PAGE_WIDTH_IN = 7.5
+MIN_FONT_PT = 10
+# Readable at page width; light grid, no top/right frame.
+STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": MIN_FONT_PT,
+         "xtick.labelsize": MIN_FONT_PT, "ytick.labelsize": MIN_FONT_PT, "figure.titlesize": 12,
+         "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "legend.frameon": False,
          "lines.linewidth": 1.6, "figure.dpi": 100}
 GREEK = {"tau": "τ", "mu": "μ"}
@@ -141,17 +146,23 @@ def plot_learning_dynamics(history: list[dict], modalities, title: str = "", tau
 
 @_styled
 def plot_utilization(histories: dict[str, list[dict]], modalities):
-    """One panel per run: u_m and δ over epochs on a shared y axis. `histories`: {label: read_history(run)}."""
-    fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 4.0), sharey=True, squeeze=False)
-    for ax, (label, history) in zip(axes[0], histories.items()):
+    """One panel per run, at most two a row so the page does not shrink them: u_m and δ over epochs on
+    a shared y axis. `histories`: {label: read_history(run)}. Returns the panels in order."""
+    columns = min(2, len(histories))
+    rows = -(-len(histories) // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(PAGE_WIDTH_IN, 3.6 * rows + 0.6), sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax, (label, history) in zip(axes, histories.items()):
         _plot_utilization(ax, history, modalities)
         ax.set_title(label)
-    for ax in axes[0][1:]:
-        ax.set_ylabel("")
-    axes[0][0].set_ylabel("conditional utilization")
-    _legend_below(axes[0][0])
+    for ax in axes[len(histories):]:
+        ax.remove()
+    axes = axes[:len(histories)]
+    for k, ax in enumerate(axes):
+        ax.set_ylabel("conditional utilization" if k % columns == 0 else "")
+    _legend_below(axes[-1])
     fig.tight_layout()
-    return axes[0]
+    return axes
 
 
 @_styled
@@ -160,7 +171,7 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
     (a unimodal row has one bar), with the std over seeds as error bars when there are several seeds.
     `table` is `comparison.summarize(...)`'s rows."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(0.9 * len(table) + 3, 13), 3.6))  # notebook width at most
+        _, ax = plt.subplots(figsize=(min(0.9 * len(table) + 3, PAGE_WIDTH_IN), 3.8))  # page width at most
     columns = ["fusion", *modalities]
     width = 0.8 / len(columns)
     labelled = set()
@@ -317,15 +328,24 @@ def plot_results(summaries: dict[str, list[dict]], modalities, title: str = "", 
 
 @_styled
 def plot_grid_heatmap(rows: list[dict], x: str, y: str, value: str, label: str, ax=None, fmt: str = ".1f",
-                      scale: float = 100.0):
+                      scale: float = 100.0, reference: float | None = None, span: float | None = None):
     """A τ × μ (or any two-knob) grid as a heatmap: `rows` of `comparison.sweep` (or dicts) holding `x`,
-    `y` and `value`, each cell annotated with value × `scale`."""
+    `y` and `value`, each cell annotated with value × `scale`. With a `reference` (in the same units as
+    the annotations, e.g. MILES switched off), the colours diverge around it over at least ±`span`, so a
+    difference smaller than the seed noise stays pale instead of spanning the whole colour bar."""
     import pandas as pd
     frame = pd.DataFrame([{x: r[x], y: r[y], "value": scale * r[value]} for r in rows])
     table = frame.pivot_table(index=y, columns=x, values="value")
     if ax is None:
-        _, ax = plt.subplots(figsize=(0.9 * len(table.columns) + 2.2, 0.6 * len(table.index) + 1.6))
-    sns.heatmap(table, annot=True, fmt=fmt, cmap="viridis", cbar_kws={"label": label}, ax=ax)
+        _, ax = plt.subplots(figsize=(min(0.9 * len(table.columns) + 2.4, PAGE_WIDTH_IN),
+                                      0.6 * len(table.index) + 1.8))
+    colours = {"cmap": "viridis"}
+    if reference is not None:
+        reach = max(float((table - reference).abs().max().max()), span or 0.0)
+        colours = {"cmap": "RdBu_r", "center": reference, "vmin": reference - reach, "vmax": reference + reach}
+        label = f"{label}\n(white: {reference:{fmt}})"
+    sns.heatmap(table, annot=True, fmt=fmt, cbar_kws={"label": label}, ax=ax, annot_kws={"size": MIN_FONT_PT},
+                **colours)
     ax.set(xlabel=GREEK.get(x, x), ylabel=GREEK.get(y, y))
     ax.invert_yaxis()
     ax.figure.tight_layout()
@@ -340,9 +360,8 @@ def plot_forest(effects: dict[str, dict[str, list[tuple[str, dict | None]]]]):
     settings = list(effects)
     readings = list(dict.fromkeys(r for by in effects.values() for r in by))
     methods = list(dict.fromkeys(m for by in effects.values() for rows in by.values() for m, _ in rows))
-    fig, axes = plt.subplots(len(readings), len(settings), figsize=(4.2 * len(settings) + 1.2,
-                                                                    0.3 * len(methods) * len(readings) + 1.5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(readings), len(settings), squeeze=False, sharey=True,
+                             figsize=(PAGE_WIDTH_IN, 0.3 * len(methods) * len(readings) + 1.8))
     ys = {m: i for i, m in enumerate(methods)}
     for col, setting in enumerate(settings):
         for row, reading in enumerate(readings):
@@ -355,8 +374,8 @@ def plot_forest(effects: dict[str, dict[str, list[tuple[str, dict | None]]]]):
                 ax.errorbar([mean], [ys[method]], xerr=err, fmt="o", color=colour(reading), capsize=2.5, ms=4)
             ax.axvline(0, color="grey", lw=1)
             ax.set_yticks(range(len(methods)), methods)
-            ax.set_title(f"{setting}: {'fused' if reading == 'fusion' else reading}", fontsize=11)
-            ax.set_xlabel("difference from vanilla (points)")
+            ax.set_title(f"{setting}: {'fused' if reading == 'fusion' else reading}")
+            ax.set_xlabel("minus vanilla (points)")
     axes[0][0].invert_yaxis()  # the report's order, top to bottom
     fig.tight_layout()
     return axes

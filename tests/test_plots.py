@@ -201,3 +201,40 @@ def test_search_histories_read_method_names_from_search_folders():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [*names[:4], "other methods"]
     dots = [line for line in ax.get_lines() if line.get_linestyle() == "None"]
     assert {to_hex(d.get_color()) for d in dots} == highlighted
+
+
+def _figures_of_every_plot():
+    """Each public figure the package draws, from small stand-in data: (name, figure)."""
+    history = [{"epoch": e, "u_image": 0.4, "u_audio": 0.01, "delta": 0.39, "lr_image": 1e-3, "lr_audio": 1e-3,
+                "lr_fusion": 1e-3, "val_acc_fusion": 0.9, "val_acc_image": 0.9, "val_acc_audio": 0.5,
+                "val_loss_fusion": 0.3} for e in range(1, 6)]
+    rows = [{"method": m, "seeds": 3, "metric": "acc", "fusion_mean": 0.9, "fusion_std": 0.01, "image_mean": 0.9,
+             "image_std": 0.01, "audio_mean": 0.5, "audio_std": 0.02} for m in
+            ("vanilla", "miles-lab", "aux", "miles", "mses", "mslr-k", "mslr-s", "mslr-d", "ogm", "ogm-ge", "gblend",
+             "mmpareto", "pmr", "mla", "inforeg", "aim-r", "arl", "remix", "dgl", "aug")]
+    trials = [{"draw": str(d), "value": str(0.9 + 0.001 * d), "state": "COMPLETE"} for d in range(20)]
+    grid = [{"tau": t, "mu": m, "audio_mean": 0.86 + 0.001 * t} for t in (0.0, 0.1, 0.2, 0.3, 0.4) for m in (0.25, 0.5, 1.0)]
+    effect = {"mean": 0.01, "low": -0.01, "high": 0.03}
+    forest = {s: {r: [(m["method"], effect) for m in rows[1:]] for r in ("fusion", "audio")} for s in ("default", "harder")}
+    yield "learning dynamics", plots.plot_learning_dynamics(history, ["image", "audio"], title="miles")[0].figure
+    yield "utilization", plots.plot_utilization({"vanilla": history, "aux": history, "miles": history},
+                                                ["image", "audio"])[0].figure
+    yield "result bars", plots.plot_result_bars(rows, ["image", "audio"], title="digits-av").figure
+    yield "search histories", plots.plot_search_histories({f"{r['method']}-concat": trials for r in rows}).figure
+    yield "grid heatmap", plots.plot_grid_heatmap(grid, "tau", "mu", "audio_mean", "audio (%)", reference=86.1,
+                                                  span=2.0).figure
+    yield "forest", plots.plot_forest(forest).flat[0].figure
+
+
+def test_every_figure_fits_the_page_and_no_text_is_below_ten_points():
+    """The figure standard: drawn no wider than the page's text column (so it is shown at its own size)
+    and no text smaller than 10 pt — tick labels, legends, annotations and titles alike."""
+    import matplotlib.pyplot as plt
+    for name, figure in _figures_of_every_plot():
+        figure.canvas.draw()
+        width = figure.get_tightbbox(figure.canvas.get_renderer()).width  # inches, legends outside included
+        assert width <= plots.PAGE_WIDTH_IN + 0.05, f"{name}: {width:.2f} in wide"
+        small = {t.get_text() for t in figure.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+                 if t.get_visible() and t.get_text().strip() and t.get_fontsize() < plots.MIN_FONT_PT}
+        assert not small, f"{name}: text below {plots.MIN_FONT_PT} pt: {sorted(small)[:5]}"
+        plt.close(figure)

@@ -239,13 +239,16 @@ def _build(source: Path, build: Path) -> Path:
     import sys
 
     command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-               "build", str(source), "--path-output", str(build), "--quiet"]
+               "build", str(source), "--path-output", str(build), "--quiet", "--warningiserror"]
     done = subprocess.run(command, capture_output=True, text=True)
     html_dir = build / "_build" / "html"
-    if done.returncode != 0 or not (html_dir / "index.html").is_file():
-        said = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-        cause = next((line for line in said if "cannot render the formula" in line), said[-1] if said else "no output")
-        raise UserError(f"the book did not build: {cause}")
+    if done.returncode != 0 or not (html_dir / "index.html").is_file():  # a warning (an unknown citation, a
+        said = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip()         # broken link) fails the build too
+                for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        cause = next((line for line in said if "cannot render the formula" in line),
+                     next((line.partition("SphinxWarning: ")[2] for line in said if "SphinxWarning: " in line),
+                          said[-1] if said else "no output"))
+        raise UserError(f"the book did not build: {cause.replace(str(source) + '/', '')}")
     return html_dir
 
 
@@ -259,6 +262,7 @@ def for_readers(notebook, answers: bool = True, name: str | None = None):
 
     from nbformat.v4 import new_markdown_cell
     notebook = copy.deepcopy(notebook)
+    notebook.metadata.setdefault("language_info", {"name": "python"})  # how its code is highlighted
     box = settings_box(notebook, name) if name is not None else None
     notebook.cells = [c for c in notebook.cells if not SCAFFOLDING & set(c.metadata.get("tags", []))]
     for cell in notebook.cells:

@@ -118,9 +118,9 @@ def test_a_page_hides_scaffolding_shows_its_settings_and_one_toggle_per_answer(b
     main = page[page.index("<main"):page.index("</main>")]
     assert "QUICK = False  #" not in main and "{&#x27;a&#x27;: 1}" not in main and "display(Markdown(text))" not in main
     assert "The rate <span class=\"math notranslate\"><math" in main and "$u_A$" not in main
-    assert "import milesbook as mb" in main and "toggle" in main  # hide-input: behind a toggle
-    # the settings box, read from the parameters cell (never executed), and the command to run it
     read = _text(main)
+    assert "import milesbook as mb" in read and "toggle" in main  # hide-input: behind a toggle
+    # the settings box, read from the parameters cell (never executed), and the command to run it
     assert "Settings on this page" in read and "EPOCHS 30 epochs per run" in read
     assert f"milesbook notebooks --only {name[:2]}" in read
     assert main.count("admonition-title\">Answer ") == 2 and "Answer 1</p>" in main and "Answer 2</p>" in main
@@ -339,3 +339,14 @@ def test_every_method_says_what_it_does_and_cites_a_paper_in_the_bibliography():
         assert method.papers and set(method.papers) <= keys, name
     summaries = [m.description for m in METHODS.values()]
     assert len(set(summaries)) == len(summaries)  # each its own line, none inherited by mistake
+
+
+def test_a_citation_the_bibliography_lacks_fails_the_build_in_one_line(tmp_path):
+    folder = tmp_path / "executed"
+    folder.mkdir()
+    for number in range(1, len(NOTEBOOKS) + 1):
+        write_notebook(folder, number, bullets="- cites {cite:p}`nosuchpaper2099`\n- two")
+    with pytest.raises(UserError) as error:
+        book.render(folder, tmp_path / "html")
+    assert "the book did not build" in str(error.value) and "nosuchpaper2099" in str(error.value)
+    assert "\n" not in str(error.value) and not (tmp_path / "html").exists()

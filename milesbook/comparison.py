@@ -346,6 +346,7 @@ def compare(dataset="digits-av", methods=MAIN_METHODS, fusions=("concat",), seed
                      for method in [*references, *methods]}
         report[fusion], lines, rows = _fusion_report(out, fusion, summaries, data, task, base, methods, seeds,
                                                      made_under)
+        report[fusion]["mslr_note"] = search_note
         record["fusion_results"][fusion] = report_record(summaries, report[fusion]["rows"], modalities, task.headline)
         md += lines
         csv_rows += rows
@@ -372,6 +373,9 @@ def _mslr_base(base: TrainConfig, methods, data, out: Path, progress: bool, enco
     rates = unimodal_lr_search(base, data, out, progress, encoders=encoders)
     note = (f"MSLR rates: each modality's best unimodal rate on validation over "
             f"{sorted(rates['grid'])} (seed 0): {rates['best']}.")
+    if len(set(rates["best"].values())) == 1 and "mslr-s" in methods:
+        note += (" The modalities' rates are equal, so MSLR-S's smoothing (a pull of the rates towards each other) "
+                 "changes nothing: its rows are MSLR-K's runs again.")
     return replace(base, mslr_lrs=rates["best"]), note
 
 

@@ -174,3 +174,14 @@ def test_cells_show_a_spread_only_with_several_seeds():
                                             "fusion_std": 0.0, "a_mean": 0.98, "a_std": 0.0, "b_mean": 0.41,
                                             "b_std": 0.0, "delta_mean": 0.57, "delta_std": 0.0}], ("a", "b"))
     assert "| vanilla | 99.0 | 98.0 | 41.0 | 57.0 |" in table and "±" not in table
+
+
+def test_the_report_says_why_mslr_s_repeats_mslr_k_when_the_rates_are_equal(monkeypatch, tmp_path):
+    found = {"grid": [1e-3 / 3, 1e-3, 3e-3], "best": {"a": 1e-3, "b": 1e-3}}
+    monkeypatch.setattr(compare_module, "unimodal_lr_search", lambda *a, **k: found)
+    base = mb.TrainConfig()
+    config, note = compare_module._mslr_base(base, ["mslr-k", "mslr-s"], None, tmp_path, False, None)
+    assert config.mslr_lrs == {"a": 1e-3, "b": 1e-3}
+    assert note.endswith("its rows are MSLR-K's runs again.")
+    found["best"] = {"a": 1e-3, "b": 3e-3}
+    assert "MSLR-K's runs again" not in compare_module._mslr_base(base, ["mslr-k", "mslr-s"], None, tmp_path, False, None)[1]

@@ -285,7 +285,8 @@ def settings_box(notebook, name: str) -> str:
              "| parameter | value | what it is |", "|---|---|---|"]
     for key, (value, meaning) in parameter_table(notebook).items():
         if key not in ("QUICK", "OUT_DIR", "DEVICE", "WIDGETS"):
-            lines.append(f"| `{key}` | `{parameters.get(key, value)!r}` | {meaning} |")
+            value, meaning = repr(parameters.get(key, value)).replace("|", "\\|"), meaning.replace("|", "\\|")
+            lines.append(f"| `{key}` | `{value}` | {meaning} |")
     duration = notebook.metadata.get("papermill", {}).get("duration")
     lines.append("")
     if duration:

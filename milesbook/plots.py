@@ -374,7 +374,7 @@ def plot_forest(effects: dict[str, dict[str, list[tuple[str, dict | None]]]]):
                 ax.errorbar([mean], [ys[method]], xerr=err, fmt="o", color=colour(reading), capsize=2.5, ms=4)
             ax.axvline(0, color="grey", lw=1)
             ax.set_yticks(range(len(methods)), methods)
-            ax.set_title(f"{setting}: {'fused' if reading == 'fusion' else reading}")
+            ax.set_title(f"{setting}:\n{'fused' if reading == 'fusion' else reading}")  # a long setting name wraps
             ax.set_xlabel("minus vanilla (points)")
     axes[0][0].invert_yaxis()  # the report's order, top to bottom
     fig.tight_layout()

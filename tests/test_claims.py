@@ -120,3 +120,20 @@ def test_selection_inflation_table_by_hand():
     assert found["vanilla"]["fusion"]["mean"] == pytest.approx(0.025)
     assert found["vanilla"]["audio"]["mean"] == pytest.approx(0.01)
     assert "| vanilla | 90.5 | 93.0 | +2.5 (95 % CI" in table
+
+
+def test_when_the_modalities_tie_alone_the_claims_read_the_one_fusion_starves(tmp_path):
+    """The paper's weak modality is the one weaker alone; when the unimodal models cannot be told
+    apart, the claims read the modality vanilla reads furthest below its unimodal model, and say so."""
+    tied = {**BASE, "unimodal-image": {"image": [0.905, 0.895, 0.90]},
+            "vanilla": {**BASE["vanilla"], "image": [0.89, 0.90, 0.88]}}
+    setting = load_setting(_report(tmp_path / "tied", tied))  # the report names image (alone 0.900 < 0.900…)
+    setting.record["fusion_results"]["concat"]["weak"] = "image"
+    assert setting.weak == "audio" and "cannot be told apart" in setting.weak_reason
+    assert "**audio**" in setting.weak_reason
+    rows = {row["effect"]: row for row in claim_rows(setting)}
+    assert rows["vanilla − unimodal-audio, audio"]["verdict"] == "supported"
+    apart = {**tied, "unimodal-image": {"image": [0.99, 0.98, 0.99]}}  # image clearly stronger alone
+    clear = load_setting(_report(tmp_path / "apart", apart))
+    clear.record["fusion_results"]["concat"]["weak"] = "audio"
+    assert clear.weak == "audio" and clear.weak_reason == ""

@@ -12,6 +12,7 @@ t-interval and a verdict in words; MILES's scheduling (`miles` − `aux`) and th
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +77,17 @@ def _weak(setting: Setting) -> tuple[str, str]:
     if alone is None or alone["low"] is None or alone["low"] > 0:
         return reported, ""
     starved = {m: effect(setting, "vanilla", unimodal_name(m), m) for m in modalities}
+    if any(d is None for d in starved.values()):
+        return reported, ""
     chosen = min(modalities, key=lambda m: starved[m]["mean"])
+    other = next(m for m in modalities if m != chosen)
+    probe = effect(setting, "vanilla", unimodal_name(other), f"probe_{other}", other)
     return chosen, (f"Alone, the two modalities cannot be told apart ({strong} − {reported}: {points(alone)} points, "
                     f"paired by seed), so the paper's \"weaker modality\" names neither; the claims read the one joint "
                     f"training reads furthest below its unimodal model, **{chosen}** (vanilla − unimodal: "
-                    + "; ".join(f"{m} {points(starved[m])}" for m in modalities) + ").")
+                    + "; ".join(f"{m} {points(starved[m])}" for m in modalities) + "). The choice matters: read on "
+                    f"{other}, claim 1's probe row would be {points(probe)} ({verdict(probe, -1)}), and the report's own "
+                    f"2 × 2 (results.md) reads {reported}, the modality whose unimodal mean is lower.")
 
 
 def load_setting(folder) -> Setting:
@@ -141,6 +148,9 @@ def verdict(difference: dict | None, direction: int) -> str:
 def claim_rows(setting: Setting) -> list[dict]:
     """The claims on one setting: each {"claim", "effect" (what is compared), "difference", "verdict"}."""
     weak = setting.weak
+    if weak is None:
+        raise UserError(f"{setting.folder} has no unimodal references, so no weak modality to read the claims on; "
+                        "re-make it with `milesbook compare --from-search` over searches that include `unimodal`")
     unimodal = unimodal_name(weak)
     rows = [
         ("1 · joint training starves the weak modality", f"vanilla − {unimodal}, {weak}",
@@ -164,6 +174,8 @@ def against_others(setting: Setting, column: str = "fusion") -> dict[str, list[s
     """Which methods `miles` beats, trails, or cannot be told from on `column`, each paired by seed:
     {"better than": [...], "worse than": [...], "not distinguishable from": [...]}."""
     found = {"better than": [], "worse than": [], "not distinguishable from": []}
+    if "miles" not in setting.methods:
+        return found
     for method in setting.methods:
         if method in ("miles",) or is_unimodal(method):
             continue
@@ -255,6 +267,17 @@ def setting_section(setting: Setting) -> str:
     return "\n".join(lines)
 
 
+def _protocol(setting: Setting) -> str:
+    """How a setting's comparison was made, from its report and searches: dataset, draws, fresh seeds."""
+    search_dir = (setting.folder / setting.record["search_dir"]).resolve()
+    best = next(iter(sorted(search_dir.glob("*/best.json"))), None)
+    config = handed.read_best(best)["config"] if best is not None else {}
+    trials = {handed.read_best(b).get("trials_complete") for b in search_dir.glob("*/best.json")} - {None}
+    draws = f"{trials.pop()} draws" if len(trials) == 1 else "its draws"
+    return (f"`{config.get('dataset', 'its dataset')}`; every method searched the same way, {draws} chosen on "
+            f"validation, then retrained on {setting.record.get('seeds')} seeds no search used")
+
+
 def verdict_table(settings: list[Setting]) -> str:
     """Every claim's verdict on every setting side by side, with the paired difference it rests on (in
     points; each setting's section names the modalities)."""
@@ -263,7 +286,8 @@ def verdict_table(settings: list[Setting]) -> str:
              "|---|---|" + "---|" * len(settings)]
     for k, row in enumerate(rows[0]):
         weak = settings[0].weak
-        effect_name = row["effect"].replace(unimodal_name(weak), "unimodal").replace(weak, "weak modality")
+        effect_name = re.sub(rf"(?<![\w-]){re.escape(weak)}(?![\w-])", "weak modality",
+                             row["effect"].replace(unimodal_name(weak), "unimodal"))
         lines.append(f"| {row['claim']} | {effect_name} | "
                      + " | ".join(f"**{r[k]['verdict']}**: {points(r[k]['difference'])}" for r in rows) + " |")
     return "\n".join(lines)
@@ -279,12 +303,11 @@ def claims_page(settings: list[Setting], figure: str) -> str:
              "prediction over joint training and over the other balancing methods, and (4) it narrows the gap Δ "
              "between the modalities.", "",
              f"Here each claim is a paired effect over the fresh seeds of the tuned comparison on {names} "
-             "(`digits-av`; every method searched the same way, 20 draws on validation, then retrained on 5 "
-             "seeds no search used), with its 95 % t-interval (at least ± one test sample wide) and a verdict: "
+             f"({', '.join(sorted({_protocol(s) for s in settings}))}), with its 95 % t-interval (at least ± one test sample wide) and a verdict: "
              "**supported** when the interval "
              "lies on the claimed side of zero, **contradicted** when it lies on the other, **not "
              "distinguishable from zero** otherwise. The auxiliary losses (`aux` − `vanilla`) and MILES's "
-             "scheduling (`miles` − `aux`) are kept apart, as the 2 × 2 separates them. Made by "
+             "scheduling on top of them (`miles` − `aux`) are kept apart, as the 2 × 2 separates them. Made by "
              f"`milesbook claims {' '.join(str(s.folder) for s in settings)} --out docs/claims.md`.", "",
              paper_numbers(), "", "## In short", "", verdict_table(settings), ""]
     for s in settings:

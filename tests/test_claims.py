@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from milesbook import runs
-from milesbook.claims import claim_rows, effect, inflation, load_setting, verdict, write_claims
+from milesbook.claims import (against_others, claim_rows, effect, inflation, load_setting, verdict, verdict_table,
+                             write_claims)
+from milesbook.errors import UserError
 from milesbook.errors import UserError
 from milesbook.tuned import selection_inflation
 
@@ -137,3 +139,23 @@ def test_when_the_modalities_tie_alone_the_claims_read_the_one_fusion_starves(tm
     clear = load_setting(_report(tmp_path / "apart", apart))
     clear.record["fusion_results"]["concat"]["weak"] = "audio"
     assert clear.weak == "audio" and clear.weak_reason == ""
+
+
+def test_reports_missing_a_piece_get_a_sentence_not_a_crash(tmp_path):
+    without_miles = {k: v for k, v in BASE.items() if k != "miles"}
+    setting = load_setting(_report(tmp_path / "a", without_miles))
+    assert against_others(setting) == {"better than": [], "worse than": [], "not distinguishable from": []}
+    assert {row["verdict"] for row in claim_rows(setting) if row["effect"].startswith("miles")} == {"not measured"}
+    no_references = load_setting(_report(tmp_path / "b", {k: v for k, v in BASE.items() if k != "unimodal-audio"}))
+    no_references.record["fusion_results"]["concat"]["weak"] = None
+    with pytest.raises(UserError, match="no unimodal references"):
+        claim_rows(no_references)
+
+
+def test_the_verdict_table_names_the_weak_modality_as_a_whole_word(tmp_path):
+    renamed = {m.replace("audio", "a"): {k.replace("audio", "a"): v for k, v in values.items()}
+               for m, values in BASE.items()}
+    setting = load_setting(_report(tmp_path, renamed))
+    setting.record["fusion_results"]["concat"]["weak"] = "a"
+    table = verdict_table([setting])
+    assert "| vanilla − unimodal, weak modality |" in table and "vweak" not in table

@@ -80,8 +80,9 @@ def test_fused_factorial_pairs_the_fused_accuracy_by_seed():
     # ± 4.30 · 0.58 / √3 = ± 1.4, reaches below zero); aux − vanilla +3, +3, +3
     whole = compare_module.paired_difference(summaries["miles"], summaries["vanilla"], "test_acc_fusion")
     assert f"(`miles` − `vanilla`) moves it by +4.3 (95 % CI {100 * whole['low']:+.1f} to " in text
-    assert "points — distinguishable from zero; of that, its scheduling (`miles` − `aux`) +1.3 (95 % CI -0.1 to " \
-           "+2.8) — not distinguishable from zero — and its auxiliary losses" in text
+    assert "points — distinguishable from zero; of that, its scheduling on top of the auxiliary losses (`miles` − " \
+           "`aux`) +1.3 (95 % CI -0.1 to +2.8) — not distinguishable from zero — and the auxiliary losses" in text
+    assert "The scheduling without them (`miles-lab` − `vanilla`): +1.0 (95 % CI" in text
     assert "| auxiliary-loss effect (Eq. 3 − L_AB, paired) | +3.0 (95 % CI" in text
     assert compare_module.fused_factorial({k: v for k, v in summaries.items() if k != "aux"}, rows, "acc") == ""
 

@@ -138,7 +138,7 @@ def test_wheel_holds_every_module(tmp_path):
                     "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300)
     wheel, = (tmp_path / "dist").glob("milesbook-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "milesbook/book_templates/milesbook/index.html.j2" in names  # the book's page template
+    assert "milesbook/references.bib" in names  # the book's bibliography
     inside = {name for name in names if name.endswith(".py")}
     expected = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
     assert {"milesbook/datasets/registry.py", "milesbook/methods/ogm.py"} <= expected

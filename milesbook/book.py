@@ -277,13 +277,14 @@ def settings_box(notebook, name: str) -> str:
     """The box at the top of a chapter: the parameters its page was made with (the parameters cell's
     values, with what papermill injected over them), how long executing it took, and the commands that
     run it yourself."""
-    parameters = {**parameter_defaults(notebook), **notebook.metadata.get("papermill", {}).get("parameters", {})}
+    table = parameter_table(notebook)
+    parameters = {**{k: v for k, (v, _) in table.items()}, **notebook.metadata.get("papermill", {}).get("parameters", {})}
     quick = bool(parameters.get("QUICK"))
     lines = [":::{admonition} Settings on this page, and running it yourself", ":class: note", "",
              f"This page shows the {QUICK if quick else FULL}"
              + (" (its first code cell shortens the runs below when `QUICK` is true)" if quick else "") + ":", "",
              "| parameter | value | what it is |", "|---|---|---|"]
-    for key, (value, meaning) in parameter_table(notebook).items():
+    for key, (value, meaning) in table.items():
         if key not in ("QUICK", "OUT_DIR", "DEVICE", "WIDGETS"):
             value, meaning = repr(parameters.get(key, value)).replace("|", "\\|"), meaning.replace("|", "\\|")
             lines.append(f"| `{key}` | `{value}` | {meaning} |")
@@ -316,11 +317,6 @@ def parameter_table(notebook) -> dict[str, tuple[object, str]]:
             _, _, comment = lines[node.end_lineno - 1].partition("#")
             found[node.targets[0].id] = (value, comment.strip())
     return found
-
-
-def parameter_defaults(notebook) -> dict:
-    """The parameters cell's values by name (`parameter_table` without the comments)."""
-    return {k: v for k, (v, _) in parameter_table(notebook).items()}
 
 
 def _minutes(seconds: float) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from . import handed
@@ -58,11 +59,15 @@ class Setting:
         unless the two unimodal models cannot be told apart (their paired interval holds zero); then
         "weaker" names no modality, and the claims read the one joint training reads furthest below its
         unimodal model (`weak_reason` says which case this is)."""
-        return _weak(self)[0]
+        return self._weak_choice[0]
 
     @property
     def weak_reason(self) -> str:
-        return _weak(self)[1]
+        return self._weak_choice[1]
+
+    @cached_property
+    def _weak_choice(self) -> tuple[str, str]:
+        return _weak(self)  # every claim, the forest plot and the page read it: decided once
 
 
 def _weak(setting: Setting) -> tuple[str, str]:

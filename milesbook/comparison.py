@@ -513,14 +513,13 @@ def sweep(base: TrainConfig, grid: list[dict], seeds: int, out, data=None, progr
 def _draw(out: Path, fusion: str, summaries, modalities, base: TrainConfig) -> None:
     import matplotlib.pyplot as plt
 
-    from .plots import book_style, plot_learning_dynamics, plot_results
+    from .plots import PAGE_WIDTH_IN, book_style, one_legend_per_row, plot_learning_dynamics, plot_results
     ax = plot_results(summaries, modalities, title=f"{base.dataset}, {fusion} fusion")
     save_figure(ax.figure, out / f"results-{fusion}.png", dpi=110)
     plt.close(ax.figure)
     shown = [m for m in ("vanilla", "miles-lab", "miles") if (run_dir(out, m, fusion, 0) / "history.csv").exists()]
     if not shown:
         return
-    from .plots import PAGE_WIDTH_IN
     with book_style():  # axes made here get the style the plotting functions use; one column per method
         fig, axes = plt.subplots(3, len(shown), figsize=(PAGE_WIDTH_IN, 9.5), squeeze=False, sharex=True,
                                  sharey="row")
@@ -528,25 +527,8 @@ def _draw(out: Path, fusion: str, summaries, modalities, base: TrainConfig) -> N
             plot_learning_dynamics(read_history(run_dir(out, method, fusion, 0)), modalities,
                                    title=None, tau=base.tau if method.startswith("miles") else None, axes=column)
             column[0].set_title(f"{method}: utilization")
-        _one_legend_per_row(axes)
+        one_legend_per_row(axes)
         fig.tight_layout()
     save_figure(fig, out / f"dynamics-{fusion}.png", dpi=110)
     plt.close(fig)
 
-
-def _one_legend_per_row(axes) -> None:
-    """Panels side by side at page width: each row's legend once, under its last panel in one column
-    (the others would overlap), and few enough epoch ticks to stay apart."""
-    from matplotlib.ticker import MaxNLocator
-    for r, row in enumerate(axes):
-        for c, ax in enumerate(row):
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-            if ax.get_legend() is not None:
-                ax.get_legend().remove()
-            if c > 0:
-                ax.set_ylabel("")
-            if r < len(axes) - 1:
-                ax.set_xlabel("")
-        handles, labels = row[-1].get_legend_handles_labels()
-        row[-1].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.3 if r == len(axes) - 1 else -0.08),
-                       ncol=1)

@@ -82,6 +82,23 @@ def _legend_below(ax) -> None:
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(labels)))
 
 
+def one_legend_per_row(axes) -> None:
+    """Panels side by side at page width: each row's legend once, under its last panel in one column
+    (the others would overlap), and few enough epoch ticks to stay apart."""
+    for r, row in enumerate(axes):
+        for c, ax in enumerate(row):
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+            if c > 0:
+                ax.set_ylabel("")
+            if r < len(axes) - 1:
+                ax.set_xlabel("")
+        handles, labels = row[-1].get_legend_handles_labels()
+        row[-1].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.3 if r == len(axes) - 1 else -0.08),
+                       ncol=1)
+
+
 def _spread(row: dict, key: str) -> float | None:
     """The std over seeds to draw as an error bar: None with a single seed (there is no spread)."""
     return 100 * row[f"{key}_std"] if row.get("seeds", 2) > 1 and row.get(f"{key}_std") is not None else None

@@ -49,23 +49,23 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     failure leaves the cached book as it was. `work` is the notebooks' OUT_DIR (relative to notebooks/
     or absolute); by default the notebooks' own ../runs/notebooks in the full setting, so the executed
     copies show no absolute paths, and `source`/work in the quick one."""
-    from papermill.exceptions import PapermillExecutionError
+    import tempfile
 
     source = Path(source).resolve()
     staging = source.parent / f".{source.name}-executing"
     if work is None:
         work = DEFAULT_OUT_DIR if not quick else str(source / "work")
-    executed = []
-    for name in NOTEBOOKS:  # one at a time, so that a failure can name its notebook
-        try:
-            executed += notebooks.run([name], quick=quick, out=staging, parameters={"OUT_DIR": work})
-        except PapermillExecutionError as error:
-            raise UserError(f"{name} failed in cell {error.cell_index} ({error.ename}: "
-                            f"{_first_line(error.evalue)}); {staging / name}.ipynb shows the traceback; "
-                            f"the book in {source} is unchanged") from None
+    quick_seconds = {}
+    if not quick:  # the quick setting timed from scratch as well, for each page's run box; then thrown away
+        with tempfile.TemporaryDirectory(prefix="milesbook-quick-") as scratch:
+            for path in _execute_each(Path(scratch) / "notebooks", True, str(Path(scratch) / "work"), source):
+                quick_seconds[path.stem] = _duration(path)
+    executed = _execute_each(staging, quick, work, source)
+    work_dir = notebooks.notebooks_dir() / work  # an absolute `work` stays itself
+    for path in executed:
+        _note_timings(path, quick_seconds.get(path.stem, _duration(path) if quick else None), work_dir)
     records = source / "records"
     records.mkdir(parents=True, exist_ok=True)
-    work_dir = notebooks.notebooks_dir() / work  # an absolute `work` stays itself
     for name in NOTEBOOKS:
         record = work_dir / f"record-{name[:2]}.json"
         if record.exists():
@@ -86,6 +86,41 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
         placed.append(cache(path, source))
     shutil.rmtree(staging, ignore_errors=True)
     return placed
+
+
+def _execute_each(staging: Path, quick: bool, work: str, book: Path) -> list[Path]:
+    """Execute every notebook into `staging`, one at a time, so that a failure can name its notebook."""
+    from papermill.exceptions import PapermillExecutionError
+
+    executed = []
+    for name in NOTEBOOKS:
+        try:
+            executed += notebooks.run([name], quick=quick, out=staging, parameters={"OUT_DIR": work})
+        except PapermillExecutionError as error:
+            raise UserError(f"{name} failed in cell {error.cell_index} ({error.ename}: "
+                            f"{_first_line(error.evalue)}); {staging / name}.ipynb shows the traceback; "
+                            f"the book in {book} is unchanged") from None
+    return executed
+
+
+def _duration(executed: Path) -> float:
+    """Seconds papermill took to execute a notebook, as it recorded them in the notebook."""
+    import json
+    return json.loads(Path(executed).read_text())["metadata"]["papermill"]["duration"]
+
+
+def _note_timings(executed: Path, quick_seconds: float | None, work_dir: Path) -> None:
+    """Keep in the executed notebook's metadata what its run box says: how long the quick setting took
+    from scratch, and the chapter's own runs (folders `<NN>-…` of its OUT_DIR) with the training time
+    they recorded — in the full setting most are loaded from earlier executions, not trained again."""
+    import json
+    notebook = json.loads(Path(executed).read_text())
+    summaries = [json.loads(p.read_text()) for p in sorted(work_dir.glob(f"{executed.stem[:2]}-*/**/summary.json"))
+                 if ".stale-" not in str(p)]
+    notebook["metadata"]["milesbook"] = {
+        "quick_seconds": quick_seconds, "cores": os.cpu_count(), "runs": len(summaries),
+        "train_seconds": sum(s.get("train_seconds") or 0.0 for s in summaries)}
+    _write(Path(executed), json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
 def relative_paths(text: str, folder: Path) -> str:
@@ -288,15 +323,36 @@ def settings_box(notebook, name: str) -> str:
         if key not in ("QUICK", "OUT_DIR", "DEVICE", "WIDGETS"):
             value, meaning = repr(parameters.get(key, value)).replace("|", "\\|"), meaning.replace("|", "\\|")
             lines.append(f"| `{key}` | `{value}` | {meaning} |")
-    duration = notebook.metadata.get("papermill", {}).get("duration")
-    lines.append("")
-    if duration:
-        lines.append(f"Executing this page took {_minutes(duration)} on the machine that made it (runs already "
-                     "cached are loaded, not retrained).")
-    lines += [f"Run it yourself in a clone after `make demo`: `.venv/bin/jupyter lab notebooks/{name}.ipynb`, or "
-              f"headlessly `milesbook notebooks --only {name[:2]}` (`--quick` for the short setting, minutes on 2 CPU "
-              "cores; `-p NAME VALUE` sets a parameter above).", ":::"]
+    lines += ["", *_run_box(notebook, name, quick), ":::"]
     return "\n".join(lines)
+
+
+def _run_box(notebook, name: str, quick: bool) -> list[str]:
+    """How to run the chapter yourself, how long it took where its page was made (as `execute` measured
+    it), and where the sliders are, if it has any."""
+    duration = notebook.metadata.get("papermill", {}).get("duration")
+    timings = notebook.metadata.get("milesbook", {})
+    lines = [f"**Run it yourself** in a clone after `make demo`: live, `.venv/bin/jupyter lab notebooks/{name}.ipynb`; "
+             f"headlessly, `milesbook notebooks --only {name[:2]}` (`--quick` for the quick setting; "
+             "`-p NAME VALUE` sets a parameter above)."]
+    if "WIDGETS" in parameter_table(notebook):
+        lines[0] += " Live, its sliders redraw the figures for any setting of its grid; *Move the sliders* below says what to try."
+    said = []
+    if timings.get("quick_seconds"):
+        said.append(f"the quick setting took {_minutes(timings['quick_seconds'])} from scratch")
+    if duration and not quick:
+        runs = timings.get("runs")
+        trained = ("; it trains no run of its own (it reads those its parameters name)" if runs == 0 else
+                   f" (its {runs} runs loaded where an earlier execution had made them); training them took "
+                   f"{_minutes(timings['train_seconds'])} of one core in all, as the runs recorded" if runs else
+                   " (runs already made are loaded, not trained again)")
+        said.append(f"executing the full setting took {_minutes(duration)}{trained}")
+    if said:
+        cores = f"{timings['cores']} CPU cores, " if timings.get("cores") else ""
+        lines.append("")
+        lines.append(f"**Time on the machine that made this page** ({cores}`milesbook book --execute`): "
+                     + "; ".join(said) + ".")
+    return lines
 
 
 def parameter_table(notebook) -> dict[str, tuple[object, str]]:
@@ -380,13 +436,20 @@ def repository_url() -> str | None:
 
 
 def install_cell(repository: str | None) -> str:
-    """The first cell of every chapter: installs milesbook where it is missing (Colab, Binder), from the
-    declared repository; without one it says how to get it. Removed from the book's pages."""
-    head = "# milesbook, if this kernel does not have it yet (Colab, Binder, a fresh environment).\ntry:\n    import milesbook\nexcept ImportError:\n"
-    if repository is None:
-        return head + ('    raise ImportError("milesbook is not installed here: clone its repository, run `make demo` '
-                       'there (README) and open this notebook from that checkout") from None')
-    return head + f'    %pip install -q "milesbook[notebooks] @ git+{repository}"'
+    """The first cell of every chapter: installs milesbook where it is missing — from the declared
+    repository (Colab, Binder), or from the checkout the notebook sits in — and elsewhere says in one
+    line how to get it, with no traceback. Removed from the book's pages."""
+    head = ("# milesbook, if this kernel does not have it yet (Colab, Binder, a fresh environment).\n"
+            "try:\n    import milesbook\nexcept ImportError:\n")
+    if repository is not None:
+        return head + f'    %pip install -q "milesbook[notebooks] @ git+{repository}"'
+    # Not editable: an editable install is found only by a kernel started after it.
+    return head + ('    from pathlib import Path\n'
+                   '    if (Path.cwd().parent / "milesbook" / "notebooks.py").is_file():  # notebooks/ of a clone\n'
+                   '        %pip install -q "..[notebooks]"\n'
+                   '    else:\n'
+                   '        raise SystemExit("milesbook is not installed in this kernel: clone its repository, run '
+                   '`make demo` there (README) and open the notebook from that clone")')
 
 
 def methods_appendix() -> str:

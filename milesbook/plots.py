@@ -200,7 +200,9 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
                    yerr=spread, capsize=2 if spread is not None else 0, color=colour(column),
                    label=None if column in labelled else column)
             labelled.add(column)
-    ax.set_xticks(range(len(table)), [report_name(row["method"]) for row in table], rotation=20, ha="right")
+    many = len(table) > 8  # upright names would overlap: stand them on end
+    ax.set_xticks(range(len(table)), [report_name(row["method"]) for row in table], rotation=90 if many else 20,
+                  ha="center" if many else "right")
     ax.set(ylabel=f"test {METRIC_LABELS[table[0].get('metric', 'acc')]} (%)", ylim=(0, 105), title=title)
     ax.grid(axis="x", visible=False)
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
@@ -283,27 +285,33 @@ def _method_of_search(name: str) -> str:
 
 
 @_styled
-def plot_best_of_n(rows: list[dict], ax=None):
+def plot_best_of_n(result: dict, reading: str | None = None, ax=None):
     """Per method, the chosen trial's own test score (the paper's single number, ×) beside the test
-    mean over fresh seeds with its 95 % interval — how much best-of-N selection flatters one run.
-    `rows`: `tuned.compare_tuned`'s results.csv rows (multimodal methods)."""
+    mean over fresh seeds with its 95 % t-interval — how much best-of-N selection flatters one run.
+    `result`: one fusion's entry of a tuned report.json (`report["fusion_results"][fusion]`);
+    `reading`: "fusion" or a modality, by default the report's weak modality."""
+    from .seed_stats import t_interval
+    reading = reading or result["weak"]
+    methods = {m: e for m, e in result["methods"].items() if "best_trial" in e and reading in e["values"]}
     if ax is None:  # one row per method, readable at page width however many methods there are
-        _, ax = plt.subplots(figsize=(6.5, 0.34 * len(rows) + 1.6))
-    ys = range(len(rows))
-    means = [100 * float(r["test_mean"]) for r in rows]
-    have_ci = all(r.get("ci_low") not in (None, "") for r in rows)
-    if have_ci:
-        lows = [m - 100 * float(r["ci_low"]) for m, r in zip(means, rows)]
-        highs = [100 * min(float(r["ci_high"]), 1.0) - m for m, r in zip(means, rows)]  # no interval above 100 %
+        _, ax = plt.subplots(figsize=(6.5, 0.34 * len(methods) + 1.6))
+    ys = range(len(methods))
+    values = [[100 * v for v in e["values"][reading]] for e in methods.values()]
+    means = [sum(v) / len(v) for v in values]
+    intervals = [t_interval(v) for v in values]
+    if all(intervals):
+        lows = [m - max(low, 0.0) for m, (low, _) in zip(means, intervals)]
+        highs = [min(high, 100.0) - m for m, (_, high) in zip(means, intervals)]  # no interval past 0 or 100 %
         ax.errorbar(means, ys, xerr=[lows, highs], fmt="o", color="black", capsize=3, label="fresh seeds: mean, 95 % CI")
     else:
         ax.plot(means, ys, "o", color="black", label="fresh seed")
-    ax.plot([100 * float(r["best_trial_test"]) for r in rows], ys, "x", color="#D55E00", ms=8, mew=2,
+    ax.plot([100 * e["best_trial"][reading] for e in methods.values()], ys, "x", color="#D55E00", ms=8, mew=2,
             label="best trial (paper's protocol)")
-    ax.set_yticks(list(ys), [report_name(r["method"]) for r in rows])
+    ax.set_yticks(list(ys), [report_name(m) for m in methods])
     ax.invert_yaxis()  # the table's order, top to bottom
-    ax.set(xlabel="test fusion metric (%)", title="one chosen run vs fresh seeds")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(rows)), ncol=2)
+    where = "fused" if reading == "fusion" else reading
+    ax.set(xlabel=f"test {METRIC_LABELS[result['metric']]}, {where} (%)", title="one chosen run vs fresh seeds")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / max(len(methods), 1)), ncol=2)
     ax.figure.tight_layout()
     return ax
 
@@ -326,18 +334,23 @@ def plot_results(summaries: dict[str, list[dict]], modalities, title: str = "", 
     frame = pd.DataFrame(records)
     order = ["fusion", *modalities]
     palette = {r: colour(r) for r in order}
+    horizontal = len(summaries) > 6  # many methods: one row each, so that no two names overlap
+    axes = {"x": "value", "y": "method"} if horizontal else {"x": "method", "y": "value"}
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(0.75 * len(summaries) + 2.5, 7.5), 3.8))
-    sns.stripplot(frame, x="method", y="value", hue="reading", hue_order=order, palette=palette, dodge=True,
+        _, ax = plt.subplots(figsize=(5.8, 0.45 * len(summaries) + 1.3) if horizontal else
+                             (min(0.75 * len(summaries) + 2.5, 6.3), 3.8))
+    sns.stripplot(frame, **axes, hue="reading", hue_order=order, palette=palette, dodge=True,
                   alpha=0.45, size=3.5, legend=False, ax=ax)
     several = frame.groupby(["method", "reading"])["seed"].nunique().max() > 1
-    sns.pointplot(frame, x="method", y="value", hue="reading", hue_order=order, palette=palette, dodge=0.53,
+    sns.pointplot(frame, **axes, hue="reading", hue_order=order, palette=palette, dodge=0.53,
                   errorbar=("ci", 95) if several else None, linestyle="none", markers="D", markersize=5,
                   capsize=0.08, ax=ax)
-    ax.set(xlabel="", ylabel=f"test {METRIC_LABELS[metric]} (%)", title=title)
-    ax.tick_params(axis="x", rotation=20)
-    for label in ax.get_xticklabels():
-        label.set_ha("right")
+    label = f"test {METRIC_LABELS[metric]} (%)"
+    ax.set(xlabel=label if horizontal else "", ylabel="" if horizontal else label, title=title)
+    if not horizontal:
+        ax.tick_params(axis="x", rotation=20)
+        for tick in ax.get_xticklabels():
+            tick.set_ha("right")
     ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.figure.tight_layout()
     return ax

@@ -143,6 +143,8 @@ def compare_tuned(search_dir, seeds: int = 5, out=None, workers: int = 1, progre
         record["fusion_results"][fusion] = report_record(by_method, report[fusion]["rows"], modalities, metric)
         for method, entry in record["fusion_results"][fusion]["methods"].items():
             entry["values"].update(_oracle_values(by_method[method], modalities, metric))
+            if method in paper:  # the chosen trial itself, every reading (chapter 6's best-of-N figure)
+                entry["best_trial"] = {r: paper[method][f"test_{metric}_{r}"] for r in ("fusion", *modalities)}
         md += lines
         csv_rows += rows
     write_report(out, md, csv_rows, record,

@@ -1,5 +1,6 @@
 """The book: executed notebooks rendered to HTML pages and an index (small stand-in notebooks, no kernel)."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def built(tmp_path_factory):
     exercises = new_markdown_cell("## Exercises\n\n1. **Why.** Why is $\\delta$ small?\n2. **How.** How many?\n   "
                                   "Count them.\n\n<details>\n<summary>Answer</summary>\n\n1. Because $x$.\n2. Three:"
                                   "\n   one, two, three.\n\n</details>\n")
+    notebook.metadata["papermill"]["duration"] = 600.0
+    notebook.metadata["milesbook"] = {"quick_seconds": 95.0, "cores": 2, "runs": 6, "train_seconds": 80.0}
     notebook.cells[1:1] = [params]
     notebook.cells += [record, prose, hidden, exercises]
     nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -123,6 +126,9 @@ def test_a_page_hides_scaffolding_shows_its_settings_and_one_toggle_per_answer(b
     # the settings box, read from the parameters cell (never executed), and the command to run it
     assert "Settings on this page" in read and "EPOCHS 30 epochs per run" in read
     assert f"milesbook notebooks --only {name[:2]}" in read
+    assert "Time on the machine that made this page (2 CPU cores, milesbook book --execute" in read
+    assert ("the quick setting took 2 min from scratch; executing the full setting took 10 min (its 6 runs loaded "
+            "where an earlier execution had made them); training them took 80 s of one core in all") in read
     assert main.count("admonition-title\">Answer ") == 2 and "Answer 1</p>" in main and "Answer 2</p>" in main
     assert main.index("How many?") < main.index("Answer 2</p>") and main.index("Answer 1</p>") < main.index("How many?")
     lecturer = _page(built, name, "lecturer")
@@ -216,8 +222,14 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
             from papermill.exceptions import PapermillExecutionError
             raise PapermillExecutionError(3, 4, "source", "trace", "ValueError", "bad value")
         Path(out).mkdir(parents=True, exist_ok=True)
-        write_notebook(Path(out), NOTEBOOKS.index(names[0]) + 1)
+        write_notebook(Path(out), NOTEBOOKS.index(names[0]) + 1, quick=quick)
+        copy = nbformat.read(Path(out) / f"{names[0]}.ipynb", as_version=4)
+        copy.metadata["papermill"]["duration"] = 60.0 if quick else 600.0  # as papermill records it
+        nbformat.write(copy, Path(out) / f"{names[0]}.ipynb")
         notebooks.record(checkout / "notebooks" / parameters["OUT_DIR"], names[0][:2], {"accuracy": 0.5})
+        trained = checkout / "notebooks" / parameters["OUT_DIR"] / f"{names[0][:2]}-setting" / "seed0"
+        trained.mkdir(parents=True, exist_ok=True)
+        (trained / "summary.json").write_text(json.dumps({"train_seconds": 30.0}))
         run = checkout / "notebooks" / parameters["OUT_DIR"] / "runs" / names[0]  # a run the chapter trained
         run.mkdir(parents=True, exist_ok=True)
         (run / provenance.FILE).write_text(json.dumps(provenance.collect("cpu", 1)))
@@ -236,7 +248,13 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
     assert not notebooks.has_outputs(source / f"{NOTEBOOKS[0]}.ipynb")  # kept in the cached form
     assert (source / "figures" / f"{NOTEBOOKS[0]}-1-0.png").is_file()
     work = str(source.resolve() / "work") if quick else "../runs/notebooks"
-    assert calls == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
+    timed = [] if quick else calls[:len(NOTEBOOKS)]  # the full setting times the quick one from scratch first
+    assert [(names, q) for names, q, _ in timed] == [([name], True) for name in NOTEBOOKS if not quick]
+    assert len({parameters["OUT_DIR"] for _, _, parameters in timed}) <= 1 and all(
+        parameters["OUT_DIR"] != work for _, _, parameters in timed)
+    assert calls[len(timed):] == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
+    kept = json.loads((source / f"{NOTEBOOKS[3]}.ipynb").read_text())["metadata"]
+    assert kept["milesbook"] == {"quick_seconds": 60.0, "cores": os.cpu_count(), "runs": 1, "train_seconds": 30.0}
     copied = sorted(p.name for p in (source / "records").iterdir() if p.suffix == ".json")
     assert copied == sorted(f"record-{name[:2]}.json" for name in NOTEBOOKS)
     # what the book's numbers were made under: one line for the runs of every chapter
@@ -323,9 +341,30 @@ def test_launch_buttons_and_install_cell_follow_the_declared_repository():
     assert declared["repository"] == {"url": "https://github.com/someone/milesbook", "path_to_book": "notebooks",
                                       "branch": "main"}
     assert declared["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert "raise ImportError" in book.install_cell(None)
     assert '%pip install -q "milesbook[notebooks] @ git+https://github.com/someone/milesbook"' in \
         book.install_cell("https://github.com/someone/milesbook")
+
+
+def test_install_cell_outside_a_clone_says_how_in_one_line_and_inside_installs_from_it(tmp_path):
+    import subprocess
+    import sys
+
+    from IPython.core.inputtransformer2 import TransformerManager
+    code = TransformerManager().transform_cell(book.install_cell(None))
+    # -S: no site-packages, so milesbook cannot be imported, as in a kernel that lacks it
+    elsewhere = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert elsewhere.returncode == 1 and "Traceback" not in elsewhere.stderr
+    assert elsewhere.stderr.strip().splitlines() == [
+        "milesbook is not installed in this kernel: clone its repository, run `make demo` there (README) and "
+        "open the notebook from that clone"]
+    clone = tmp_path / "clone"
+    (clone / "milesbook").mkdir(parents=True)
+    (clone / "milesbook" / "notebooks.py").write_text("")
+    (clone / "notebooks").mkdir()
+    inside = subprocess.run([sys.executable, "-S", "-c", code.replace("get_ipython().run_line_magic",
+                                                                      "print")],
+                            cwd=clone / "notebooks", capture_output=True, text=True)
+    assert inside.returncode == 0 and inside.stdout.split() == ["pip", "install", "-q", '"..[notebooks]"']
 
 
 def test_every_method_says_what_it_does_and_cites_a_paper_in_the_bibliography():

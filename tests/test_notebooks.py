@@ -145,6 +145,12 @@ def test_06_fair_comparison(executed):
     summaries = {m: [json.loads((executed / "06-digits-av-search-2ep" / "compare" / f"{m}-concat" / f"seed{s}" /
                                  "summary.json").read_text()) for s in (1, 2)] for m in ("aux", "miles")}
     weak = record["weak"]
+    for method in ("aux", "miles"):  # the best-of-N figure's weak-modality numbers, from the runs themselves
+        chosen = json.loads((executed / "06-digits-av-search-2ep" / "compare" / f"{method}-concat" / "search-seed0" /
+                             "summary.json").read_text())
+        assert record["best_trial_weak"][method] == chosen[f"test_acc_{weak}"]
+        assert record["tuned_mean_weak"][method] == pytest.approx(
+            sum(s[f"test_acc_{weak}"] for s in summaries[method]) / 2)
     expected = sum(m[f"test_acc_{weak}"] - a[f"test_acc_{weak}"] for m, a in zip(summaries["miles"], summaries["aux"])) / 2
     assert record["miles_minus_aux"][f"test_acc_{weak}"] == pytest.approx(expected)
 

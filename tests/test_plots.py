@@ -224,6 +224,30 @@ def _figures_of_every_plot():
     yield "grid heatmap", plots.plot_grid_heatmap(grid, "tau", "mu", "audio_mean", "audio (%)", reference=86.1,
                                                   span=2.0).figure
     yield "forest", plots.plot_forest(forest).flat[0].figure
+    summaries = {m: [{"seed": seed, "test_acc_fusion": 0.99, "test_acc_image": 0.98, "test_acc_audio": 0.4 + seed / 10}
+                     for seed in (1, 2, 3)] for m in ["unimodal-image", *(r["method"] for r in rows)]}
+    yield "results, 21 methods", plots.plot_results(summaries, ["image", "audio"], title="digits-av").figure
+    yield "results, 3 methods", plots.plot_results(dict(list(summaries.items())[:3]), ["image", "audio"]).figure
+    yield "best of N", plots.plot_best_of_n(_tuned_result([r["method"] for r in rows])).figure
+
+
+def _tuned_result(methods):
+    """A tuned report.json's fusion entry: three fresh seeds and the best trial per method."""
+    return {"weak": "audio", "metric": "acc", "methods": {
+        m: {"seeds": [1, 2, 3], "values": {"fusion": [0.99, 0.995, 1.0], "audio": [0.5 + i / 100, 0.52, 0.56]},
+            "best_trial": {"fusion": 1.0, "audio": 0.6 - i / 100}} for i, m in enumerate(methods)}}
+
+
+def test_best_of_n_reads_the_weak_modality_by_default():
+    result = _tuned_result(["vanilla", "miles"])
+    result["methods"]["unimodal-audio"] = {"seeds": [1, 2, 3], "values": {"audio": [0.7, 0.7, 0.7]}}
+    ax = plots.plot_best_of_n(result)
+    means, chosen = [line.get_xdata() for line in ax.get_lines() if line.get_linestyle() == "None"][-2:]
+    assert list(chosen) == pytest.approx([60.0, 59.0])  # the best trials' audio, the reference has none
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["vanilla", "miles"]
+    assert ax.get_xlabel() == "test accuracy, audio (%)"
+    fused = plots.plot_best_of_n(result, reading="fusion")
+    assert list(fused.get_lines()[-1].get_xdata()) == pytest.approx([100.0, 100.0])
 
 
 def test_every_figure_fits_the_page_and_no_text_is_below_ten_points():
@@ -237,4 +261,9 @@ def test_every_figure_fits_the_page_and_no_text_is_below_ten_points():
         small = {t.get_text() for t in figure.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
                  if t.get_visible() and t.get_text().strip() and t.get_fontsize() < plots.MIN_FONT_PT}
         assert not small, f"{name}: text below {plots.MIN_FONT_PT} pt: {sorted(small)[:5]}"
+        for ax in figure.axes:  # no two tick labels of one axis overlap
+            for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+                boxes = [t.get_window_extent() for t in labels if t.get_visible() and t.get_text().strip()]
+                crossing = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+                assert not crossing, f"{name}: {len(crossing)} pair(s) of tick labels overlap"
         plt.close(figure)

@@ -42,6 +42,7 @@ def test_tuned_comparison_retrains_each_chosen_setting_on_fresh_seeds(searches, 
     assert json.loads((tmp_path / "cmp" / "seeds.json").read_text())["retrained"] == [1, 2]
     with open(tmp_path / "cmp" / "results.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
+    saved_report = json.loads((tmp_path / "cmp" / "report.json").read_text())
     for method in ("vanilla", "aux", "miles"):
         best = json.loads((searches / f"{method}-concat" / "best.json").read_text())
         runs = [json.loads((tmp_path / "cmp" / f"{method}-concat" / f"seed{s}" / "summary.json").read_text())
@@ -54,6 +55,8 @@ def test_tuned_comparison_retrains_each_chosen_setting_on_fresh_seeds(searches, 
         assert float(rows[method]["best_trial_val"]) == pytest.approx(best["value"], abs=1e-12)
         paper = json.loads((tmp_path / "cmp" / f"{method}-concat" / "search-seed0" / "summary.json").read_text())
         assert float(rows[method]["best_trial_test"]) == paper["test_acc_fusion"]
+        assert saved_report["fusion_results"]["concat"]["methods"][method]["best_trial"] == \
+            {r: paper[f"test_acc_{r}"] for r in ("fusion", "a", "b")}
         low, high = t_interval([r["test_acc_fusion"] for r in runs])
         assert float(rows[method]["ci_low"]) == pytest.approx(low) and low <= float(rows[method]["test_mean"]) <= high
     # miles − aux paired by seed, from the same runs the table reads.

@@ -335,3 +335,29 @@ def test_answers_that_state_a_direction_agree_with_the_full_setting_records():
     assert "claim 3 reads the fused\n   accuracy, which cannot rise above 100 %" in _answers("09_claims")
     assert nine["default"]["vanilla_fusion_mean"] > 0.99 and nine["default"]["claims"]["miles − vanilla, fused"][
         "verdict"] != "supported"
+
+
+def test_answers_worked_by_hand_agree_with_the_package():
+    """The by-hand answers (Eq. 4, Algorithm 1, its N-modality form) are what milesbook itself computes,
+    and chapter 3's "μ = 1 is `aux`" is what its full-setting grid recorded (no epoch slowed)."""
+    import re
+
+    from milesbook.miles import conditional_utilization, decide, decide_many, utilization_without
+    u_a, u_b = conditional_utilization(0.90, 0.88, 0.50)
+    answer = _answers("02_utilization_rates")
+    assert f"$u_A = (0.90 - 0.50)/0.90 = {u_a:.3f}$, $u_B = (0.90 - 0.88)/0.90 = {u_b:.3f}$, δ = {u_a - u_b:.3f}: " \
+           "A dominates" in answer
+    answer = _answers("03_miles")
+    said = [tuple(float(x) for x in pair) for pair in re.findall(r"→ \(([\d.]+), ([\d.]+)\)", answer)]
+    cases = [(0.35, 0.10), (0.30, -0.05), (-0.1, -0.2), (0.15, 0.05)]
+    assert said == [decide(a, b, tau=0.2, mu=0.5) for a, b in cases]
+    slowed = json.loads((notebooks.notebooks_dir().parent / "docs" / "book" / "records" / "record-03.json")
+                        .read_text())["slowed_epochs"]
+    assert "2. μ = 1, whatever τ" in answer and all(n == 0 for key, n in slowed.items() if key.endswith(",1.0"))
+    assert all(n > 0 for key, n in slowed.items() if not key.endswith(",1.0"))
+    u = utilization_without(0.95, {"pixel": 0.80, "fourier": 0.93, "morphology": 0.95})
+    answer = _answers("07_many_modalities")
+    assert (f"$u_{{pixel}} = 0.15/0.95 = {u['pixel']:.3f}$, $u_{{fourier}} = 0.02/0.95 = {u['fourier']:.3f}$, "
+            "$u_{morphology} = 0$") in answer
+    assert decide_many(u, tau=0.1, mu=0.5) == {"pixel": 0.5, "fourier": 1.0, "morphology": 1.0}
+    assert "So pixel is slowed (once, at μ·α)" in answer

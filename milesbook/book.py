@@ -436,20 +436,19 @@ def repository_url() -> str | None:
 
 
 def install_cell(repository: str | None) -> str:
-    """The first cell of every chapter: installs milesbook where it is missing — from the declared
-    repository (Colab, Binder), or from the checkout the notebook sits in — and elsewhere says in one
+    """The first cell of every chapter: installs milesbook where the kernel lacks it — from the clone the
+    notebook sits in, else from the declared repository (Colab, Binder) — and otherwise says in one
     line how to get it, with no traceback. Removed from the book's pages."""
-    head = ("# milesbook, if this kernel does not have it yet (Colab, Binder, a fresh environment).\n"
-            "try:\n    import milesbook\nexcept ImportError:\n")
-    if repository is not None:
-        return head + f'    %pip install -q "milesbook[notebooks] @ git+{repository}"'
+    elsewhere = (f'        %pip install -q "milesbook[notebooks] @ git+{repository}"' if repository else
+                 '        raise SystemExit("milesbook is not installed in this kernel: clone its repository, run '
+                 '`make demo` there (README) and open the notebook from that clone")')
     # Not editable: an editable install is found only by a kernel started after it.
-    return head + ('    from pathlib import Path\n'
-                   '    if (Path.cwd().parent / "milesbook" / "notebooks.py").is_file():  # notebooks/ of a clone\n'
-                   '        %pip install -q "..[notebooks]"\n'
-                   '    else:\n'
-                   '        raise SystemExit("milesbook is not installed in this kernel: clone its repository, run '
-                   '`make demo` there (README) and open the notebook from that clone")')
+    return ("# milesbook, if this kernel does not have it yet (Colab, Binder, a fresh environment).\n"
+            "try:\n    import milesbook\nexcept ImportError:\n"
+            "    from pathlib import Path\n"
+            '    if (Path.cwd().parent / "milesbook" / "notebooks.py").is_file():  # notebooks/ of a clone\n'
+            '        %pip install -q "..[notebooks]"\n'
+            "    else:\n" + elsewhere)
 
 
 def methods_appendix() -> str:

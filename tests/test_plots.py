@@ -267,3 +267,23 @@ def test_every_figure_fits_the_page_and_no_text_is_below_ten_points():
                 crossing = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
                 assert not crossing, f"{name}: {len(crossing)} pair(s) of tick labels overlap"
         plt.close(figure)
+
+
+def test_every_committed_figure_of_the_book_and_the_claims_page_fits_the_page():
+    """The committed figures as drawn: a PNG's width in inches (pixels over its recorded dpi) is at most
+    the page's text column, so a page shows it at its own size and its text (≥ 10 pt as drawn, the test
+    above) stays ≥ 10 pt."""
+    from pathlib import Path
+
+    from PIL import Image
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    figures = sorted((docs / "book" / "figures").glob("*.png")) + [docs / "claims-forest.png"]
+    assert len(figures) > 15
+    too_wide = {}
+    for path in figures:
+        with Image.open(path) as image:
+            dpi = image.info.get("dpi", (100, 100))[0]
+            width = image.size[0] / dpi
+        if width > plots.PAGE_WIDTH_IN + 0.1:
+            too_wide[path.name] = round(width, 2)
+    assert not too_wide, f"wider than {plots.PAGE_WIDTH_IN} in: {too_wide}"

@@ -269,16 +269,17 @@ def test_every_figure_fits_the_page_and_no_text_is_below_ten_points():
         plt.close(figure)
 
 
-def test_every_committed_figure_of_the_book_and_the_claims_page_fits_the_page():
-    """The committed figures as drawn: a PNG's width in inches (pixels over its recorded dpi) is at most
-    the page's text column, so a page shows it at its own size and its text (≥ 10 pt as drawn, the test
-    above) stays ≥ 10 pt."""
+def test_every_committed_figure_fits_the_page():
+    """The committed figures as drawn — the book's, the claims page's and every committed report's: a
+    PNG's width in inches (pixels over its recorded dpi) is at most the page's text column, so a page
+    shows it at its own size and its text (≥ 10 pt as drawn, the test above) stays ≥ 10 pt."""
     from pathlib import Path
 
     from PIL import Image
     docs = Path(__file__).resolve().parents[1] / "docs"
-    figures = sorted((docs / "book" / "figures").glob("*.png")) + [docs / "claims-forest.png"]
-    assert len(figures) > 15
+    figures = sorted(docs.rglob("*.png"))
+    assert len(list((docs / "book" / "figures").glob("*.png"))) > 15 and docs / "claims-forest.png" in figures
+    assert docs / "demo" / "dynamics-concat.png" in figures
     too_wide = {}
     for path in figures:
         with Image.open(path) as image:

@@ -389,3 +389,17 @@ def test_a_citation_the_bibliography_lacks_fails_the_build_in_one_line(tmp_path)
         book.render(folder, tmp_path / "html")
     assert "the book did not build" in str(error.value) and "nosuchpaper2099" in str(error.value)
     assert "\n" not in str(error.value) and not (tmp_path / "html").exists()
+
+
+def test_run_box_says_where_the_sliders_are_and_when_a_chapter_trains_nothing():
+    notebook = new_notebook(cells=[new_markdown_cell("# 3 · T"), new_code_cell(
+        "QUICK = False  # the CI setting\nWIDGETS = True  # sliders", metadata={"tags": ["parameters"]})])
+    notebook.metadata["papermill"] = {"parameters": {"QUICK": False, "WIDGETS": False}, "duration": 12.0}
+    notebook.metadata["milesbook"] = {"quick_seconds": 30.0, "cores": 2, "runs": 0, "train_seconds": 0.0}
+    box = book.settings_box(notebook, "03_miles")
+    assert "Live, its sliders redraw the figures for any setting of its grid; *Move the sliders* below" in box
+    assert ("the quick setting took 30 s from scratch; executing the full setting took 12 s; it trains no run of "
+            "its own") in box
+    assert "| `WIDGETS`" not in box  # scaffolding: a headless execution switches the sliders off
+    notebook.metadata.pop("milesbook")
+    assert "Time on the machine" in book.settings_box(notebook, "03_miles")  # an older page: its duration only

@@ -114,12 +114,14 @@ def _note_timings(executed: Path, quick_seconds: float | None, work_dir: Path) -
     from scratch, and the chapter's own runs (folders `<NN>-…` of its OUT_DIR) with the training time
     they recorded — in the full setting most are loaded from earlier executions, not trained again."""
     import json
+    from datetime import datetime
     notebook = json.loads(Path(executed).read_text())
-    summaries = [json.loads(p.read_text()) for p in sorted(work_dir.glob(f"{executed.stem[:2]}-*/**/summary.json"))
-                 if ".stale-" not in str(p)]
+    started = datetime.fromisoformat(notebook["metadata"]["papermill"]["start_time"]).timestamp()
+    paths = [p for p in sorted(work_dir.glob(f"{executed.stem[:2]}-*/**/summary.json")) if ".stale-" not in str(p)]
     notebook["metadata"]["milesbook"] = {
-        "quick_seconds": quick_seconds, "cores": os.cpu_count(), "runs": len(summaries),
-        "train_seconds": sum(s.get("train_seconds") or 0.0 for s in summaries)}
+        "quick_seconds": quick_seconds, "cores": os.cpu_count(), "runs": len(paths),
+        "trained_here": sum(p.stat().st_mtime >= started for p in paths),  # the others were loaded
+        "train_seconds": sum(json.loads(p.read_text()).get("train_seconds") or 0.0 for p in paths)}
     _write(Path(executed), json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -341,11 +343,11 @@ def _run_box(notebook, name: str, quick: bool) -> list[str]:
     if timings.get("quick_seconds"):
         said.append(f"the quick setting took {_minutes(timings['quick_seconds'])} from scratch")
     if duration and not quick:
-        runs = timings.get("runs")
+        runs, here = timings.get("runs"), timings.get("trained_here", 0)
         trained = ("; it trains no run of its own (it reads those its parameters name)" if runs == 0 else
-                   f" (its {runs} runs loaded where an earlier execution had made them); training them took "
-                   f"{_minutes(timings['train_seconds'])} of one core in all, as the runs recorded" if runs else
-                   " (runs already made are loaded, not trained again)")
+                   f" (of its {runs} runs, {here} trained then, the others loaded where an earlier execution had "
+                   f"made them); training all {runs} took {_minutes(timings['train_seconds'])} of one core, as the "
+                   "runs recorded" if runs else " (runs already made are loaded, not trained again)")
         said.append(f"executing the full setting took {_minutes(duration)}{trained}")
     if said:
         cores = f"{timings['cores']} CPU cores, " if timings.get("cores") else ""

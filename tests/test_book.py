@@ -57,7 +57,8 @@ def built(tmp_path_factory):
                                   "Count them.\n\n<details>\n<summary>Answer</summary>\n\n1. Because $x$.\n2. Three:"
                                   "\n   one, two, three.\n\n</details>\n")
     notebook.metadata["papermill"]["duration"] = 600.0
-    notebook.metadata["milesbook"] = {"quick_seconds": 95.0, "cores": 2, "runs": 6, "train_seconds": 80.0}
+    notebook.metadata["milesbook"] = {"quick_seconds": 95.0, "cores": 2, "runs": 6, "trained_here": 2,
+                                      "train_seconds": 80.0}
     notebook.cells[1:1] = [params]
     notebook.cells += [record, prose, hidden, exercises]
     nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -127,8 +128,9 @@ def test_a_page_hides_scaffolding_shows_its_settings_and_one_toggle_per_answer(b
     assert "Settings on this page" in read and "EPOCHS 30 epochs per run" in read
     assert f"milesbook notebooks --only {name[:2]}" in read
     assert "Time on the machine that made this page (2 CPU cores, milesbook book --execute" in read
-    assert ("the quick setting took 2 min from scratch; executing the full setting took 10 min (its 6 runs loaded "
-            "where an earlier execution had made them); training them took 80 s of one core in all") in read
+    assert ("the quick setting took 2 min from scratch; executing the full setting took 10 min (of its 6 runs, 2 "
+            "trained then, the others loaded where an earlier execution had made them); training all 6 took 80 s of "
+            "one core, as the runs recorded") in read
     assert main.count("admonition-title\">Answer ") == 2 and "Answer 1</p>" in main and "Answer 2</p>" in main
     assert main.index("How many?") < main.index("Answer 2</p>") and main.index("Answer 1</p>") < main.index("How many?")
     lecturer = _page(built, name, "lecturer")
@@ -224,7 +226,8 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
         Path(out).mkdir(parents=True, exist_ok=True)
         write_notebook(Path(out), NOTEBOOKS.index(names[0]) + 1, quick=quick)
         copy = nbformat.read(Path(out) / f"{names[0]}.ipynb", as_version=4)
-        copy.metadata["papermill"]["duration"] = 60.0 if quick else 600.0  # as papermill records it
+        copy.metadata["papermill"].update(duration=60.0 if quick else 600.0,  # as papermill records them
+                                          start_time="2026-01-01T00:00:00+00:00")
         nbformat.write(copy, Path(out) / f"{names[0]}.ipynb")
         notebooks.record(checkout / "notebooks" / parameters["OUT_DIR"], names[0][:2], {"accuracy": 0.5})
         trained = checkout / "notebooks" / parameters["OUT_DIR"] / f"{names[0][:2]}-setting" / "seed0"
@@ -254,7 +257,8 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
         parameters["OUT_DIR"] != work for _, _, parameters in timed)
     assert calls[len(timed):] == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
     kept = json.loads((source / f"{NOTEBOOKS[3]}.ipynb").read_text())["metadata"]
-    assert kept["milesbook"] == {"quick_seconds": 60.0, "cores": os.cpu_count(), "runs": 1, "train_seconds": 30.0}
+    assert kept["milesbook"] == {"quick_seconds": 60.0, "cores": os.cpu_count(), "runs": 1, "trained_here": 1,
+                                 "train_seconds": 30.0}
     copied = sorted(p.name for p in (source / "records").iterdir() if p.suffix == ".json")
     assert copied == sorted(f"record-{name[:2]}.json" for name in NOTEBOOKS)
     # what the book's numbers were made under: one line for the runs of every chapter
@@ -395,7 +399,8 @@ def test_run_box_says_where_the_sliders_are_and_when_a_chapter_trains_nothing():
     notebook = new_notebook(cells=[new_markdown_cell("# 3 · T"), new_code_cell(
         "QUICK = False  # the CI setting\nWIDGETS = True  # sliders", metadata={"tags": ["parameters"]})])
     notebook.metadata["papermill"] = {"parameters": {"QUICK": False, "WIDGETS": False}, "duration": 12.0}
-    notebook.metadata["milesbook"] = {"quick_seconds": 30.0, "cores": 2, "runs": 0, "train_seconds": 0.0}
+    notebook.metadata["milesbook"] = {"quick_seconds": 30.0, "cores": 2, "runs": 0, "trained_here": 0,
+                                      "train_seconds": 0.0}
     box = book.settings_box(notebook, "03_miles")
     assert "Live, its sliders redraw the figures for any setting of its grid; *Move the sliders* below" in box
     assert ("the quick setting took 30 s from scratch; executing the full setting took 12 s; it trains no run of "

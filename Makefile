@@ -36,7 +36,7 @@ tuned: $(VENV)/.installed
 	$(BIN)/milesbook compare --from-search $(TUNED_OUT) --seeds 5 --workers 2
 
 # The book: every notebook as an HTML page with its figures, from the executed full-setting copies
-# cached in docs/book/ (seconds). `milesbook book --execute` re-runs them (under an hour on 2 cores; 2 min once runs/notebooks holds the runs).
+# cached in docs/book/ (seconds). `milesbook book --execute` re-runs them (about an hour on 2 cores; minutes once runs/notebooks holds the runs).
 book: $(VENV)/.installed
 	$(BIN)/milesbook book
 	@echo "open build/book/index.html"

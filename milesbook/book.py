@@ -49,21 +49,21 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     failure leaves the cached book as it was. `work` is the notebooks' OUT_DIR (relative to notebooks/
     or absolute); by default the notebooks' own ../runs/notebooks in the full setting, so the executed
     copies show no absolute paths, and `source`/work in the quick one."""
-    import tempfile
-
     source = Path(source).resolve()
     staging = source.parent / f".{source.name}-executing"
     if work is None:
         work = DEFAULT_OUT_DIR if not quick else str(source / "work")
     quick_seconds = {}
     if not quick:  # the quick setting timed from scratch as well, for each page's run box; then thrown away
-        with tempfile.TemporaryDirectory(prefix="milesbook-quick-") as scratch:
-            for path in _execute_each(Path(scratch) / "notebooks", True, str(Path(scratch) / "work"), source):
-                quick_seconds[path.stem] = _duration(path)
+        timing = source.parent / f".{source.name}-timing-quick"  # ours: a failed notebook stays readable here
+        shutil.rmtree(timing, ignore_errors=True)
+        for path in _execute_each(timing / "notebooks", True, str(timing / "work"), source, "the quick timing run: "):
+            quick_seconds[path.stem] = _duration(path)
+        shutil.rmtree(timing)
     executed = _execute_each(staging, quick, work, source)
     work_dir = notebooks.notebooks_dir() / work  # an absolute `work` stays itself
     for path in executed:
-        _note_timings(path, quick_seconds.get(path.stem, _duration(path) if quick else None), work_dir)
+        _note_timings(path, quick_seconds.get(path.stem), work_dir)
     records = source / "records"
     records.mkdir(parents=True, exist_ok=True)
     for name in NOTEBOOKS:
@@ -88,7 +88,7 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     return placed
 
 
-def _execute_each(staging: Path, quick: bool, work: str, book: Path) -> list[Path]:
+def _execute_each(staging: Path, quick: bool, work: str, book: Path, which: str = "") -> list[Path]:
     """Execute every notebook into `staging`, one at a time, so that a failure can name its notebook."""
     from papermill.exceptions import PapermillExecutionError
 
@@ -97,7 +97,7 @@ def _execute_each(staging: Path, quick: bool, work: str, book: Path) -> list[Pat
         try:
             executed += notebooks.run([name], quick=quick, out=staging, parameters={"OUT_DIR": work})
         except PapermillExecutionError as error:
-            raise UserError(f"{name} failed in cell {error.cell_index} ({error.ename}: "
+            raise UserError(f"{which}{name} failed in cell {error.cell_index} ({error.ename}: "
                             f"{_first_line(error.evalue)}); {staging / name}.ipynb shows the traceback; "
                             f"the book in {book} is unchanged") from None
     return executed
@@ -111,18 +111,24 @@ def _duration(executed: Path) -> float:
 
 def _note_timings(executed: Path, quick_seconds: float | None, work_dir: Path) -> None:
     """Keep in the executed notebook's metadata what its run box says: how long the quick setting took
-    from scratch, and the chapter's own runs (folders `<NN>-…` of its OUT_DIR) with the training time
-    they recorded — in the full setting most are loaded from earlier executions, not trained again."""
+    from scratch (None: not timed), the cores this process could use, and the chapter's own runs
+    (folders `<NN>-…` of its OUT_DIR): how many, how many were written during this execution (the
+    others were loaded from earlier ones) and the training time they recorded."""
     import json
     from datetime import datetime
     notebook = json.loads(Path(executed).read_text())
     started = datetime.fromisoformat(notebook["metadata"]["papermill"]["start_time"]).timestamp()
     paths = [p for p in sorted(work_dir.glob(f"{executed.stem[:2]}-*/**/summary.json")) if ".stale-" not in str(p)]
     notebook["metadata"]["milesbook"] = {
-        "quick_seconds": quick_seconds, "cores": os.cpu_count(), "runs": len(paths),
+        "quick_seconds": quick_seconds, "cores": _cores(), "runs": len(paths),
         "trained_here": sum(p.stat().st_mtime >= started for p in paths),  # the others were loaded
         "train_seconds": sum(json.loads(p.read_text()).get("train_seconds") or 0.0 for p in paths)}
     _write(Path(executed), json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (a container's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def relative_paths(text: str, folder: Path) -> str:
@@ -342,19 +348,30 @@ def _run_box(notebook, name: str, quick: bool) -> list[str]:
     said = []
     if timings.get("quick_seconds"):
         said.append(f"the quick setting took {_minutes(timings['quick_seconds'])} from scratch")
-    if duration and not quick:
-        runs, here = timings.get("runs"), timings.get("trained_here", 0)
-        trained = ("; it trains no run of its own (it reads those its parameters name)" if runs == 0 else
-                   f" (of its {runs} runs, {here} trained then, the others loaded where an earlier execution had "
-                   f"made them); training all {runs} took {_minutes(timings['train_seconds'])} of one core, as the "
-                   "runs recorded" if runs else " (runs already made are loaded, not trained again)")
-        said.append(f"executing the full setting took {_minutes(duration)}{trained}")
+    if duration:
+        said.append(f"executing {'this page' if quick else 'the full setting'} took {_minutes(duration)}"
+                    + _runs_phrase(timings))
     if said:
         cores = f"{timings['cores']} CPU cores, " if timings.get("cores") else ""
-        lines.append("")
-        lines.append(f"**Time on the machine that made this page** ({cores}`milesbook book --execute`): "
-                     + "; ".join(said) + ".")
+        command = "milesbook book --quick" if quick else "milesbook book --execute"
+        lines += ["", f"**Time on the machine that made this page** ({cores}`{command}`): " + "; ".join(said) + "."]
     return lines
+
+
+def _runs_phrase(timings: dict) -> str:
+    """What an execution did with the chapter's runs: none of its own, all or some trained then, all
+    loaded from earlier executions; and the training time they recorded."""
+    runs, here = timings.get("runs"), timings.get("trained_here")
+    if runs is None or here is None:  # a page executed before its runs were counted
+        return " (runs already made are loaded, not trained again)"
+    if runs == 0:
+        return "; it keeps no runs of its own (it reads those its parameters name, training any that are missing)"
+    plural = "s" if runs > 1 else ""
+    what = (f"it trained its {runs} run{plural} then" if here == runs else
+            f"its {runs} run{plural} loaded where an earlier execution had made them" if here == 0 else
+            f"of its {runs} runs, {here} trained then, the others loaded where an earlier execution had made them")
+    return (f" ({what}); training {'them' if runs > 1 else 'it'} took {_minutes(timings['train_seconds'])}, "
+            "as the runs recorded")
 
 
 def parameter_table(notebook) -> dict[str, tuple[object, str]]:
@@ -442,7 +459,10 @@ def install_cell(repository: str | None) -> str:
     notebook sits in, else from the declared repository (Colab, Binder) — and otherwise says in one
     line how to get it, with no traceback. Removed from the book's pages."""
     elsewhere = (f'        %pip install -q "milesbook[notebooks] @ git+{repository}"' if repository else
-                 '        raise SystemExit("milesbook is not installed in this kernel: clone its repository, run '
+                 "        class NotInstalled(Exception):\n"
+                 "            def _render_traceback_(self):  # what IPython shows instead of a traceback\n"
+                 "                return [str(self)]\n"
+                 '        raise NotInstalled("milesbook is not installed in this kernel: clone its repository, run '
                  '`make demo` there (README) and open the notebook from that clone")')
     # Not editable: an editable install is found only by a kernel started after it.
     return ("# milesbook, if this kernel does not have it yet (Colab, Binder, a fresh environment).\n"

@@ -200,7 +200,7 @@ def plot_result_bars(table: list[dict], modalities, title: str = "", ax=None):
                    yerr=spread, capsize=2 if spread is not None else 0, color=colour(column),
                    label=None if column in labelled else column)
             labelled.add(column)
-    many = len(table) > 8  # upright names would overlap: stand them on end
+    many = len(table) > 4  # slanted names would overlap: stand them on end
     ax.set_xticks(range(len(table)), [report_name(row["method"]) for row in table], rotation=90 if many else 20,
                   ha="center" if many else "right")
     ax.set(ylabel=f"test {METRIC_LABELS[table[0].get('metric', 'acc')]} (%)", ylim=(0, 105), title=title)
@@ -287,31 +287,36 @@ def _method_of_search(name: str) -> str:
 @_styled
 def plot_best_of_n(result: dict, reading: str | None = None, ax=None):
     """Per method, the chosen trial's own test score (the paper's single number, ×) beside the test
-    mean over fresh seeds with its 95 % t-interval — how much best-of-N selection flatters one run.
-    `result`: one fusion's entry of a tuned report.json (`report["fusion_results"][fusion]`);
-    `reading`: "fusion" or a modality, by default the report's weak modality."""
+    mean over fresh seeds with its 95 % t-interval — how much best-of-N selection flatters one run — and
+    the modality's unimodal model as a dashed line. `result`: one fusion's entry of a tuned report.json
+    (`report["fusion_results"][fusion]`); `reading`: "fusion" or a modality, by default the weak one."""
+    from .errors import UserError
+    from .methods import unimodal_name
     from .seed_stats import t_interval
     reading = reading or result["weak"]
     methods = {m: e for m, e in result["methods"].items() if "best_trial" in e and reading in e["values"]}
+    if not methods:
+        raise UserError(f"no method in this report has its chosen trial's {reading} reading: re-make the report "
+                        "with `milesbook compare --from-search SEARCH_DIR`")
     if ax is None:  # one row per method, readable at page width however many methods there are
         _, ax = plt.subplots(figsize=(6.5, 0.34 * len(methods) + 1.6))
-    ys = range(len(methods))
-    values = [[100 * v for v in e["values"][reading]] for e in methods.values()]
-    means = [sum(v) / len(v) for v in values]
-    intervals = [t_interval(v) for v in values]
-    if all(intervals):
-        lows = [m - max(low, 0.0) for m, (low, _) in zip(means, intervals)]
-        highs = [min(high, 100.0) - m for m, (_, high) in zip(means, intervals)]  # no interval past 0 or 100 %
-        ax.errorbar(means, ys, xerr=[lows, highs], fmt="o", color="black", capsize=3, label="fresh seeds: mean, 95 % CI")
-    else:
-        ax.plot(means, ys, "o", color="black", label="fresh seed")
-    ax.plot([100 * e["best_trial"][reading] for e in methods.values()], ys, "x", color="#D55E00", ms=8, mew=2,
-            label="best trial (paper's protocol)")
-    ax.set_yticks(list(ys), [report_name(m) for m in methods])
+    for y, entry in enumerate(methods.values()):
+        values = [100 * v for v in entry["values"][reading]]
+        mean, interval = sum(values) / len(values), t_interval(values)
+        error = None if interval is None else [[mean - max(interval[0], 0.0)], [min(interval[1], 100.0) - mean]]
+        ax.errorbar([mean], [y], xerr=error, fmt="o", color="black", capsize=3,  # no interval past 0 or 100 %
+                    label="fresh seeds: mean, 95 % CI" if y == 0 else None)
+        ax.plot([100 * entry["best_trial"][reading]], [y], "x", color="#D55E00", ms=8, mew=2,
+                label="best trial (paper's protocol)" if y == 0 else None)
+    alone = result["methods"].get(unimodal_name(reading), {}).get("values", {}).get(reading)
+    if alone:
+        ax.axvline(100 * sum(alone) / len(alone), color=colour(reading), ls="--", lw=1.5,
+                   label=f"{reading} alone (fresh seeds)")
+    ax.set_yticks(range(len(methods)), [report_name(m) for m in methods])
     ax.invert_yaxis()  # the table's order, top to bottom
     where = "fused" if reading == "fusion" else reading
     ax.set(xlabel=f"test {METRIC_LABELS[result['metric']]}, {where} (%)", title="one chosen run vs fresh seeds")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / max(len(methods), 1)), ncol=2)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.34 * len(methods) + 0.2)), ncol=2)
     ax.figure.tight_layout()
     return ax
 
@@ -334,7 +339,7 @@ def plot_results(summaries: dict[str, list[dict]], modalities, title: str = "", 
     frame = pd.DataFrame(records)
     order = ["fusion", *modalities]
     palette = {r: colour(r) for r in order}
-    horizontal = len(summaries) > 6  # many methods: one row each, so that no two names overlap
+    horizontal = len(summaries) > 3  # more methods: one row each, so that no two names overlap
     axes = {"x": "value", "y": "method"} if horizontal else {"x": "method", "y": "value"}
     if ax is None:
         _, ax = plt.subplots(figsize=(5.8, 0.45 * len(summaries) + 1.3) if horizontal else

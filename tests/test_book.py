@@ -129,8 +129,8 @@ def test_a_page_hides_scaffolding_shows_its_settings_and_one_toggle_per_answer(b
     assert f"milesbook notebooks --only {name[:2]}" in read
     assert "Time on the machine that made this page (2 CPU cores, milesbook book --execute" in read
     assert ("the quick setting took 2 min from scratch; executing the full setting took 10 min (of its 6 runs, 2 "
-            "trained then, the others loaded where an earlier execution had made them); training all 6 took 80 s of "
-            "one core, as the runs recorded") in read
+            "trained then, the others loaded where an earlier execution had made them); training them took 80 s, as "
+            "the runs recorded") in read
     assert main.count("admonition-title\">Answer ") == 2 and "Answer 1</p>" in main and "Answer 2</p>" in main
     assert main.index("How many?") < main.index("Answer 2</p>") and main.index("Answer 1</p>") < main.index("How many?")
     lecturer = _page(built, name, "lecturer")
@@ -240,12 +240,17 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
 
     monkeypatch.setattr(notebooks, "notebooks_dir", lambda: checkout / "notebooks")
     monkeypatch.setattr(notebooks, "run", fake_run)
-    with pytest.raises(UserError, match=f"{NOTEBOOKS[2]} failed in cell 3 .*the book in .* is unchanged"):
+    with pytest.raises(UserError, match=f"^{'' if quick else 'the quick timing run: '}{NOTEBOOKS[2]} failed in "
+                                        "cell 3 .*the book in .* is unchanged"):
         book.execute(source, quick=quick)
     assert (source / f"{NOTEBOOKS[0]}.ipynb").read_text() == "cached"  # a failure changes nothing cached
     assert not (source / f"{NOTEBOOKS[1]}.ipynb").exists()
 
     fail["at"], calls[:] = None, []
+    earlier = (source.resolve() / "work" if quick else checkout / "runs" / "notebooks") / "04-earlier" / "seed0"
+    earlier.mkdir(parents=True)  # a run of chapter 4 an earlier execution made: loaded, not trained
+    (earlier / "summary.json").write_text(json.dumps({"train_seconds": 10.0}))
+    os.utime(earlier / "summary.json", (1.7e9, 1.7e9))  # 2023, before this execution started
     executed = book.execute(source, quick=quick)
     assert executed == [source.resolve() / f"{name}.ipynb" for name in NOTEBOOKS]
     assert not notebooks.has_outputs(source / f"{NOTEBOOKS[0]}.ipynb")  # kept in the cached form
@@ -257,8 +262,9 @@ def test_execute_replaces_the_cached_copies_only_when_all_succeed(tmp_path, monk
         parameters["OUT_DIR"] != work for _, _, parameters in timed)
     assert calls[len(timed):] == [([name], quick, {"OUT_DIR": work}) for name in NOTEBOOKS]
     kept = json.loads((source / f"{NOTEBOOKS[3]}.ipynb").read_text())["metadata"]
-    assert kept["milesbook"] == {"quick_seconds": 60.0, "cores": os.cpu_count(), "runs": 1, "trained_here": 1,
-                                 "train_seconds": 30.0}
+    assert kept["milesbook"] == {"quick_seconds": None if quick else 60.0, "cores": len(os.sched_getaffinity(0)),
+                                 "runs": 2, "trained_here": 1, "train_seconds": 40.0}
+    assert not (tmp_path / ".source-timing-quick").exists()  # the quick timing run leaves nothing behind
     copied = sorted(p.name for p in (source / "records").iterdir() if p.suffix == ".json")
     assert copied == sorted(f"record-{name[:2]}.json" for name in NOTEBOOKS)
     # what the book's numbers were made under: one line for the runs of every chapter
@@ -349,26 +355,36 @@ def test_launch_buttons_and_install_cell_follow_the_declared_repository():
         book.install_cell("https://github.com/someone/milesbook")
 
 
-def test_install_cell_outside_a_clone_says_how_in_one_line_and_inside_installs_from_it(tmp_path):
-    import subprocess
+def test_install_cell_outside_a_clone_says_how_in_one_line_and_inside_installs_from_it(tmp_path, monkeypatch):
+    """Run as a kernel runs it (IPython), in a kernel that lacks milesbook: one line, no traceback."""
+    import contextlib
+    import io
     import sys
 
-    from IPython.core.inputtransformer2 import TransformerManager
-    code = TransformerManager().transform_cell(book.install_cell(None))
-    # -S: no site-packages, so milesbook cannot be imported, as in a kernel that lacks it
-    elsewhere = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert elsewhere.returncode == 1 and "Traceback" not in elsewhere.stderr
-    assert elsewhere.stderr.strip().splitlines() == [
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    pip_calls = []
+    monkeypatch.setattr(shell, "run_line_magic", lambda magic, line, *_: pip_calls.append((magic, line)))
+    monkeypatch.setitem(sys.modules, "milesbook", None)  # `import milesbook` raises ImportError
+
+    def run_in(folder):
+        monkeypatch.chdir(folder)
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(shown):
+            result = shell.run_cell(book.install_cell(None))
+        return result.success, shown.getvalue()
+
+    success, shown = run_in(tmp_path)
+    assert not success and pip_calls == []  # it stops "Run all" and installs nothing
+    assert shown.strip().splitlines() == [
         "milesbook is not installed in this kernel: clone its repository, run `make demo` there (README) and "
         "open the notebook from that clone"]
     clone = tmp_path / "clone"
     (clone / "milesbook").mkdir(parents=True)
     (clone / "milesbook" / "notebooks.py").write_text("")
     (clone / "notebooks").mkdir()
-    inside = subprocess.run([sys.executable, "-S", "-c", code.replace("get_ipython().run_line_magic",
-                                                                      "print")],
-                            cwd=clone / "notebooks", capture_output=True, text=True)
-    assert inside.returncode == 0 and inside.stdout.split() == ["pip", "install", "-q", '"..[notebooks]"']
+    success, shown = run_in(clone / "notebooks")
+    assert success and shown == "" and pip_calls == [("pip", 'install -q "..[notebooks]"')]
 
 
 def test_every_method_says_what_it_does_and_cites_a_paper_in_the_bibliography():
@@ -403,8 +419,28 @@ def test_run_box_says_where_the_sliders_are_and_when_a_chapter_trains_nothing():
                                       "train_seconds": 0.0}
     box = book.settings_box(notebook, "03_miles")
     assert "Live, its sliders redraw the figures for any setting of its grid; *Move the sliders* below" in box
-    assert ("the quick setting took 30 s from scratch; executing the full setting took 12 s; it trains no run of "
-            "its own") in box
+    assert ("the quick setting took 30 s from scratch; executing the full setting took 12 s; it keeps no runs of "
+            "its own (it reads those its parameters name, training any that are missing).") in box
     assert "| `WIDGETS`" not in box  # scaffolding: a headless execution switches the sliders off
     notebook.metadata.pop("milesbook")
-    assert "Time on the machine" in book.settings_box(notebook, "03_miles")  # an older page: its duration only
+    assert "executing the full setting took 12 s (runs already made are loaded, not trained again)." in \
+        book.settings_box(notebook, "03_miles")  # a page executed before its runs were counted
+
+
+@pytest.mark.parametrize("runs, here, said", [
+    (1, 1, " (it trained its 1 run then); training it took 80 s, as the runs recorded"),
+    (6, 6, " (it trained its 6 runs then); training them took 80 s, as the runs recorded"),
+    (6, 0, " (its 6 runs loaded where an earlier execution had made them); training them took 80 s"),
+    (6, 2, " (of its 6 runs, 2 trained then, the others loaded where an earlier execution had made them)")])
+def test_run_box_says_which_runs_were_trained_and_which_loaded(runs, here, said):
+    assert book._runs_phrase({"runs": runs, "trained_here": here, "train_seconds": 80.0}).startswith(said)
+
+
+def test_quick_book_pages_say_the_quick_command_and_no_time_from_scratch():
+    notebook = new_notebook(cells=[new_markdown_cell("# 1 · T")])
+    notebook.metadata["papermill"] = {"parameters": {"QUICK": True}, "duration": 20.0}
+    notebook.metadata["milesbook"] = {"quick_seconds": None, "cores": 2, "runs": 3, "trained_here": 3,
+                                      "train_seconds": 9.0}
+    box = book.settings_box(notebook, NOTEBOOKS[0])
+    assert ("(2 CPU cores, `milesbook book --quick`): executing this page took 20 s (it trained its 3 runs then); "
+            "training them took 9 s, as the runs recorded.") in box and "from scratch" not in box

@@ -361,3 +361,7 @@ def test_answers_worked_by_hand_agree_with_the_package():
             "$u_{morphology} = 0$") in answer
     assert decide_many(u, tau=0.1, mu=0.5) == {"pixel": 0.5, "fourier": 1.0, "morphology": 1.0}
     assert "So pixel is slowed (once, at μ·α)" in answer
+    assert f"be $0.5^5 α ≈ {0.5 ** 5:.2f} α$" in _answers("03_miles")
+    assert f"μ ≈ 1e-3 / 4e-3 = {1e-3 / 4e-3:.2f}" in _answers("05_ablations")
+    from milesbook.diagnose import STARVED_POINTS
+    assert f"it may fall below the rule's {STARVED_POINTS:.0f} points" in _answers("08_your_own_data")

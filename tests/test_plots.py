@@ -228,6 +228,11 @@ def _figures_of_every_plot():
                      for seed in (1, 2, 3)] for m in ["unimodal-image", *(r["method"] for r in rows)]}
     yield "results, 21 methods", plots.plot_results(summaries, ["image", "audio"], title="digits-av").figure
     yield "results, 3 methods", plots.plot_results(dict(list(summaries.items())[:3]), ["image", "audio"]).figure
+    views = ["pixel", "fourier", "morphology"]  # chapter 7: six entries, the longest names of any chapter
+    three = {m: [{"seed": 0, "test_acc_fusion": 0.98, **{f"test_acc_{v}": 0.9 for v in views}}]
+             for m in [*(f"unimodal-{v}" for v in views), "vanilla", "aux", "miles"]}
+    yield "results, 6 entries", plots.plot_results(three, views).figure
+    yield "result bars, 8 methods", plots.plot_result_bars(rows[:8], ["image", "audio"]).figure
     yield "best of N", plots.plot_best_of_n(_tuned_result([r["method"] for r in rows])).figure
 
 
@@ -239,17 +244,25 @@ def _tuned_result(methods):
 
 
 def test_best_of_n_reads_the_weak_modality_by_default():
+    from milesbook.errors import UserError
     result = _tuned_result(["vanilla", "miles"])
     result["methods"]["unimodal-audio"] = {"seeds": [1, 2, 3], "values": {"audio": [0.7, 0.7, 0.7]}}
+    result["methods"]["miles"]["values"]["audio"] = [0.8]  # one seed: its point without an interval
     ax = plots.plot_best_of_n(result)
-    means, chosen = [line.get_xdata() for line in ax.get_lines() if line.get_linestyle() == "None"][-2:]
-    assert list(chosen) == pytest.approx([60.0, 59.0])  # the best trials' audio, the reference has none
+    chosen = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert [line.get_xdata()[0] for line in chosen] == pytest.approx([60.0, 59.0])  # the reference has none
+    means = [c for c in ax.containers]  # one errorbar per method, in order
+    assert [c.lines[0].get_xdata()[0] for c in means] == pytest.approx([100 * (0.5 + 0.52 + 0.56) / 3, 80.0])
+    assert means[0].has_xerr and not means[1].has_xerr
+    assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == pytest.approx([70.0])
     assert [t.get_text() for t in ax.get_yticklabels()] == ["vanilla", "miles"]
     assert ax.get_xlabel() == "test accuracy, audio (%)"
     fused = plots.plot_best_of_n(result, reading="fusion")
-    assert list(fused.get_lines()[-1].get_xdata()) == pytest.approx([100.0, 100.0])
-
-
+    assert [line.get_xdata()[0] for line in fused.get_lines() if line.get_marker() == "x"] == [100.0, 100.0]
+    for entry in result["methods"].values():
+        entry.pop("best_trial", None)
+    with pytest.raises(UserError, match="re-make the report with `milesbook compare --from-search"):
+        plots.plot_best_of_n(result)
 def test_every_figure_fits_the_page_and_no_text_is_below_ten_points():
     """The figure standard: drawn no wider than the page's text column (so it is shown at its own size)
     and no text smaller than 10 pt — tick labels, legends, annotations and titles alike."""

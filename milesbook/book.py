@@ -48,7 +48,8 @@ def execute(source, quick: bool, work: str | None = None) -> list[Path]:
     folder beside `source` and replace the cached copies only once all of them have succeeded: a
     failure leaves the cached book as it was. `work` is the notebooks' OUT_DIR (relative to notebooks/
     or absolute); by default the notebooks' own ../runs/notebooks in the full setting, so the executed
-    copies show no absolute paths, and `source`/work in the quick one."""
+    copies show no absolute paths, and `source`/work in the quick one. The full setting first executes
+    the quick one from scratch in a folder beside `source`, only to time it for each page's run box."""
     source = Path(source).resolve()
     staging = source.parent / f".{source.name}-executing"
     if work is None:

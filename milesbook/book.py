@@ -332,11 +332,11 @@ def settings_box(notebook, name: str) -> str:
         if key not in ("QUICK", "OUT_DIR", "DEVICE", "WIDGETS"):
             value, meaning = repr(parameters.get(key, value)).replace("|", "\\|"), meaning.replace("|", "\\|")
             lines.append(f"| `{key}` | `{value}` | {meaning} |")
-    lines += ["", *_run_box(notebook, name, quick), ":::"]
+    lines += ["", *_run_box(notebook, name, quick, sliders="WIDGETS" in table), ":::"]
     return "\n".join(lines)
 
 
-def _run_box(notebook, name: str, quick: bool) -> list[str]:
+def _run_box(notebook, name: str, quick: bool, sliders: bool) -> list[str]:
     """How to run the chapter yourself, how long it took where its page was made (as `execute` measured
     it), and where the sliders are, if it has any."""
     duration = notebook.metadata.get("papermill", {}).get("duration")
@@ -344,7 +344,7 @@ def _run_box(notebook, name: str, quick: bool) -> list[str]:
     lines = [f"**Run it yourself** in a clone after `make demo`: live, `.venv/bin/jupyter lab notebooks/{name}.ipynb`; "
              f"headlessly, `milesbook notebooks --only {name[:2]}` (`--quick` for the quick setting; "
              "`-p NAME VALUE` sets a parameter above)."]
-    if "WIDGETS" in parameter_table(notebook):
+    if sliders:
         lines[0] += " Live, its sliders redraw the figures for any setting of its grid; *Move the sliders* below says what to try."
     said = []
     if timings.get("quick_seconds"):

@@ -275,9 +275,9 @@ def setting_section(setting: Setting) -> str:
 def _protocol(setting: Setting) -> str:
     """How a setting's comparison was made, from its report and searches: dataset, draws, fresh seeds."""
     search_dir = (setting.folder / setting.record["search_dir"]).resolve()
-    best = next(iter(sorted(search_dir.glob("*/best.json"))), None)
-    config = handed.read_best(best)["config"] if best is not None else {}
-    trials = {handed.read_best(b).get("trials_complete") for b in search_dir.glob("*/best.json")} - {None}
+    searches = [handed.read_best(b) for b in sorted(search_dir.glob("*/best.json"))]
+    config = searches[0]["config"] if searches else {}
+    trials = {b.get("trials_complete") for b in searches} - {None}
     draws = f"{trials.pop()} draws" if len(trials) == 1 else "its draws"
     return (f"`{config.get('dataset', 'its dataset')}`; every method searched the same way, {draws} chosen on "
             f"validation, then retrained on {setting.record.get('seeds')} seeds no search used")
@@ -289,8 +289,8 @@ def verdict_table(settings: list[Setting]) -> str:
     rows = [claim_rows(s) for s in settings]
     lines = ["| claim | effect | " + " | ".join(f"{s.name}" for s in settings) + " |",
              "|---|---|" + "---|" * len(settings)]
+    weak = settings[0].weak
     for k, row in enumerate(rows[0]):
-        weak = settings[0].weak
         effect_name = re.sub(rf"(?<![\w-]){re.escape(weak)}(?![\w-])", "weak modality",
                              row["effect"].replace(unimodal_name(weak), "unimodal"))
         lines.append(f"| {row['claim']} | {effect_name} | "
